@@ -1,0 +1,118 @@
+//! The contract between an engine and an application: the [`App`] trait.
+//!
+//! An App (the chat room, the quiz) is *sans-IO*: it never touches a socket
+//! and never reads the clock. An engine (poll or threaded) feeds it events —
+//! a client joined, sent a line, left, or time passed — with `now` passed in,
+//! and the App answers by pushing [`Output`]s into an [`Outbox`]: which bytes go
+//! to whom, and which clients to close. Because both engines drive the same
+//! App, their observable behaviour cannot drift apart.
+//!
+//! Naming follows quinn-proto: `handle_*` for inputs, `poll_*` for questions
+//! the engine asks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An engine-assigned identifier for one connected client.
+///
+/// The poll engine uses its slab key; an id may be reused only after the App
+/// has been told the previous holder left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub usize);
+
+/// Who receives a [`Output::Send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipients {
+    /// Exactly one client (replies, errors, the welcome line).
+    One(ClientId),
+    /// Every joined client except one (chat lines, join/leave notices).
+    AllBut(ClientId),
+    /// Every joined client.
+    All,
+}
+
+/// One instruction from the App to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Queue `bytes` for the recipients. The bytes are encoded once and shared:
+    /// engines copy or reference them, never re-format per recipient.
+    Send { to: Recipients, bytes: Arc<[u8]> },
+    /// Close a client once what is already queued for it has been flushed.
+    /// The App has already forgotten it; the engine must not report it again.
+    Close { client: ClientId },
+}
+
+/// Where handlers put their outputs. Engines drain it after every call.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    items: Vec<Output>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queue one already-terminated line (or several) for `to`.
+    pub fn send(&mut self, to: Recipients, text: impl Into<String>) {
+        let text: String = text.into();
+        self.items.push(Output::Send {
+            to,
+            bytes: Arc::from(text.into_bytes()),
+        });
+    }
+
+    /// A line for one client; the `\n` is added here.
+    pub fn to(&mut self, client: ClientId, line: &str) {
+        self.send(Recipients::One(client), format!("{line}\n"));
+    }
+
+    /// A line for everyone but `client`; the `\n` is added here.
+    pub fn all_but(&mut self, client: ClientId, line: &str) {
+        self.send(Recipients::AllBut(client), format!("{line}\n"));
+    }
+
+    /// A line for everyone; the `\n` is added here.
+    pub fn all(&mut self, line: &str) {
+        self.send(Recipients::All, format!("{line}\n"));
+    }
+
+    pub fn close(&mut self, client: ClientId) {
+        self.items.push(Output::Close { client });
+    }
+
+    /// Take every queued output, oldest first.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
+        self.items.drain(..)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A sans-IO application driven by an engine.
+///
+/// Every handler receives `now`; none may block or read the clock. The engine
+/// guarantees: `handle_joined` before any `handle_line` for a client, and
+/// `handle_left` at most once, never for a client the App closed itself.
+pub trait App {
+    /// A client connected and was admitted by the engine's limits.
+    fn handle_joined(&mut self, client: ClientId, peer: SocketAddr, now: Instant, out: &mut Outbox);
+
+    /// One complete, sanitised, non-empty line from a client (no line end).
+    fn handle_line(&mut self, client: ClientId, line: &str, now: Instant, out: &mut Outbox);
+
+    /// A client disconnected (FIN, reset, limit, timeout). Not called for
+    /// clients the App closed through [`Outbox::close`].
+    fn handle_left(&mut self, client: ClientId, now: Instant, out: &mut Outbox);
+
+    /// The deadline returned by [`App::poll_timeout`] has passed.
+    fn handle_timeout(&mut self, _now: Instant, _out: &mut Outbox) {}
+
+    /// The next moment the App wants `handle_timeout`, if any.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}

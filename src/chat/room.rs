@@ -1,0 +1,332 @@
+//! The chat room: who is here, and who hears what.
+//!
+//! Every handler takes the event and an [`Outbox`]; the room never writes to
+//! a socket. Chat lines go to everyone but the sender as `<name> text`;
+//! notices start with `* `; errors go only to the one client and start with
+//! `! `. Nothing a command produces is broadcast unless the command is meant
+//! to be (a `/nick` change, a `/me` action, a departure).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::command::{self, Command};
+use super::names::Names;
+use crate::app::{App, ClientId, Outbox};
+
+/// What `/help` prints, one line each.
+const HELP: &[&str] = &[
+    "* Commands:",
+    "*   /nick NAME     change your name (1-24 of A-Z a-z 0-9 _ -)",
+    "*   /who           list who is here",
+    "*   /me ACTION     say what you are doing",
+    "*   /quit [MSG]    leave, with an optional parting message",
+    "*   /help          this list",
+    "* Anything else is sent to everyone else; start a line with // to send a literal /.",
+];
+
+/// The chat room App.
+#[derive(Debug, Default)]
+pub struct ChatRoom {
+    /// Everyone in the room and their current name.
+    members: HashMap<ClientId, Box<str>>,
+    /// Keeps names unique ignoring case.
+    names: Names,
+    /// The number for the next default `user<N>` name.
+    next_default: u64,
+}
+
+impl ChatRoom {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first free `user<N>`.
+    fn default_name(&mut self) -> String {
+        loop {
+            self.next_default += 1;
+            let name = format!("user{}", self.next_default);
+            if !self.names.is_taken(&name) {
+                return name;
+            }
+        }
+    }
+
+    fn nick(&mut self, client: ClientId, new: &str, out: &mut Outbox) {
+        let Some(old) = self.members.get(&client).cloned() else {
+            return;
+        };
+        if *old == *new {
+            return;
+        }
+        if let Err(err) = self.names.claim(new, client) {
+            out.to(client, &format!("! {err}"));
+            return;
+        }
+        // A change of case only keeps the same folded key: don't release it.
+        if !old.eq_ignore_ascii_case(new) {
+            self.names.release(&old);
+        }
+        self.members.insert(client, new.into());
+        out.all(&format!("* {old} is now known as {new}"));
+    }
+
+    fn who(&self, client: ClientId, out: &mut Outbox) {
+        let mut names: Vec<&str> = self.members.values().map(|n| &**n).collect();
+        names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        let count = names.len();
+        let noun = if count == 1 { "user" } else { "users" };
+        out.to(
+            client,
+            &format!("* {count} {noun} here: {}", names.join(", ")),
+        );
+    }
+
+    /// Forget a member and tell the others; `None` if it was not here.
+    fn remove(&mut self, client: ClientId, parting: Option<&str>, out: &mut Outbox) -> Option<()> {
+        let name = self.members.remove(&client)?;
+        self.names.release(&name);
+        match parting {
+            Some(msg) => out.all_but(client, &format!("* {name} left ({msg})")),
+            None => out.all_but(client, &format!("* {name} left")),
+        }
+        Some(())
+    }
+}
+
+impl App for ChatRoom {
+    fn handle_joined(
+        &mut self,
+        client: ClientId,
+        _peer: SocketAddr,
+        _now: Instant,
+        out: &mut Outbox,
+    ) {
+        let name = self.default_name();
+        // The name is free: default_name skipped taken ones.
+        let _ = self.names.claim(&name, client);
+        out.to(
+            client,
+            &format!("* Welcome to this chatroom! You are {name}. Type /help for commands."),
+        );
+        out.all_but(client, &format!("* {name} joined"));
+        self.members.insert(client, name.into());
+    }
+
+    fn handle_line(&mut self, client: ClientId, line: &str, _now: Instant, out: &mut Outbox) {
+        let Some(name) = self.members.get(&client) else {
+            return;
+        };
+        match command::parse(line) {
+            Command::Say(text) => out.all_but(client, &format!("<{name}> {text}")),
+            Command::Me(action) => out.all_but(client, &format!("* {name} {action}")),
+            Command::Nick(new) => self.nick(client, new, out),
+            Command::Who => self.who(client, out),
+            Command::Quit(parting) => {
+                out.to(client, "* Bye!");
+                self.remove(client, parting, out);
+                out.close(client);
+            }
+            Command::Help => {
+                for line in HELP {
+                    out.to(client, line);
+                }
+            }
+            Command::Usage(usage) => out.to(client, &format!("! {usage}")),
+            Command::Unknown(cmd) => {
+                out.to(client, &format!("! unknown command /{cmd} (try /help)"));
+            }
+        }
+    }
+
+    fn handle_left(&mut self, client: ClientId, _now: Instant, out: &mut Outbox) {
+        self.remove(client, None, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{Output, Recipients};
+
+    /// Drive the room like an engine would and record who got which lines.
+    struct Harness {
+        room: ChatRoom,
+        out: Outbox,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                room: ChatRoom::new(),
+                out: Outbox::new(),
+                now: Instant::now(),
+            }
+        }
+
+        fn join(&mut self, id: usize) -> Vec<(Recipients, String)> {
+            let peer = "127.0.0.1:5000".parse().unwrap();
+            self.room
+                .handle_joined(ClientId(id), peer, self.now, &mut self.out);
+            self.take()
+        }
+
+        fn say(&mut self, id: usize, line: &str) -> Vec<(Recipients, String)> {
+            self.room
+                .handle_line(ClientId(id), line, self.now, &mut self.out);
+            self.take()
+        }
+
+        fn leave(&mut self, id: usize) -> Vec<(Recipients, String)> {
+            self.room.handle_left(ClientId(id), self.now, &mut self.out);
+            self.take()
+        }
+
+        fn take(&mut self) -> Vec<(Recipients, String)> {
+            self.out
+                .drain()
+                .map(|o| match o {
+                    Output::Send { to, bytes } => (to, String::from_utf8(bytes.to_vec()).unwrap()),
+                    Output::Close { client } => (Recipients::One(client), "<close>".into()),
+                })
+                .collect()
+        }
+    }
+
+    fn one(id: usize, s: &str) -> (Recipients, String) {
+        (Recipients::One(ClientId(id)), s.to_string())
+    }
+
+    #[test]
+    fn join_welcomes_with_default_name_and_tells_others() {
+        let mut h = Harness::new();
+        assert_eq!(
+            h.join(1),
+            vec![
+                one(
+                    1,
+                    "* Welcome to this chatroom! You are user1. Type /help for commands.\n"
+                ),
+                (Recipients::AllBut(ClientId(1)), "* user1 joined\n".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn chat_goes_to_everyone_else_with_name_prefix() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "hi there"),
+            vec![(Recipients::AllBut(ClientId(1)), "<user1> hi there\n".into())]
+        );
+        assert_eq!(
+            h.say(2, "//slash"),
+            vec![(Recipients::AllBut(ClientId(2)), "<user2> /slash\n".into())]
+        );
+    }
+
+    #[test]
+    fn nick_rename_validation_and_case_insensitive_uniqueness() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "/nick Alice"),
+            vec![(Recipients::All, "* user1 is now known as Alice\n".into())]
+        );
+        let taken = h.say(2, "/nick alice");
+        assert_eq!(taken, vec![one(2, "! name taken: alice\n")]);
+        let invalid = h.say(2, "/nick bad name!");
+        assert!(invalid[0].1.starts_with("! invalid name"), "{invalid:?}");
+        assert_eq!(
+            h.say(1, "/nick ALICE"),
+            vec![(Recipients::All, "* Alice is now known as ALICE\n".into())]
+        );
+        assert_eq!(
+            h.say(2, "/nick Alice"),
+            vec![one(2, "! name taken: Alice\n")]
+        );
+        assert_eq!(
+            h.say(2, "<msg>"),
+            vec![(Recipients::AllBut(ClientId(2)), "<user2> <msg>\n".into())]
+        );
+    }
+
+    #[test]
+    fn default_name_skips_names_claimed_by_nick() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.say(1, "/nick user2");
+        let welcome = h.join(2);
+        assert!(welcome[0].1.contains("You are user3."), "{welcome:?}");
+    }
+
+    #[test]
+    fn who_lists_names_and_count_only_to_asker() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(2, "/nick bob");
+        assert_eq!(
+            h.say(1, "/who"),
+            vec![one(1, "* 2 users here: bob, user1\n")]
+        );
+    }
+
+    #[test]
+    fn me_quit_help_and_unknown() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "/me waves"),
+            vec![(Recipients::AllBut(ClientId(1)), "* user1 waves\n".into())]
+        );
+        assert_eq!(
+            h.say(1, "/dance"),
+            vec![one(1, "! unknown command /dance (try /help)\n")]
+        );
+        assert_eq!(h.say(1, "/me"), vec![one(1, "! usage: /me ACTION\n")]);
+        let help = h.say(1, "/help");
+        assert!(
+            help.len() == HELP.len()
+                && help
+                    .iter()
+                    .all(|(to, _)| *to == Recipients::One(ClientId(1)))
+        );
+        assert_eq!(
+            h.say(2, "/quit gotta go"),
+            vec![
+                one(2, "* Bye!\n"),
+                (
+                    Recipients::AllBut(ClientId(2)),
+                    "* user2 left (gotta go)\n".into()
+                ),
+                one(2, "<close>"),
+            ]
+        );
+        // The engine never reports a client the room closed, and a stray
+        // report is ignored.
+        assert_eq!(h.leave(2), vec![]);
+    }
+
+    #[test]
+    fn leaving_frees_the_name_and_tells_the_rest() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(1, "/nick carol");
+        assert_eq!(
+            h.leave(1),
+            vec![(Recipients::AllBut(ClientId(1)), "* carol left\n".into())]
+        );
+        assert_eq!(
+            h.say(2, "/nick carol"),
+            vec![(Recipients::All, "* user2 is now known as carol\n".into())]
+        );
+        assert_eq!(h.say(1, "ghost"), vec![]);
+    }
+}

@@ -1,0 +1,107 @@
+//! The command line: `pollchat serve` (and, as they land, `quiz`, `connect`,
+//! `bench`). Parsing only; each command calls into the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::LevelFilter;
+
+use crate::config::{Config, EngineKind, Limits};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pollchat",
+    version,
+    about = "A tiny single-threaded chat server, and friends"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a chat room over plain TCP lines (nc, telnet and ncat work as clients).
+    #[command(
+        after_help = "Example:\n  pollchat serve --port 9009 --max-clients 500\n  nc 127.0.0.1 9009"
+    )]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Flags shared by every server command (`serve`, `quiz`).
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (IPv4 or IPv6, e.g. ::1).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// I/O model: one event loop, or one thread per client.
+    #[arg(long, value_enum, default_value_t = EngineKind::Poll)]
+    pub engine: EngineKind,
+    /// Most clients at once (lowered to fit the open-file limit).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: u64,
+    /// Longest line accepted, in bytes; longer lines are dropped with an error.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub max_line: u64,
+    /// Bytes queued for one client before it is disconnected as too slow.
+    #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sendq: u64,
+    /// Lines per second per client before reading pauses (0 = off).
+    #[arg(long, default_value_t = 10)]
+    pub rate: u32,
+    /// Lines a client may send back to back before --rate applies.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+    /// Most connections from one address; loopback is exempt (0 = off).
+    #[arg(long, default_value_t = 32)]
+    pub max_per_ip: u32,
+    /// Disconnect clients silent for this many seconds (default: never).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: Option<u64>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+impl ServerArgs {
+    /// The engine configuration for these flags on `port`.
+    pub fn config(&self, port: u16) -> Config {
+        Config {
+            addr: SocketAddr::new(self.host, port),
+            engine: self.engine,
+            limits: Limits {
+                max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
+                max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
+                sendq: usize::try_from(self.sendq).unwrap_or(usize::MAX),
+                rate: self.rate,
+                burst: self.burst,
+                max_per_ip: self.max_per_ip,
+                idle_timeout: self.idle_timeout.map(Duration::from_secs),
+            },
+            handle_signals: true,
+        }
+    }
+
+    pub fn log_level(&self) -> LevelFilter {
+        match (self.verbose, self.quiet) {
+            (0, 0) => LevelFilter::Info,
+            (1, _) => LevelFilter::Debug,
+            (v, _) if v >= 2 => LevelFilter::Trace,
+            (_, 1) => LevelFilter::Warn,
+            _ => LevelFilter::Error,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Server settings shared by both engines: the address, which engine, and
+//! the per-client limits. Built by `cli.rs` from flags, or by tests directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which I/O model drives the App.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// One thread, one `mio::Poll`, every socket non-blocking.
+    Poll,
+    /// One blocking thread per client, the tutorial's model.
+    Threaded,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Poll => "poll",
+            EngineKind::Threaded => "threaded",
+        })
+    }
+}
+
+/// The limits that keep one client from hurting the others.
+/// See `shared/guide/design.md` for where each default comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most clients at once; new ones get `! server full`.
+    pub max_clients: usize,
+    /// Longest accepted line in bytes, like the tutorial's `recv(2048)`.
+    pub max_line: usize,
+    /// Most bytes queued for one client before it is cut off as too slow.
+    pub sendq: usize,
+    /// Lines per second per client (0 = no flood control).
+    pub rate: u32,
+    /// Lines a client may send back to back before `rate` applies.
+    pub burst: u32,
+    /// Most connections from one non-loopback address (0 = no limit).
+    pub max_per_ip: u32,
+    /// Close clients silent for this long (`None` = never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_clients: 10_000,
+            max_line: 2048,
+            sendq: 256 * 1024,
+            rate: 10,
+            burst: 50,
+            max_per_ip: 32,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Everything an engine needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub engine: EngineKind,
+    pub limits: Limits,
+    /// Turn SIGINT/SIGTERM into a graceful shutdown. The binary sets this;
+    /// in-process tests leave it off and use a `ShutdownHandle`.
+    pub handle_signals: bool,
+}
+
+impl Config {
+    /// Defaults on `addr` (tests pass `127.0.0.1:0`).
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            engine: EngineKind::Poll,
+            limits: Limits::default(),
+            handle_signals: false,
+        }
+    }
+}
+
+/// File descriptors kept back for the listener, the poll instance, logging
+/// and the accept-refusal path, so `max_clients` can always be honoured.
+pub const FD_RESERVE: usize = 32;
+
+/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (no `unsafe`).
+pub fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `max_clients`, lowered if the fd limit could not honour it.
+pub fn effective_max_clients(requested: usize) -> usize {
+    match fd_limit() {
+        Some(fds) => requested.min(fds.saturating_sub(FD_RESERVE).max(1)),
+        None => requested,
+    }
+}

@@ -1,0 +1,143 @@
+//! Engines: the I/O half of pollchat. An engine owns the sockets and the
+//! clock, and drives a sans-IO [`App`] with what happens on them.
+//!
+//! - `poll.rs`: the star. One thread, one `mio::Poll`, clients in a `Slab`.
+//! - `outbuf.rs`: the poll engine's per-client output queue.
+//!
+//! [`Server`] is the library entry point: bind (port 0 works), ask the
+//! address, then `run()` on this thread or `spawn()` on another, and stop it
+//! from anywhere with a [`ShutdownHandle`].
+
+mod outbuf;
+pub mod poll;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::app::App;
+use crate::config::{Config, EngineKind};
+use crate::error::StartError;
+
+/// Asks a running server to stop: everyone is told, output is flushed for
+/// at most a second, then `run()` returns. Cheap to clone, usable from any
+/// thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    /// Set once; the engine checks it whenever it wakes.
+    requested: Arc<AtomicBool>,
+    /// Wakes the engine if it is blocked waiting for events.
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new(wake: Arc<dyn Fn() + Send + Sync>) -> (Self, Arc<AtomicBool>) {
+        let requested = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                requested: requested.clone(),
+                wake,
+            },
+            requested,
+        )
+    }
+
+    pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        (self.wake)();
+    }
+}
+
+/// A bound server, ready to run on one of the engines.
+pub enum Server<A> {
+    Poll(poll::PollServer<A>),
+}
+
+impl<A: App + Send + 'static> Server<A> {
+    /// Bind the listener and prepare the chosen engine. Nothing is accepted
+    /// until `run()`.
+    pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        match config.engine {
+            EngineKind::Poll => Ok(Server::Poll(poll::PollServer::bind(config, app)?)),
+            EngineKind::Threaded => Err(StartError::Config(
+                "the threaded engine is not built yet; use --engine poll".into(),
+            )),
+        }
+    }
+
+    /// The address actually bound (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            Server::Poll(s) => s.local_addr(),
+        }
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        match self {
+            Server::Poll(s) => s.shutdown_handle(),
+        }
+    }
+
+    /// Serve until shut down (signal or handle). Errors only if the event
+    /// loop itself fails; client errors never end it.
+    pub fn run(self) -> io::Result<()> {
+        match self {
+            Server::Poll(s) => s.run(),
+        }
+    }
+
+    /// Run on a new thread; for tests and embedding.
+    pub fn spawn(self) -> RunningServer {
+        let addr = self.local_addr();
+        let handle = self.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("pollchat-server".into())
+            .spawn(move || self.run());
+        RunningServer {
+            addr,
+            handle,
+            thread: thread.ok(),
+        }
+    }
+}
+
+/// A server running on its own thread. Dropping it shuts the server down
+/// and waits for it, so a test can never leak a running server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Shut down and wait; returns the engine's result.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.handle.shutdown();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}

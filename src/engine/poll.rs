@@ -1,0 +1,815 @@
+//! The poll engine: one thread, one `mio::Poll`, every socket non-blocking.
+//!
+//! This is the `select.select()` chat server from the tutorials, done
+//! properly. Read it top to bottom: `run()` is the loop, and each step it
+//! takes (accept, read, hand lines to the App, queue output, flush, reap)
+//! is one small method below it.
+//!
+//! The rules it lives by (mio's `tcp_server.rs`, plus what that example
+//! leaves out):
+//! - readiness is edge-triggered, so accept and read until `WouldBlock`
+//!   (retrying `Interrupted`), or remember to come back;
+//! - events for keys that are gone are ignored ("sporadic events happen");
+//! - output is queued during a tick and written once per client at its end;
+//! - WRITABLE interest is registered only while a client has output pending;
+//! - clients leave the slab only at the end of a tick, so a key is never
+//!   reused while events for its old owner may still be in flight;
+//! - every per-client buffer is capped, and freed when it drains.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::ShutdownHandle;
+use super::outbuf::OutBuf;
+use crate::admission::Admission;
+use crate::app::{App, ClientId, Outbox, Output, Recipients};
+use crate::config::{Config, Limits, effective_max_clients};
+use crate::error::StartError;
+use crate::inbound::{Inbound, Step};
+use crate::protocol;
+
+/// Tokens for the non-client sources. Client tokens are slab keys, which
+/// start at 0 and stay far below these.
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// One shared read buffer for the whole loop: clients only keep what is left
+/// of an unfinished line, so an idle client holds no read buffer at all.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per client per tick before we move on to the others (fairness);
+/// a client cut off here is revisited next tick without waiting for an event.
+const READS_PER_TICK: usize = 16;
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one "out of file descriptors" warning per this long.
+const FD_WARN_EVERY: Duration = Duration::from_secs(5);
+/// How long a closing client (FIN received, `/quit`) may take to drain what
+/// was queued for it before it is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for output to flush.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// Where a client is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// In the room: receives broadcasts, its input is read.
+    Open,
+    /// Gone from the App (it sent FIN, `/quit`, ...), but what was already
+    /// queued for it is still being written. A half-closed socket can still
+    /// receive, so we flush before closing.
+    Closing,
+    /// Finished; removed from the slab at the end of this tick.
+    Dead,
+}
+
+/// One connected client. Kept small: an idle client is this struct, its
+/// socket, and the App's entry for it; no heap buffers.
+struct Client {
+    stream: TcpStream,
+    /// For per-address accounting and log lines.
+    peer: SocketAddr,
+    /// A number unique for the server's lifetime. Slab keys are reused, so
+    /// timers remember `(key, serial)` and ignore a key's new owner.
+    serial: u64,
+    life: Life,
+    /// Framer + flood bucket: unfinished input, never more than a line.
+    inbound: Inbound,
+    /// Output not yet taken by the socket, capped at `--sendq`.
+    outbound: OutBuf,
+    /// The App asked for this close itself, so it must not hear `left`.
+    closed_by_app: bool,
+    /// Flood control paused reading until a timer fires.
+    throttled: bool,
+    /// WRITABLE is currently part of our registration.
+    wants_write: bool,
+    /// Already in this tick's flush list.
+    queued_for_flush: bool,
+    /// Last time a line arrived, for `--idle-timeout`.
+    last_heard: Instant,
+}
+
+/// A bound poll-engine server. See [`crate::engine::Server`].
+pub struct PollServer<A> {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    signals: Option<Signals>,
+    shutdown_requested: Arc<AtomicBool>,
+    handle: ShutdownHandle,
+    state: Loop<A>,
+}
+
+/// Everything the loop mutates, apart from the Poll itself (kept separate so
+/// the borrow checker lets us iterate events while changing clients).
+struct Loop<A> {
+    app: A,
+    limits: Limits,
+    clients: Slab<Client>,
+    admission: Admission,
+    /// The shared read buffer (see `READ_CHUNK`).
+    scratch: Vec<u8>,
+    /// Where the App puts outputs; drained after every App call.
+    outbox: Outbox,
+    /// Clients that got output this tick: each gets one write at the end.
+    flush_list: Vec<usize>,
+    /// Clients to remove at the end of this tick.
+    dead: Vec<usize>,
+    /// Clients to read again next tick without an event (fairness cap hit,
+    /// or a flood pause just ended).
+    read_again: Vec<(usize, u64)>,
+    /// Flood-paused clients and when they may continue.
+    throttled: Vec<(Instant, usize, u64)>,
+    /// Closing clients and when they are dropped even if not drained.
+    closing: Vec<(Instant, usize, u64)>,
+    /// Accepting is paused (out of fds) until then.
+    accept_paused_until: Option<Instant>,
+    last_fd_warning: Option<Instant>,
+    next_idle_sweep: Option<Instant>,
+    next_serial: u64,
+}
+
+impl<A: App> PollServer<A> {
+    /// Step 1 of the tutorial: create the socket, bind, listen. mio's
+    /// `TcpListener::bind` also sets `SO_REUSEADDR` and a 1024 backlog.
+    pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        let poll = Poll::new().map_err(StartError::Setup)?;
+        let mut listener =
+            TcpListener::bind(config.addr).map_err(|e| StartError::from_bind(config.addr, e))?;
+        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(StartError::Setup)?;
+
+        // The waker lets another thread interrupt `poll()`; the shutdown
+        // handle owns it.
+        let waker = Waker::new(poll.registry(), WAKER).map_err(StartError::Setup)?;
+        let (handle, shutdown_requested) = ShutdownHandle::new(Arc::new(move || {
+            let _ = waker.wake();
+        }));
+
+        let signals = if config.handle_signals {
+            let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(StartError::Setup)?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)
+                .map_err(StartError::Setup)?;
+            Some(signals)
+        } else {
+            None
+        };
+
+        let limits = config.limits;
+        let max_clients = effective_max_clients(limits.max_clients);
+        if max_clients < limits.max_clients {
+            warn!(
+                "--max-clients {} lowered to {max_clients} to fit the open-file limit",
+                limits.max_clients
+            );
+        }
+        let now = Instant::now();
+        Ok(Self {
+            poll,
+            listener,
+            local_addr,
+            signals,
+            shutdown_requested,
+            handle,
+            state: Loop {
+                app,
+                admission: Admission::new(max_clients, limits.max_per_ip),
+                next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
+                limits,
+                clients: Slab::new(),
+                scratch: vec![0; READ_CHUNK],
+                outbox: Outbox::new(),
+                flush_list: Vec::new(),
+                dead: Vec::new(),
+                read_again: Vec::new(),
+                throttled: Vec::new(),
+                closing: Vec::new(),
+                accept_paused_until: None,
+                last_fd_warning: None,
+                next_serial: 0,
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// The event loop. Each pass is one *tick*:
+    /// wait → handle every ready source → run due timers → flush → reap.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            // Step 1: sleep until something is ready or the next timer is due.
+            // With nothing pending the timeout is `None`: an idle server uses
+            // no CPU at all.
+            let timeout = self.state.next_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            let registry = self.poll.registry();
+
+            // Step 2: handle each ready source.
+            for event in events.iter() {
+                match event.token() {
+                    // A new connection (or many): accept them all.
+                    LISTENER => self.state.accept_all(&self.listener, registry, now),
+                    // Another thread called `ShutdownHandle::shutdown`.
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(signals) = self.signals.as_mut() {
+                            for signal in signals.pending() {
+                                info!("signal {signal} received, shutting down");
+                                self.shutdown_requested.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    // A client socket: read it if readable, flush if writable.
+                    Token(key) => self.state.client_ready(key, event, now),
+                }
+            }
+
+            // Step 3: timers — the App's deadline, flood pauses ending,
+            // accept back-off ending, idle clients, closing clients.
+            self.state.run_timers(&self.listener, registry, now);
+
+            // Step 4: one write per client that has output, then drop the dead.
+            self.state.end_of_tick(registry);
+
+            if self.shutdown_requested.load(Ordering::SeqCst) {
+                self.state.shut_down(&mut self.poll, &mut events);
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl<A: App> Loop<A> {
+    /// The soonest moment any timer wants us back.
+    fn next_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.read_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.app.poll_timeout(),
+            self.accept_paused_until,
+            self.next_idle_sweep,
+            self.throttled.iter().map(|t| t.0).min(),
+            self.closing.iter().map(|t| t.0).min(),
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    // ----- accept ---------------------------------------------------------
+
+    /// The listener is readable: accept until `WouldBlock`. Accept errors
+    /// never end the server. Out of fds, we pause accepting for a moment: the
+    /// pending connections stay queued in the kernel and a timer (not an
+    /// event — we would spin, or with edge triggering never hear again)
+    /// brings us back.
+    fn accept_all(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, registry, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The peer gave up while queued: nothing to do, keep going.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off.
+                Err(e) => {
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    if self
+                        .last_fd_warning
+                        .is_none_or(|t| now >= t + FD_WARN_EVERY)
+                    {
+                        warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
+                        self.last_fd_warning = Some(now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A new connection: check the limits, register it, tell the App.
+    fn admit(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        registry: &Registry,
+        now: Instant,
+    ) {
+        if let Err(refusal) = self.admission.admit(peer.ip()) {
+            // Best effort: a fresh socket's send buffer is empty, so this
+            // short line fits; then close.
+            let _ = stream.write(refusal.line().as_bytes());
+            let _ = stream.shutdown(Shutdown::Write);
+            info!("refused {peer}: {}", refusal.line().trim_end());
+            return;
+        }
+        // Fan-out latency matters more than packet count, and we already
+        // coalesce output per tick, so turn Nagle off.
+        let _ = stream.set_nodelay(true);
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = registry.register(&mut stream, Token(key), Interest::READABLE) {
+            warn!("cannot register {peer}: {e}");
+            self.admission.release(peer.ip());
+            return;
+        }
+        self.next_serial += 1;
+        entry.insert(Client {
+            stream,
+            peer,
+            serial: self.next_serial,
+            life: Life::Open,
+            inbound: Inbound::new(
+                self.limits.max_line,
+                self.limits.rate,
+                self.limits.burst,
+                now,
+            ),
+            outbound: OutBuf::default(),
+            closed_by_app: false,
+            throttled: false,
+            wants_write: false,
+            queued_for_flush: false,
+            last_heard: now,
+        });
+        debug!("client {key} connected from {peer}");
+        self.app
+            .handle_joined(ClientId(key), peer, now, &mut self.outbox);
+        self.dispatch(now);
+    }
+
+    // ----- read -----------------------------------------------------------
+
+    /// A client socket is ready. Stale keys (removed, or dead this tick) are
+    /// ignored.
+    fn client_ready(&mut self, key: usize, event: &mio::event::Event, now: Instant) {
+        let Some(client) = self.clients.get(key) else {
+            return;
+        };
+        if client.life == Life::Dead {
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_client(key, now);
+        }
+        if event.is_writable() {
+            self.mark_for_flush(key);
+        }
+    }
+
+    /// Read until `WouldBlock`, handing each complete line to the App as soon
+    /// as it is framed. Stops early when flood control says so.
+    fn read_client(&mut self, key: usize, now: Instant) {
+        for _ in 0..READS_PER_TICK {
+            // Lines already buffered go first: if flood control pauses this
+            // client we must not read more from its socket.
+            if !self.process_input(key, now) {
+                return;
+            }
+            let Some(client) = self.clients.get_mut(key) else {
+                return;
+            };
+            if client.life != Life::Open || client.inbound.is_eof() {
+                return;
+            }
+            match client.stream.read(&mut self.scratch) {
+                // FIN: the peer will send no more. Deliver any last line.
+                Ok(0) => client.inbound.push_eof(),
+                Ok(n) => client.inbound.push(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Reset or other error: the client is gone; nothing queued
+                // for it can be delivered.
+                Err(e) => {
+                    debug!("client {key} read error: {e}");
+                    self.leave(key, now, Life::Dead);
+                    return;
+                }
+            }
+        }
+        // Fairness cap reached with data possibly left: come back next tick.
+        if let Some(client) = self.clients.get(key) {
+            self.read_again.push((key, client.serial));
+        }
+    }
+
+    /// Hand buffered lines to the App. Returns false when reading this client
+    /// should stop (throttled, finished, or no longer open).
+    fn process_input(&mut self, key: usize, now: Instant) -> bool {
+        loop {
+            let Some(client) = self.clients.get_mut(key) else {
+                return false;
+            };
+            if client.life != Life::Open || client.throttled {
+                return false;
+            }
+            match client.inbound.next_step(now) {
+                Step::Line(line) => {
+                    client.last_heard = now;
+                    self.app
+                        .handle_line(ClientId(key), &line, now, &mut self.outbox);
+                    self.dispatch(now);
+                }
+                Step::TooLong => {
+                    let msg = protocol::line_too_long(self.limits.max_line);
+                    self.queue(key, msg.as_bytes(), now);
+                }
+                Step::Throttled(until) => {
+                    client.throttled = true;
+                    self.throttled.push((until, key, client.serial));
+                    return false;
+                }
+                Step::NeedMore => return true,
+                // Every line the peer sent has been delivered; it has left,
+                // but may still read what is queued for it (half-close).
+                Step::End => {
+                    self.leave(key, now, Life::Closing);
+                    return false;
+                }
+            }
+        }
+    }
+
+    // ----- broadcast --------------------------------------------------------
+
+    /// Carry out what the App asked for. Each output's bytes were encoded once
+    /// by the App; here they are appended to each recipient's queue.
+    fn dispatch(&mut self, now: Instant) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for output in outbox.drain() {
+            match output {
+                Output::Send {
+                    to: Recipients::One(ClientId(key)),
+                    bytes,
+                } => {
+                    self.queue(key, &bytes, now);
+                }
+                Output::Send { to, bytes } => {
+                    let except = match to {
+                        Recipients::AllBut(ClientId(key)) => Some(key),
+                        _ => None,
+                    };
+                    // The fan-out: one pass over the slab, one memcpy per
+                    // recipient. Slow readers are cut off after the pass.
+                    let mut too_slow = Vec::new();
+                    for (key, client) in self.clients.iter_mut() {
+                        if client.life == Life::Open
+                            && Some(key) != except
+                            && !enqueue(
+                                client,
+                                key,
+                                &bytes,
+                                self.limits.sendq,
+                                &mut self.flush_list,
+                            )
+                        {
+                            too_slow.push(key);
+                        }
+                    }
+                    for key in too_slow {
+                        self.disconnect_too_slow(key, now);
+                    }
+                }
+                Output::Close {
+                    client: ClientId(key),
+                } => {
+                    if let Some(client) = self.clients.get_mut(key) {
+                        client.closed_by_app = true;
+                    }
+                    self.leave(key, now, Life::Closing);
+                }
+            }
+        }
+        self.outbox = outbox;
+    }
+
+    /// Append bytes to one open client's queue.
+    fn queue(&mut self, key: usize, bytes: &[u8], now: Instant) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.life == Life::Open
+            && !enqueue(client, key, bytes, self.limits.sendq, &mut self.flush_list)
+        {
+            self.disconnect_too_slow(key, now);
+        }
+    }
+
+    /// The client's queue passed `--sendq`: it is not reading. Drop the
+    /// queue, tell it why (best effort: its socket buffer is probably full),
+    /// and cut it off, so it never holds up or costs memory for anyone else.
+    fn disconnect_too_slow(&mut self, key: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        warn!(
+            "client {key} ({}) disconnected: too slow to read (more than {} bytes queued)",
+            client.peer, self.limits.sendq
+        );
+        client.outbound.clear();
+        let _ = client.stream.write(protocol::TOO_SLOW.as_bytes());
+        self.leave(key, now, Life::Dead);
+    }
+
+    fn mark_for_flush(&mut self, key: usize) {
+        if let Some(client) = self.clients.get_mut(key) {
+            mark_for_flush(client, key, &mut self.flush_list);
+        }
+    }
+
+    // ----- leave ------------------------------------------------------------
+
+    /// A client stops being part of the room. The App hears about it (unless
+    /// it asked for the close), the address slot is released, and the client
+    /// becomes `Closing` (flush what is queued, then close) or `Dead`.
+    fn leave(&mut self, key: usize, now: Instant, next: Life) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.life != Life::Open {
+            if next == Life::Dead && client.life == Life::Closing {
+                client.life = Life::Dead;
+                self.dead.push(key);
+            }
+            return;
+        }
+        client.life = next;
+        let (peer, serial, by_app) = (client.peer, client.serial, client.closed_by_app);
+        let drained = client.outbound.pending() == 0;
+        if next == Life::Closing && drained {
+            // Nothing left to say: close now.
+            let _ = client.stream.shutdown(Shutdown::Write);
+            client.life = Life::Dead;
+        }
+        match client.life {
+            Life::Dead => self.dead.push(key),
+            _ => self.closing.push((now + CLOSE_GRACE, key, serial)),
+        }
+        self.admission.release(peer.ip());
+        debug!("client {key} ({peer}) left");
+        if !by_app {
+            self.app.handle_left(ClientId(key), now, &mut self.outbox);
+            self.dispatch(now);
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------
+
+    fn run_timers(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
+        if self.app.poll_timeout().is_some_and(|at| at <= now) {
+            self.app.handle_timeout(now, &mut self.outbox);
+            self.dispatch(now);
+        }
+
+        if self.accept_paused_until.is_some_and(|at| at <= now) {
+            self.accept_paused_until = None;
+            self.accept_all(listener, registry, now);
+        }
+
+        // Flood pauses that ended, and fairness revisits: read again now.
+        let mut due: Vec<(usize, u64)> = std::mem::take(&mut self.read_again);
+        self.throttled.retain(|&(at, key, serial)| {
+            if at <= now {
+                due.push((key, serial));
+                false
+            } else {
+                true
+            }
+        });
+        for (key, serial) in due {
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if client.serial != serial {
+                continue;
+            }
+            client.throttled = false;
+            self.read_client(key, now);
+        }
+
+        // Closing clients that never drained: drop them now.
+        let mut expired = Vec::new();
+        self.closing.retain(|&(at, key, serial)| {
+            let due = at <= now;
+            if due {
+                expired.push((key, serial));
+            }
+            !due
+        });
+        for (key, serial) in expired {
+            if let Some(client) = self.clients.get_mut(key)
+                && client.serial == serial
+                && client.life == Life::Closing
+            {
+                client.life = Life::Dead;
+                self.dead.push(key);
+            }
+        }
+
+        self.sweep_idle(now);
+    }
+
+    /// `--idle-timeout`: close clients that have been silent too long.
+    fn sweep_idle(&mut self, now: Instant) {
+        let (Some(at), Some(timeout)) = (self.next_idle_sweep, self.limits.idle_timeout) else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        self.next_idle_sweep = Some(now + idle_sweep_interval(timeout));
+        let idle: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.life == Life::Open && now.duration_since(c.last_heard) >= timeout)
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            self.queue(key, protocol::IDLE_TIMEOUT.as_bytes(), now);
+            self.leave(key, now, Life::Closing);
+        }
+    }
+
+    // ----- end of tick ------------------------------------------------------
+
+    /// Step 4: every client that got output this tick gets exactly one
+    /// `write()`. What the socket did not take stays queued, and only then do
+    /// we ask for WRITABLE. Finally the dead leave the slab.
+    fn end_of_tick(&mut self, registry: &Registry) {
+        let flush_list = std::mem::take(&mut self.flush_list);
+        for &key in &flush_list {
+            self.flush_once(key, registry);
+        }
+        self.flush_list = flush_list;
+        self.flush_list.clear();
+
+        for key in self.dead.drain(..) {
+            if self.clients.get(key).is_some_and(|c| c.life == Life::Dead) {
+                let mut client = self.clients.remove(key);
+                let _ = registry.deregister(&mut client.stream);
+                // Dropping the stream closes the socket.
+            }
+        }
+    }
+
+    fn flush_once(&mut self, key: usize, registry: &Registry) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        client.queued_for_flush = false;
+        if client.life == Life::Dead {
+            return;
+        }
+        if client.outbound.pending() > 0 {
+            match client.outbound.write_once(&mut client.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    debug!("client {key} write error: {e}");
+                    client.outbound.clear();
+                    self.leave(key, Instant::now(), Life::Dead);
+                    return;
+                }
+            }
+        }
+        let pending = client.outbound.pending() > 0;
+        if !pending && client.life == Life::Closing {
+            let _ = client.stream.shutdown(Shutdown::Write);
+            client.life = Life::Dead;
+            self.dead.push(key);
+            return;
+        }
+        // WRITABLE only while something is waiting for the socket.
+        if pending != client.wants_write {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match registry.reregister(&mut client.stream, Token(key), interest) {
+                Ok(()) => client.wants_write = pending,
+                Err(e) => {
+                    warn!("cannot reregister client {key}: {e}");
+                    let now = Instant::now();
+                    self.leave(key, now, Life::Dead);
+                }
+            }
+        }
+    }
+
+    // ----- shutdown ---------------------------------------------------------
+
+    /// Tell everyone, give output up to `SHUTDOWN_FLUSH` to drain, then stop.
+    fn shut_down(&mut self, poll: &mut Poll, events: &mut Events) {
+        let now = Instant::now();
+        let open: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.life == Life::Open)
+            .map(|(k, _)| k)
+            .collect();
+        for key in open {
+            self.queue(key, protocol::SHUTTING_DOWN.as_bytes(), now);
+            if let Some(client) = self.clients.get_mut(key) {
+                // The App is going away with us; no departures to announce.
+                client.closed_by_app = true;
+            }
+            self.leave(key, now, Life::Closing);
+        }
+        let deadline = now + SHUTDOWN_FLUSH;
+        loop {
+            self.end_of_tick(poll.registry());
+            let waiting: Vec<usize> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.life == Life::Closing)
+                .map(|(k, _)| k)
+                .collect();
+            let now = Instant::now();
+            if waiting.is_empty() || now >= deadline {
+                break;
+            }
+            if let Err(e) = poll.poll(events, Some(deadline - now))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            for event in events.iter() {
+                let Token(key) = event.token();
+                if event.is_writable() && self.clients.contains(key) {
+                    self.mark_for_flush(key);
+                }
+            }
+        }
+        info!("shut down; {} client(s) disconnected", self.clients.len());
+    }
+}
+
+/// Queue bytes for a client; false if that would pass `sendq`.
+fn enqueue(
+    client: &mut Client,
+    key: usize,
+    bytes: &[u8],
+    sendq: usize,
+    flush_list: &mut Vec<usize>,
+) -> bool {
+    if client.outbound.pending() + bytes.len() > sendq {
+        return false;
+    }
+    client.outbound.push(bytes);
+    mark_for_flush(client, key, flush_list);
+    true
+}
+
+/// Put a client on this tick's flush list, once.
+fn mark_for_flush(client: &mut Client, key: usize, flush_list: &mut Vec<usize>) {
+    if !client.queued_for_flush {
+        client.queued_for_flush = true;
+        flush_list.push(key);
+    }
+}
+
+/// How often idle clients are looked for: a tenth of the timeout, so a
+/// client is closed at most 10% late, but never more than 10 times a second.
+fn idle_sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 10).max(Duration::from_millis(100))
+}

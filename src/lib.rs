@@ -1,0 +1,33 @@
+//! pollchat: a small chat server built twice — as one `mio::Poll` event loop
+//! and as a thread per client — around one sans-IO core.
+//!
+//! # Layout
+//!
+//! - [`app`]: the `App` trait, the contract between engines and applications.
+//! - [`chat`]: the chat room, an `App`. No sockets, no clock.
+//! - [`framing`]: bytes → lines, with a length cap.
+//! - [`sanitize`]: lines → text safe to show on a terminal.
+//! - [`flood`]: the token bucket behind `--rate`/`--burst`.
+//! - [`inbound`]: framing + flood control + sanitising for one client.
+//! - [`admission`]: `--max-clients` and `--max-per-ip`.
+//! - [`protocol`]: the lines engines send on their own (refusals, errors).
+//! - [`config`]: addresses, engine choice and limits.
+//! - [`error`]: typed start-up errors.
+//! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
+//!   about.
+//! - [`cli`]: the command-line interface used by `main.rs`.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod app;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod flood;
+pub mod framing;
+pub mod inbound;
+pub mod protocol;
+pub mod sanitize;

@@ -1,0 +1,77 @@
+//! The `pollchat` binary: parse flags, start logging, call the library.
+//! Start-up problems print one line and exit with status 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::{LevelFilter, info};
+
+use pollchat::chat::ChatRoom;
+use pollchat::cli::{Cli, Command};
+use pollchat::engine::Server;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.server.log_level());
+            let config = args.server.config(args.port);
+            let engine = config.engine;
+            let server = match Server::bind(config, ChatRoom::new()) {
+                Ok(server) => server,
+                Err(e) => return start_error(&e),
+            };
+            info!("listening on {} (engine: {engine})", server.local_addr());
+            exit_with(server.run())
+        }
+    }
+}
+
+/// `--help` and `--version` print normally; real mistakes get one line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("pollchat: {first} (see --help)");
+    ExitCode::from(2)
+}
+
+fn start_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("pollchat: {e}");
+    ExitCode::from(2)
+}
+
+fn init_logging(level: LevelFilter) {
+    // `.env()` lets RUST_LOG override the flags.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .env()
+        .init();
+}
+
+fn exit_with(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pollchat: event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

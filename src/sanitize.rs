@@ -1,0 +1,110 @@
+//! Turns a raw line into text that is safe to show on someone else's terminal.
+//!
+//! Invalid UTF-8 becomes U+FFFD. ANSI/VT escape sequences (CSI, OSC, and
+//! two-byte ESC sequences) are removed whole, then every remaining control
+//! character (C0 except tab, DEL, C1) is dropped. Pure, no I/O; the client
+//! (`pollchat connect`) uses the same function on what it prints.
+
+/// Sanitise raw bytes into displayable text.
+pub fn sanitize(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => skip_escape(&mut chars),
+            // C1 CSI / OSC introducers behave like ESC [ and ESC ].
+            '\u{9b}' => skip_csi(&mut chars),
+            '\u{9d}' => skip_osc(&mut chars),
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// After an ESC: drop the whole sequence it starts.
+fn skip_escape(chars: &mut Chars<'_>) {
+    match chars.next() {
+        Some('[') => skip_csi(chars),
+        Some(']') | Some('P') | Some('X') | Some('^') | Some('_') => skip_osc(chars),
+        // ESC + intermediate bytes (0x20..=0x2F) + one final byte.
+        Some(c) if ('\u{20}'..='\u{2f}').contains(&c) => {
+            while let Some(&n) = chars.peek() {
+                chars.next();
+                if !('\u{20}'..='\u{2f}').contains(&n) {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// CSI: parameter and intermediate bytes, then one final byte in 0x40..=0x7E.
+fn skip_csi(chars: &mut Chars<'_>) {
+    for c in chars.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            return;
+        }
+        if !('\u{20}'..='\u{3f}').contains(&c) {
+            return;
+        }
+    }
+}
+
+/// OSC/DCS-style strings end with BEL or ST (ESC \ or U+009C).
+fn skip_osc(chars: &mut Chars<'_>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' => {
+                if chars.peek() == Some(&'\\') {
+                    chars.next();
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn plain_text_passes_through() {
+        assert_eq!(sanitize("héllo\tworld ✓".as_bytes()), "héllo\tworld ✓");
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_char() {
+        assert_eq!(sanitize(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn csi_sequences_are_removed_whole() {
+        assert_eq!(sanitize(b"\x1b[31mred\x1b[0m \x1b[2J\x1b[1;1H"), "red ");
+    }
+
+    #[test]
+    fn osc_title_change_is_removed() {
+        assert_eq!(sanitize(b"\x1b]0;pwned\x07ok"), "ok");
+        assert_eq!(sanitize(b"\x1b]0;pwned\x1b\\ok"), "ok");
+    }
+
+    #[test]
+    fn control_chars_nul_del_c1_are_dropped() {
+        assert_eq!(sanitize(b"a\x00b\x07c\x7fd\r"), "abcd");
+        assert_eq!(sanitize("x\u{85}y\u{9b}31mz".as_bytes()), "xyz");
+    }
+
+    #[test]
+    fn two_byte_escapes_are_removed() {
+        assert_eq!(sanitize(b"\x1bcreset\x1b(Bx"), "resetx");
+    }
+}
