@@ -89,17 +89,17 @@ impl<A: App + Send + 'static> Server<A> {
     }
 
     /// Run on a new thread; for tests and embedding.
-    pub fn spawn(self) -> RunningServer {
+    pub fn spawn(self) -> io::Result<RunningServer> {
         let addr = self.local_addr();
         let handle = self.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("pollchat-server".into())
-            .spawn(move || self.run());
-        RunningServer {
+            .spawn(move || self.run())?;
+        Ok(RunningServer {
             addr,
             handle,
-            thread: thread.ok(),
-        }
+            thread: Some(thread),
+        })
     }
 }
 

@@ -1,0 +1,179 @@
+//! Helpers shared by the integration tests: start an in-process server on
+//! `127.0.0.1:0`, and a line client whose every read is bounded by a timeout,
+//! so a test waits for an expected line instead of sleeping.
+//!
+//! Scenarios are written once as `fn scenario(engine: EngineKind)` and
+//! instantiated for each engine with [`engine_tests!`].
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use pollchat::app::App;
+use pollchat::chat::ChatRoom;
+use pollchat::config::{Config, EngineKind, Limits};
+use pollchat::engine::{RunningServer, Server};
+
+/// How long any single expected line may take before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Generate one `#[test]` per engine for each scenario function.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($scenario:ident),* $(,)?) => {
+        mod poll {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(pollchat::config::EngineKind::Poll);
+                }
+            )*
+        }
+    };
+}
+
+/// Limits for tests: the defaults, but no flood control unless a test
+/// wants it (tests send fast).
+pub fn test_limits() -> Limits {
+    Limits {
+        rate: 0,
+        ..Limits::default()
+    }
+}
+
+/// Start a chat room on a free loopback port. Dropping the returned server
+/// stops it.
+pub fn start_chat(engine: EngineKind, limits: Limits) -> RunningServer {
+    start_app(engine, limits, ChatRoom::new())
+}
+
+pub fn start_app<A: App + Send + 'static>(
+    engine: EngineKind,
+    limits: Limits,
+    app: A,
+) -> RunningServer {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+    config.engine = engine;
+    config.limits = limits;
+    Server::bind(config, app)
+        .expect("bind a test server")
+        .spawn()
+        .expect("spawn the server thread")
+}
+
+/// A blocking line client with bounded reads.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to test server");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    /// Connect, read the welcome line, and return (client, default name).
+    pub fn join(addr: SocketAddr) -> (Client, String) {
+        let mut c = Client::connect(addr);
+        let welcome = c.line();
+        let name = welcome
+            .split("You are ")
+            .nth(1)
+            .and_then(|rest| rest.split('.').next())
+            .unwrap_or_else(|| panic!("no name in welcome line {welcome:?}"))
+            .to_string();
+        (c, name)
+    }
+
+    /// Connect and take a name; waits for the rename to be confirmed.
+    pub fn join_as(addr: SocketAddr, name: &str) -> Client {
+        let (mut c, _) = Client::join(addr);
+        c.send(&format!("/nick {name}"));
+        c.expect_suffix(&format!(" is now known as {name}"));
+        c
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to server");
+    }
+
+    /// The next line (without `\n`), or panic after `READ_TIMEOUT`.
+    #[track_caller]
+    pub fn line(&mut self) -> String {
+        match self.try_line() {
+            Some(line) => line,
+            None => panic!("connection closed while waiting for a line"),
+        }
+    }
+
+    /// The next line, or `None` at end of stream. Panics on timeout.
+    #[track_caller]
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                Some(String::from_utf8(buf).expect("server sent invalid UTF-8"))
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("no line within {READ_TIMEOUT:?}")
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// The next line must be exactly `want`.
+    #[track_caller]
+    pub fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want);
+    }
+
+    /// Skip lines until one ends with `suffix` (at most 10,000 lines).
+    #[track_caller]
+    pub fn expect_suffix(&mut self, suffix: &str) -> String {
+        self.skip_until(|l| l.ends_with(suffix))
+    }
+
+    /// Skip lines until one satisfies `pred`; returns it. Bounded in count
+    /// and, through the read timeout, in time.
+    #[track_caller]
+    pub fn skip_until(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..10_000 {
+            let line = self.line();
+            if pred(&line) {
+                return line;
+            }
+        }
+        panic!("expected line not seen in 10,000 lines")
+    }
+
+    /// Read until the server closes the connection; returns what arrived.
+    #[track_caller]
+    pub fn read_to_close(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while let Some(line) = self.try_line() {
+            lines.push(line);
+            assert!(
+                Instant::now() < deadline,
+                "server did not close the connection"
+            );
+        }
+        lines
+    }
+}
