@@ -17,6 +17,8 @@ pub struct Admission {
     max_clients: usize,
     /// 0 disables the per-address limit.
     max_per_ip: u32,
+    /// Don't count loopback addresses against `max_per_ip`.
+    exempt_loopback: bool,
 }
 
 /// Why a connection was refused; `line()` is what the client is told.
@@ -36,12 +38,13 @@ impl Refusal {
 }
 
 impl Admission {
-    pub fn new(max_clients: usize, max_per_ip: u32) -> Self {
+    pub fn new(max_clients: usize, max_per_ip: u32, exempt_loopback: bool) -> Self {
         Self {
             total: 0,
             per_ip: HashMap::new(),
             max_clients,
             max_per_ip,
+            exempt_loopback,
         }
     }
 
@@ -51,7 +54,7 @@ impl Admission {
         if self.total >= self.max_clients {
             return Err(Refusal::ServerFull);
         }
-        if self.max_per_ip > 0 && !ip.is_loopback() {
+        if self.max_per_ip > 0 && !(self.exempt_loopback && ip.is_loopback()) {
             let n = self.per_ip.entry(ip).or_insert(0);
             if *n >= self.max_per_ip {
                 return Err(Refusal::TooManyFromAddress);
@@ -79,7 +82,7 @@ mod tests {
 
     #[test]
     fn max_clients_refuses_then_admits_after_release() {
-        let mut a = Admission::new(2, 0);
+        let mut a = Admission::new(2, 0, true);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(a.admit(ip).is_ok());
         assert!(a.admit(ip).is_ok());
@@ -90,7 +93,7 @@ mod tests {
 
     #[test]
     fn per_ip_limit_exempts_loopback() {
-        let mut a = Admission::new(100, 1);
+        let mut a = Admission::new(100, 1, true);
         let remote: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(a.admit(remote).is_ok());
@@ -101,5 +104,13 @@ mod tests {
         assert!(a.admit(lo).is_ok());
         a.release(remote);
         assert!(a.admit(remote).is_ok());
+    }
+
+    #[test]
+    fn loopback_counts_when_not_exempt() {
+        let mut a = Admission::new(100, 1, false);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(a.admit(lo).is_ok());
+        assert_eq!(a.admit(lo), Err(Refusal::TooManyFromAddress));
     }
 }

@@ -89,6 +89,7 @@ impl ServerArgs {
                 rate: self.rate,
                 burst: self.burst,
                 max_per_ip: self.max_per_ip,
+                per_ip_exempts_loopback: true,
                 idle_timeout: self.idle_timeout.map(Duration::from_secs),
             },
             handle_signals: true,

@@ -36,8 +36,12 @@ pub struct Limits {
     pub rate: u32,
     /// Lines a client may send back to back before `rate` applies.
     pub burst: u32,
-    /// Most connections from one non-loopback address (0 = no limit).
+    /// Most connections from one address (0 = no limit).
     pub max_per_ip: u32,
+    /// Loopback clients are not counted against `max_per_ip` (local tools,
+    /// benchmarks). Always true from the command line; tests turn it off to
+    /// exercise the limit without leaving loopback.
+    pub per_ip_exempts_loopback: bool,
     /// Close clients silent for this long (`None` = never).
     pub idle_timeout: Option<Duration>,
 }
@@ -51,6 +55,7 @@ impl Default for Limits {
             rate: 10,
             burst: 50,
             max_per_ip: 32,
+            per_ip_exempts_loopback: true,
             idle_timeout: None,
         }
     }

@@ -186,7 +186,11 @@ impl<A: App> PollServer<A> {
             handle,
             state: Loop {
                 app,
-                admission: Admission::new(max_clients, limits.max_per_ip),
+                admission: Admission::new(
+                    max_clients,
+                    limits.max_per_ip,
+                    limits.per_ip_exempts_loopback,
+                ),
                 next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
                 limits,
                 clients: Slab::new(),
@@ -268,7 +272,7 @@ impl<A: App> PollServer<A> {
 impl<A: App> Loop<A> {
     /// The soonest moment any timer wants us back.
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.read_again.is_empty() {
+        if !self.read_again.is_empty() || !self.flush_list.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -675,12 +679,13 @@ impl<A: App> Loop<A> {
     /// `write()`. What the socket did not take stays queued, and only then do
     /// we ask for WRITABLE. Finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry) {
+        // A failed write makes a client leave, which can queue "left" notices
+        // for others: those land in a fresh `flush_list` and are written
+        // next tick (which then comes at once), keeping one write per tick.
         let flush_list = std::mem::take(&mut self.flush_list);
         for &key in &flush_list {
             self.flush_once(key, registry);
         }
-        self.flush_list = flush_list;
-        self.flush_list.clear();
 
         for key in self.dead.drain(..) {
             if self.clients.get(key).is_some_and(|c| c.life == Life::Dead) {

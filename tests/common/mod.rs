@@ -16,8 +16,9 @@ use pollchat::chat::ChatRoom;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::{RunningServer, Server};
 
-/// How long any single expected line may take before the test fails.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long any single expected line may take before the test fails. Generous:
+/// it bounds a hung test, it is not a speed check, and CI machines are shared.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Generate one `#[test]` per engine for each scenario function.
 #[macro_export]
@@ -176,4 +177,135 @@ impl Client {
         }
         lines
     }
+}
+
+/// The `pollchat` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pollchat");
+
+/// A `pollchat serve` child process, for what only a separate process shows:
+/// its memory, its CPU, its fd limit, signals and exit status. Killed on drop.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Lines the server logged to stderr, as they arrive.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildServer {
+    /// Start `pollchat serve --engine ENGINE ARGS...` on a free loopback
+    /// port and wait (bounded) for its "listening on" line.
+    pub fn start(engine: EngineKind, args: &[&str]) -> ChildServer {
+        use std::process::{Command, Stdio};
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(BIN)
+                .args([
+                    "serve",
+                    "--port",
+                    &port.to_string(),
+                    "--engine",
+                    &engine.to_string(),
+                ])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start pollchat serve");
+            let log = forward_lines(child.stderr.take().unwrap());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while let Ok(line) =
+                log.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                if line.contains("listening on") {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                    return ChildServer { child, addr, log };
+                }
+                if line.contains("in use") {
+                    break; // lost a race for the port: try another
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("pollchat serve did not start");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name (`TERM`, `INT`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Wait (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit within {within:?}");
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// User + system CPU time in clock ticks, from /proc/PID/stat.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (which may contain spaces).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `Name:   123 kB` line from /proc/PID/status, in KiB.
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Read lines from a pipe on a thread and hand them over a channel.
+pub fn forward_lines(
+    pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
