@@ -192,13 +192,12 @@ fn resets_mid_broadcast_lose_nothing(engine: EngineKind) {
     let mut resetters = resetters.into_iter();
     for i in 0..LINES {
         sender.send(&format!("line {i}"));
-        if i % 100 == 50 {
-            if let Some(r) = resetters.next() {
-                socket2::SockRef::from(&r.stream)
-                    .set_linger(Some(Duration::ZERO))
-                    .unwrap();
-                drop(r);
-            }
+        if i % 100 == 50
+            && let Some(r) = resetters.next()
+        {
+            let linger = socket2::SockRef::from(&r.stream).set_linger(Some(Duration::ZERO));
+            linger.unwrap();
+            drop(r);
         }
     }
     let mut steady = reader
