@@ -1,0 +1,106 @@
+//! What only a separate server process can show: its memory under a flood,
+//! its CPU and accept behaviour when out of file descriptors, and its exit
+//! on a signal. Each scenario runs `pollchat serve` as a child, per engine.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ChildServer, Client};
+use pollchat::config::EngineKind;
+
+/// 50 MB with no newline: one `! line too long`, and server memory does not
+/// grow with the flood (under 1 MB).
+fn endless_line_keeps_memory_flat(engine: EngineKind) {
+    let server = ChildServer::start(engine, &["--rate", "0"]);
+    let mut a = Client::join_as(server.addr, "alice");
+    let mut b = Client::join_as(server.addr, "bob");
+    a.skip_until(|l| l.ends_with("bob"));
+    // Warm up the read path so the baseline includes its fixed buffers.
+    a.send_raw(&vec![b'w'; 256 * 1024]);
+    a.send("");
+    a.expect("! line too long (max 2048 bytes)");
+    let before = server.rss_kib();
+
+    let chunk = vec![b'x'; 1024 * 1024];
+    for _ in 0..50 {
+        a.send_raw(&chunk);
+    }
+    a.send_raw(b"\nafter the flood\n");
+    a.expect("! line too long (max 2048 bytes)");
+    b.expect("<alice> after the flood");
+    let after = server.rss_kib();
+    assert!(
+        after < before + 1024,
+        "RSS grew from {before} KiB to {after} KiB during a 50 MB line"
+    );
+}
+
+/// Out of file descriptors (the limit lowered under a running server with
+/// `prlimit`): connected clients keep chatting, the server does not spin
+/// (under 5% CPU over 2 s), warns once (rate-limited), and accepts the waiting
+/// connections by itself once descriptors are free again.
+fn fd_exhaustion_pauses_accepts_without_spinning(engine: EngineKind) {
+    let server = ChildServer::start(engine, &["--rate", "0"]);
+    let mut a = Client::join_as(server.addr, "alice");
+    let mut b = Client::join_as(server.addr, "bob");
+    a.skip_until(|l| l.ends_with("bob"));
+    let extra: Vec<Client> = (0..6).map(|_| Client::join(server.addr).0).collect();
+
+    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let limit = open_fds.to_string();
+    let status = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), &format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success());
+
+    // These complete the TCP handshake in the kernel but cannot be accepted.
+    let mut waiting: Vec<Client> = (0..5).map(|_| Client::connect(server.addr)).collect();
+    let cpu_before = server.cpu_ticks();
+    let started = Instant::now();
+    // For two seconds, the connected clients keep talking.
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        a.send(&format!("still served {n}"));
+        b.skip_until(|l| l == format!("<alice> still served {n}"));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu_ticks = server.cpu_ticks() - cpu_before;
+    // Clock ticks are 1/100 s: 5% of 2 s is 10 ticks.
+    assert!(cpu_ticks < 10, "server used {cpu_ticks} ticks of CPU in 2 s while out of fds");
+    // Exactly one warning: the path was taken, and it was rate-limited.
+    let warnings: Vec<String> = server.log.try_iter().filter(|l| l.contains("accept")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+
+    // Free descriptors: the waiting connections are accepted and welcomed.
+    drop(extra);
+    for w in waiting.iter_mut() {
+        let welcome = w.line();
+        assert!(welcome.starts_with("* Welcome"), "{welcome}");
+    }
+}
+
+/// SIGTERM and SIGINT: everyone hears `* server shutting down`, and the
+/// process exits 0.
+fn signals_shut_down_gracefully(engine: EngineKind) {
+    for signal in ["TERM", "INT"] {
+        let mut server = ChildServer::start(engine, &[]);
+        let (mut a, _) = Client::join(server.addr);
+        let (mut b, _) = Client::join(server.addr);
+        a.skip_until(|l| l.ends_with(" joined"));
+        server.signal(signal);
+        a.skip_until(|l| l == "* server shutting down");
+        b.skip_until(|l| l == "* server shutting down");
+        assert_eq!(a.try_line(), None, "connection not closed after shutdown");
+        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0), "SIG{signal}");
+    }
+}
+
+engine_tests!(
+    endless_line_keeps_memory_flat,
+    fd_exhaustion_pauses_accepts_without_spinning,
+    signals_shut_down_gracefully,
+);
