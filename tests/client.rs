@@ -259,6 +259,19 @@ fn piped_quit_exits_zero() {
     assert_eq!(me.wait().code(), Some(0));
 }
 
+/// `/quit` while input is still open: the server's close was asked for, so
+/// no disconnect message and status 0.
+#[test]
+fn quit_with_input_open_exits_zero() {
+    let server = start_chat(EngineKind::Poll, test_limits());
+    let (mut me, _) = ClientProcess::join(server.local_addr(), &[]);
+    me.type_line("/quit see you");
+    me.expect_line("* Bye!");
+    assert_eq!(me.wait().code(), Some(0));
+    assert!(me.stdin.is_some(), "input was still open");
+    assert!(!me.rest_of_stderr().iter().any(|l| l == DISCONNECTED));
+}
+
 /// Stdin that epoll cannot watch (a regular file, /dev/null) is still read
 /// and sent.
 #[test]

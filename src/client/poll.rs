@@ -357,7 +357,7 @@ impl Session {
             Ok(0) => return Ok(self.end_input()),
             Ok(n) => n,
             Err(e) => {
-                eprintln!("\rpollchat: cannot read input ({e}); no more input");
+                eprintln!("pollchat: cannot read input ({e}); no more input");
                 return Ok(self.end_input());
             }
         };
