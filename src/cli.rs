@@ -1,5 +1,5 @@
-//! The command line: `pollchat serve` (and, as they land, `quiz`, `connect`,
-//! `bench`). Parsing only; each command calls into the library.
+//! The command line: `pollchat serve`, `pollchat connect` (and, as they
+//! land, `quiz`, `bench`). Parsing only; each command calls into the library.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use crate::chat::names::{self, NameError};
+use crate::client::address::ServerAddress;
 use crate::config::{Config, EngineKind, Limits};
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,30 @@ pub enum Command {
         after_help = "Example:\n  pollchat serve --port 9009 --max-clients 500\n  nc 127.0.0.1 9009"
     )]
     Serve(ServeArgs),
+    /// Join a chat room from this terminal (or a pipe).
+    #[command(
+        after_help = "Examples:\n  pollchat connect --name alice\n  pollchat connect [::1]:9009\n  printf 'hello\\n/quit\\n' | pollchat connect chat.example"
+    )]
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Server to join: HOST:PORT, HOST (port 9009) or [IPv6]:PORT.
+    #[arg(value_name = "HOST:PORT", default_value_t = ServerAddress::default())]
+    pub address: ServerAddress,
+    /// Take this name right after connecting (sends /nick NAME).
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
+}
+
+/// `--name` must be a name the server accepts.
+fn parse_name(name: &str) -> Result<String, String> {
+    if names::is_valid(name) {
+        Ok(name.to_string())
+    } else {
+        Err(NameError::Invalid.to_string())
+    }
 }
 
 #[derive(Debug, Args)]

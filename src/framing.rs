@@ -3,8 +3,9 @@
 //! TCP is a byte stream: one `read()` may hold half a line or fifty. The
 //! framer keeps the unfinished tail and hands out whole lines. Both `\n` and
 //! `\r\n` end a line. A line longer than the limit is discarded up to its
-//! newline and reported once as [`Frame::TooLong`], so a client that never
-//! sends a newline cannot grow memory. The buffer is freed whenever it drains,
+//! newline and reported once as [`Frame::TooLong`] with its first `max_line`
+//! bytes (the server drops them, the client shows them cut), so a peer that
+//! never sends a newline cannot grow memory. The buffer is freed whenever it drains,
 //! so an idle client holds no heap memory here.
 
 /// What the framer hands out.
@@ -13,7 +14,8 @@ pub enum Frame {
     /// A complete line without its line end (raw bytes, not yet sanitised).
     Line(Vec<u8>),
     /// A line passed the limit; it is being dropped up to its newline.
-    TooLong,
+    /// Carries the line's first `max_line` bytes, for callers that show it cut.
+    TooLong(Vec<u8>),
 }
 
 /// Splits a byte stream into lines of at most `max_line` bytes.
@@ -81,7 +83,9 @@ impl LineFramer {
                 continue;
             }
             if line.len() > self.max_line {
-                return Some(Frame::TooLong);
+                let mut head = line;
+                head.truncate(self.max_line);
+                return Some(Frame::TooLong(head));
             }
             return Some(Frame::Line(line));
         }
@@ -106,15 +110,18 @@ impl LineFramer {
     }
 
     /// No newline in what we hold: if it is already too long, drop it and
-    /// report once.
+    /// report once, handing out its head in the buffer we already hold.
     fn check_overflow(&mut self) -> Option<Frame> {
         let pending = self.buffered();
         // +1 leaves room for a `\r` that may precede the coming `\n`.
         if pending > self.max_line + 1 {
             let report = !self.discarding;
             self.discarding = true;
+            let mut head = std::mem::take(&mut self.buf);
+            head.drain(..self.start);
+            head.truncate(self.max_line);
             self.reset_buffer();
-            return report.then_some(Frame::TooLong);
+            return report.then_some(Frame::TooLong(head));
         }
         self.scanned = pending;
         if self.buffered() == 0 {
@@ -176,7 +183,7 @@ mod tests {
     fn overlong_line_is_reported_once_and_dropped_to_newline() {
         let mut f = LineFramer::new(4);
         f.push(b"abcdefgh");
-        assert_eq!(lines(&mut f), vec![Frame::TooLong]);
+        assert_eq!(lines(&mut f), vec![Frame::TooLong(b"abcd".to_vec())]);
         f.push(b"ijklmnop");
         assert_eq!(lines(&mut f), vec![]);
         f.push(b"qr\nok\n");
@@ -187,7 +194,10 @@ mod tests {
     fn overlong_line_with_newline_in_same_chunk() {
         let mut f = LineFramer::new(4);
         f.push(b"abcdef\nok\n");
-        assert_eq!(lines(&mut f), vec![Frame::TooLong, line("ok")]);
+        assert_eq!(
+            lines(&mut f),
+            vec![Frame::TooLong(b"abcd".to_vec()), line("ok")]
+        );
     }
 
     #[test]
@@ -225,7 +235,7 @@ mod tests {
     fn finish_drops_tail_of_discarded_line() {
         let mut f = LineFramer::new(2);
         f.push(b"abcdef");
-        assert_eq!(f.next_frame(), Some(Frame::TooLong));
+        assert_eq!(f.next_frame(), Some(Frame::TooLong(b"ab".to_vec())));
         assert_eq!(f.finish(), None);
     }
 

@@ -81,7 +81,7 @@ impl Inbound {
                 None => return Step::NeedMore,
             };
             match frame {
-                Frame::TooLong => return Step::TooLong,
+                Frame::TooLong(_) => return Step::TooLong,
                 Frame::Line(raw) => {
                     let text = sanitize(&raw);
                     if !text.trim().is_empty() {

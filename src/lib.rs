@@ -16,6 +16,8 @@
 //! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
 //!   about.
 //! - [`cli`]: the command-line interface used by `main.rs`.
+//! - [`client`]: `pollchat connect`, a terminal client built on its own
+//!   `mio::Poll` loop over stdin and the socket.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod admission;
 pub mod app;
 pub mod chat;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;

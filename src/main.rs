@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             info!("listening on {} (engine: {engine})", server.local_addr());
             exit_with(server.run())
         }
+        Command::Connect(args) => pollchat::client::run(&args.address, args.name.as_deref()),
     }
 }
 

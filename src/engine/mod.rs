@@ -8,7 +8,7 @@
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
-mod outbuf;
+pub(crate) mod outbuf;
 pub mod poll;
 
 use std::io;

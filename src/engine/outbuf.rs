@@ -1,4 +1,5 @@
-//! A client's outbound byte queue for the poll engine.
+//! An outbound byte queue: a poll-engine client's output, and what
+//! `pollchat connect` has not yet sent to the server.
 //!
 //! Outputs are appended as they happen during a tick and written with one
 //! `write()` at the end of it, so ten broadcasts in one tick cost one

@@ -64,6 +64,17 @@ pub fn start_app<A: App + Send + 'static>(
         .expect("spawn the server thread")
 }
 
+/// The default name in a welcome line (`... You are user7. ...`).
+#[track_caller]
+pub fn name_in_welcome(welcome: &str) -> String {
+    welcome
+        .split("You are ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or_else(|| panic!("no name in welcome line {welcome:?}"))
+        .to_string()
+}
+
 /// A blocking line client with bounded reads.
 pub struct Client {
     pub stream: TcpStream,
@@ -82,13 +93,7 @@ impl Client {
     /// Connect, read the welcome line, and return (client, default name).
     pub fn join(addr: SocketAddr) -> (Client, String) {
         let mut c = Client::connect(addr);
-        let welcome = c.line();
-        let name = welcome
-            .split("You are ")
-            .nth(1)
-            .and_then(|rest| rest.split('.').next())
-            .unwrap_or_else(|| panic!("no name in welcome line {welcome:?}"))
-            .to_string();
+        let name = name_in_welcome(&c.line());
         (c, name)
     }
 
