@@ -1,13 +1,15 @@
-//! The command line: `pollchat serve` (and, as they land, `quiz`, `connect`,
-//! `bench`). Parsing only; each command calls into the library.
+//! The command line: `pollchat serve`, `pollchat quiz` (and, as they land,
+//! `connect`, `bench`). Parsing only; each command calls into the library.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
 use crate::config::{Config, EngineKind, Limits};
+use crate::quiz::Settings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,12 @@ pub enum Command {
         after_help = "Example:\n  pollchat serve --port 9009 --max-clients 500\n  nc 127.0.0.1 9009"
     )]
     Serve(ServeArgs),
+    /// Run a multiplayer quiz: everyone gets the same question at once, and
+    /// faster right answers score more.
+    #[command(
+        after_help = "Example:\n  pollchat quiz --questions my.toml --question-secs 15\n  nc 127.0.0.1 9010"
+    )]
+    Quiz(QuizArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +44,34 @@ pub struct ServeArgs {
     pub port: u16,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QuizArgs {
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 9010, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Question file (TOML, see the README); default: the built-in set.
+    #[arg(long, value_name = "FILE.toml")]
+    pub questions: Option<PathBuf>,
+    /// Seconds allowed per question.
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub question_secs: u64,
+    /// Players present before the lobby countdown starts.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_players: u64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl QuizArgs {
+    /// How the game is paced, from these flags.
+    pub fn settings(&self) -> Settings {
+        Settings::new(
+            Duration::from_secs(self.question_secs),
+            usize::try_from(self.min_players).unwrap_or(usize::MAX),
+        )
+    }
 }
 
 /// Flags shared by every server command (`serve`, `quiz`).
