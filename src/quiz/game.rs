@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use log::info;
+
 use super::questions::Question;
 use super::round::{Outcome, Round};
 use super::scoreboard::{self, Scoreboard, Standing};
@@ -41,8 +43,9 @@ pub const LEADERBOARD_ROWS: usize = 10;
 
 /// What `/help` adds to the chat room's list.
 const QUIZ_HELP: &[&str] = &[
+    "* Quiz:",
     "*   /start         start the game now",
-    "* During a question, answer with the letter of your choice; the first answer counts.",
+    "*   a, b, c, ...   answer the question (your first answer counts)",
 ];
 
 /// How a game is paced.
@@ -156,6 +159,7 @@ impl Quiz {
     }
 
     fn start_game(&mut self, now: Instant, out: &mut Outbox) {
+        info!("game started with {} player(s)", self.room.len());
         self.scores = Scoreboard::default();
         out.all(&format!(
             "* The game begins: {} questions, {} seconds each. Faster right answers score more.",
@@ -289,6 +293,7 @@ impl Quiz {
         let mut text = String::from("* Game over! Final standings:\n");
         text.push_str(&board(standings));
         if let Some(winner) = scoreboard::winner_line(standings) {
+            info!("game over: {}", winner.trim_start_matches("* "));
             text.push_str(&winner);
             text.push('\n');
         }
@@ -303,6 +308,9 @@ impl Quiz {
     /// `client`, who was called `name`, is gone (already out of the room).
     fn departed(&mut self, client: ClientId, name: &str, now: Instant, out: &mut Outbox) {
         if self.room.is_empty() {
+            if !matches!(self.phase, Phase::Lobby { .. }) {
+                info!("everyone left; back to the lobby");
+            }
             // Nobody left to play or to tell.
             self.phase = Phase::Lobby { starts_at: None };
             self.scores = Scoreboard::default();
