@@ -1,7 +1,8 @@
-//! The command line: `pollchat serve`, `pollchat connect` (and, as they
-//! land, `quiz`, `bench`). Parsing only; each command calls into the library.
+//! The command line: `pollchat serve`, `quiz`, `connect` (and, as it lands,
+//! `bench`). Parsing only; each command calls into the library.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +11,7 @@ use log::LevelFilter;
 use crate::chat::names::{self, NameError};
 use crate::client::address::ServerAddress;
 use crate::config::{Config, EngineKind, Limits};
+use crate::quiz::Settings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +36,21 @@ pub enum Command {
         after_help = "Examples:\n  pollchat connect --name alice\n  pollchat connect [::1]:9009\n  printf 'hello\\n/quit\\n' | pollchat connect chat.example"
     )]
     Connect(ConnectArgs),
+    /// Run a multiplayer quiz: everyone gets the same question at once, and
+    /// faster right answers score more.
+    #[command(
+        after_help = "Example:\n  pollchat quiz --questions my.toml --question-secs 15\n  nc 127.0.0.1 9010"
+    )]
+    Quiz(QuizArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -56,12 +73,31 @@ fn parse_name(name: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct QuizArgs {
     /// TCP port to listen on.
-    #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 9010, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// Question file (TOML, see the README); default: the built-in set.
+    #[arg(long, value_name = "FILE.toml")]
+    pub questions: Option<PathBuf>,
+    /// Seconds allowed per question.
+    #[arg(long, value_name = "SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub question_secs: u64,
+    /// Players present before the lobby countdown starts.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_players: u64,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+impl QuizArgs {
+    /// How the game is paced, from these flags.
+    pub fn settings(&self) -> Settings {
+        Settings::new(
+            Duration::from_secs(self.question_secs),
+            usize::try_from(self.min_players).unwrap_or(usize::MAX),
+        )
+    }
 }
 
 /// Flags shared by every server command (`serve`, `quiz`).

@@ -5,6 +5,7 @@
 //!
 //! - [`app`]: the `App` trait, the contract between engines and applications.
 //! - [`chat`]: the chat room, an `App`. No sockets, no clock.
+//! - [`quiz`]: the quiz game, a second `App` on the same engines.
 //! - [`framing`]: bytes → lines, with a length cap.
 //! - [`sanitize`]: lines → text safe to show on a terminal.
 //! - [`flood`]: the token bucket behind `--rate`/`--burst`.
@@ -33,4 +34,5 @@ pub mod flood;
 pub mod framing;
 pub mod inbound;
 pub mod protocol;
+pub mod quiz;
 pub mod sanitize;

@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{LevelFilter, info};
 
+use pollchat::app::App;
 use pollchat::chat::ChatRoom;
 use pollchat::cli::{Cli, Command};
+use pollchat::config::Config;
 use pollchat::engine::Server;
+use pollchat::quiz::{Quiz, questions};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,17 +21,41 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.server.log_level());
-            let config = args.server.config(args.port);
-            let engine = config.engine;
-            let server = match Server::bind(config, ChatRoom::new()) {
-                Ok(server) => server,
-                Err(e) => return start_error(&e),
+            serve(args.server.config(args.port), ChatRoom::new())
+        }
+        Command::Quiz(args) => {
+            init_logging(args.server.log_level());
+            let questions = match &args.questions {
+                Some(path) => match questions::load(path) {
+                    Ok(questions) => questions,
+                    Err(e) => return start_error(&e),
+                },
+                None => questions::builtin(),
             };
-            info!("listening on {} (engine: {engine})", server.local_addr());
-            exit_with(server.run())
+            info!(
+                "quiz: {} questions, {} s each, {} players to start",
+                questions.len(),
+                args.question_secs,
+                args.min_players
+            );
+            serve(
+                args.server.config(args.port),
+                Quiz::new(questions, args.settings()),
+            )
         }
         Command::Connect(args) => pollchat::client::run(&args.address, args.name.as_deref()),
     }
+}
+
+/// Bind, say where, and run `app` until shut down.
+fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
+    let engine = config.engine;
+    let server = match Server::bind(config, app) {
+        Ok(server) => server,
+        Err(e) => return start_error(&e),
+    };
+    info!("listening on {} (engine: {engine})", server.local_addr());
+    exit_with(server.run())
 }
 
 /// `--help` and `--version` print normally; real mistakes get one line.

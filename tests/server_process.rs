@@ -48,10 +48,16 @@ fn fd_exhaustion_pauses_accepts_without_spinning(engine: EngineKind) {
     a.skip_until(|l| l.ends_with("bob"));
     let extra: Vec<Client> = (0..6).map(|_| Client::join(server.addr).0).collect();
 
-    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .count();
     let limit = open_fds.to_string();
     let status = Command::new("prlimit")
-        .args(["--pid", &server.pid().to_string(), &format!("--nofile={limit}:{limit}")])
+        .args([
+            "--pid",
+            &server.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
         .status()
         .expect("run prlimit (util-linux)");
     assert!(status.success());
@@ -70,9 +76,16 @@ fn fd_exhaustion_pauses_accepts_without_spinning(engine: EngineKind) {
     }
     let cpu_ticks = server.cpu_ticks() - cpu_before;
     // Clock ticks are 1/100 s: 5% of 2 s is 10 ticks.
-    assert!(cpu_ticks < 10, "server used {cpu_ticks} ticks of CPU in 2 s while out of fds");
+    assert!(
+        cpu_ticks < 10,
+        "server used {cpu_ticks} ticks of CPU in 2 s while out of fds"
+    );
     // Exactly one warning: the path was taken, and it was rate-limited.
-    let warnings: Vec<String> = server.log.try_iter().filter(|l| l.contains("accept")).collect();
+    let warnings: Vec<String> = server
+        .log
+        .try_iter()
+        .filter(|l| l.contains("accept"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
 
     // Free descriptors: the waiting connections are accepted and welcomed.
@@ -95,7 +108,11 @@ fn signals_shut_down_gracefully(engine: EngineKind) {
         a.skip_until(|l| l == "* server shutting down");
         b.skip_until(|l| l == "* server shutting down");
         assert_eq!(a.try_line(), None, "connection not closed after shutdown");
-        assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0), "SIG{signal}");
+        assert_eq!(
+            server.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "SIG{signal}"
+        );
     }
 }
 

@@ -5,6 +5,10 @@
 //! notices start with `* `; errors go only to the one client and start with
 //! `! `. Nothing a command produces is broadcast unless the command is meant
 //! to be (a `/nick` change, a `/me` action, a departure).
+//!
+//! Other Apps reuse the room for their chat: the quiz embeds one, asks it
+//! for names ([`ChatRoom::name`]) and hands it every command it does not
+//! handle itself ([`ChatRoom::handle_command`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +18,9 @@ use super::command::{self, Command};
 use super::names::Names;
 use crate::app::{App, ClientId, Outbox};
 
-/// What `/help` prints, one line each.
-const HELP: &[&str] = &[
+/// What `/help` prints, one line each. Public so an App that embeds the
+/// room can print these and add its own.
+pub const HELP: &[&str] = &[
     "* Commands:",
     "*   /nick NAME     change your name (1-24 of A-Z a-z 0-9 _ -)",
     "*   /who           list who is here",
@@ -26,7 +31,7 @@ const HELP: &[&str] = &[
 ];
 
 /// The chat room App.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChatRoom {
     /// Everyone in the room and their current name.
     members: HashMap<ClientId, Box<str>>,
@@ -34,11 +39,77 @@ pub struct ChatRoom {
     names: Names,
     /// The number for the next default `user<N>` name.
     next_default: u64,
+    /// What the welcome line calls this place ("this chatroom", "the quiz"),
+    /// so an App embedding the room greets people as itself.
+    place: &'static str,
+}
+
+impl Default for ChatRoom {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ChatRoom {
     pub fn new() -> Self {
-        Self::default()
+        Self::welcoming_to("this chatroom")
+    }
+
+    /// A room whose welcome line reads `Welcome to {place}!`.
+    pub fn welcoming_to(place: &'static str) -> Self {
+        Self {
+            members: HashMap::new(),
+            names: Names::default(),
+            next_default: 0,
+            place,
+        }
+    }
+
+    /// The current name of a member.
+    pub fn name(&self, client: ClientId) -> Option<&str> {
+        self.members.get(&client).map(|name| &**name)
+    }
+
+    /// Everyone here, in no particular order.
+    pub fn members(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// How many members are here.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Carry out one parsed line from a member: what `handle_line` does
+    /// after parsing. Lines from non-members are ignored.
+    pub fn handle_command(&mut self, client: ClientId, command: Command<'_>, out: &mut Outbox) {
+        let Some(name) = self.members.get(&client) else {
+            return;
+        };
+        match command {
+            Command::Say(text) => out.all_but(client, &format!("<{name}> {text}")),
+            Command::Me(action) => out.all_but(client, &format!("* {name} {action}")),
+            Command::Nick(new) => self.nick(client, new, out),
+            Command::Who => self.who(client, out),
+            Command::Quit(parting) => {
+                out.to(client, "* Bye!");
+                self.remove(client, parting, out);
+                out.close(client);
+            }
+            Command::Help => {
+                for line in HELP {
+                    out.to(client, line);
+                }
+            }
+            Command::Usage(usage) => out.to(client, &format!("! {usage}")),
+            Command::Unknown(cmd) => {
+                out.to(client, &format!("! unknown command /{cmd} (try /help)"));
+            }
+        }
     }
 
     /// The first free `user<N>`.
@@ -107,36 +178,17 @@ impl App for ChatRoom {
         let _ = self.names.claim(&name, client);
         out.to(
             client,
-            &format!("* Welcome to this chatroom! You are {name}. Type /help for commands."),
+            &format!(
+                "* Welcome to {}! You are {name}. Type /help for commands.",
+                self.place
+            ),
         );
         out.all_but(client, &format!("* {name} joined"));
         self.members.insert(client, name.into());
     }
 
     fn handle_line(&mut self, client: ClientId, line: &str, _now: Instant, out: &mut Outbox) {
-        let Some(name) = self.members.get(&client) else {
-            return;
-        };
-        match command::parse(line) {
-            Command::Say(text) => out.all_but(client, &format!("<{name}> {text}")),
-            Command::Me(action) => out.all_but(client, &format!("* {name} {action}")),
-            Command::Nick(new) => self.nick(client, new, out),
-            Command::Who => self.who(client, out),
-            Command::Quit(parting) => {
-                out.to(client, "* Bye!");
-                self.remove(client, parting, out);
-                out.close(client);
-            }
-            Command::Help => {
-                for line in HELP {
-                    out.to(client, line);
-                }
-            }
-            Command::Usage(usage) => out.to(client, &format!("! {usage}")),
-            Command::Unknown(cmd) => {
-                out.to(client, &format!("! unknown command /{cmd} (try /help)"));
-            }
-        }
+        self.handle_command(client, command::parse(line), out);
     }
 
     fn handle_left(&mut self, client: ClientId, _now: Instant, out: &mut Outbox) {
