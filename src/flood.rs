@@ -59,6 +59,16 @@ impl TokenBucket {
         Ok(())
     }
 
+    /// True when the bucket is full at `now`: its state then carries no
+    /// information, and the engine may drop it and start a fresh one later.
+    pub fn is_full(&self, now: Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// When the next whole token will be there.
     pub fn ready_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
@@ -97,6 +107,16 @@ mod tests {
         assert!(b.take(later).is_ok());
         assert!(b.take(later).is_ok());
         assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn full_again_once_refilled() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 2, t0);
+        assert!(b.is_full(t0));
+        b.take(t0).unwrap();
+        assert!(!b.is_full(t0 + Duration::from_millis(50)));
+        assert!(b.is_full(t0 + Duration::from_millis(100)));
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl LineFramer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Nothing held and no over-long line being dropped.
+    pub fn is_empty(&self) -> bool {
+        self.buffered() == 0 && !self.discarding
+    }
+
     /// Bytes held that have not been handed out yet.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

@@ -58,6 +58,13 @@ impl Inbound {
         self.eof
     }
 
+    /// Nothing buffered, no line being dropped, no pause pending: this state
+    /// is the same as a fresh `Inbound`, so an engine may free it (an idle
+    /// client then holds no input state at all) and make a new one later.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.framer.is_empty() && !self.eof && self.bucket.is_full(now)
+    }
+
     /// Bytes held but not yet turned into lines.
     pub fn buffered(&self) -> usize {
         self.framer.buffered()
@@ -136,6 +143,25 @@ mod tests {
         assert_eq!(
             drain(&mut inb, at),
             vec![Step::Line("c".into()), Step::NeedMore]
+        );
+    }
+
+    #[test]
+    fn idle_only_when_nothing_is_pending() {
+        let t0 = Instant::now();
+        let mut inb = Inbound::new(4, 10, 1, t0);
+        assert!(inb.is_idle(t0));
+        inb.push(b"abc");
+        assert!(!inb.is_idle(t0), "partial line buffered");
+        inb.push(b"\n");
+        assert_eq!(inb.next_step(t0), Step::Line("abc".into()));
+        assert!(!inb.is_idle(t0), "bucket not yet refilled");
+        assert!(inb.is_idle(t0 + Duration::from_millis(100)));
+        inb.push(b"toolongline");
+        assert_eq!(inb.next_step(t0 + Duration::from_secs(1)), Step::TooLong);
+        assert!(
+            !inb.is_idle(t0 + Duration::from_secs(2)),
+            "still dropping the long line"
         );
     }
 

@@ -10,12 +10,11 @@
 //! for names ([`ChatRoom::name`]) and hands it every command it does not
 //! handle itself ([`ChatRoom::handle_command`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::command::{self, Command};
-use super::names::Names;
+use super::names::Roster;
 use crate::app::{App, ClientId, Outbox};
 
 /// What `/help` prints, one line each. Public so an App that embeds the
@@ -33,10 +32,8 @@ pub const HELP: &[&str] = &[
 /// The chat room App.
 #[derive(Debug)]
 pub struct ChatRoom {
-    /// Everyone in the room and their current name.
-    members: HashMap<ClientId, Box<str>>,
-    /// Keeps names unique ignoring case.
-    names: Names,
+    /// Everyone in the room and their current name (unique ignoring case).
+    members: Roster,
     /// The number for the next default `user<N>` name.
     next_default: u64,
     /// What the welcome line calls this place ("this chatroom", "the quiz"),
@@ -58,8 +55,7 @@ impl ChatRoom {
     /// A room whose welcome line reads `Welcome to {place}!`.
     pub fn welcoming_to(place: &'static str) -> Self {
         Self {
-            members: HashMap::new(),
-            names: Names::default(),
+            members: Roster::default(),
             next_default: 0,
             place,
         }
@@ -67,12 +63,12 @@ impl ChatRoom {
 
     /// The current name of a member.
     pub fn name(&self, client: ClientId) -> Option<&str> {
-        self.members.get(&client).map(|name| &**name)
+        self.members.get(client).map(|name| name.as_str())
     }
 
     /// Everyone here, in no particular order.
     pub fn members(&self) -> impl Iterator<Item = ClientId> + '_ {
-        self.members.keys().copied()
+        self.members.iter().map(|(id, _)| id)
     }
 
     /// How many members are here.
@@ -87,7 +83,7 @@ impl ChatRoom {
     /// Carry out one parsed line from a member: what `handle_line` does
     /// after parsing. Lines from non-members are ignored.
     pub fn handle_command(&mut self, client: ClientId, command: Command<'_>, out: &mut Outbox) {
-        let Some(name) = self.members.get(&client) else {
+        let Some(&name) = self.members.get(client) else {
             return;
         };
         match command {
@@ -117,33 +113,24 @@ impl ChatRoom {
         loop {
             self.next_default += 1;
             let name = format!("user{}", self.next_default);
-            if !self.names.is_taken(&name) {
+            if self.members.holder(&name).is_none() {
                 return name;
             }
         }
     }
 
     fn nick(&mut self, client: ClientId, new: &str, out: &mut Outbox) {
-        let Some(old) = self.members.get(&client).cloned() else {
-            return;
-        };
-        if *old == *new {
-            return;
+        match self.members.set(client, new) {
+            Ok(Some(old)) if old.as_str() != new => {
+                out.all(&format!("* {old} is now known as {new}"));
+            }
+            Ok(_) => {}
+            Err(err) => out.to(client, &format!("! {err}")),
         }
-        if let Err(err) = self.names.claim(new, client) {
-            out.to(client, &format!("! {err}"));
-            return;
-        }
-        // A change of case only keeps the same folded key: don't release it.
-        if !old.eq_ignore_ascii_case(new) {
-            self.names.release(&old);
-        }
-        self.members.insert(client, new.into());
-        out.all(&format!("* {old} is now known as {new}"));
     }
 
     fn who(&self, client: ClientId, out: &mut Outbox) {
-        let mut names: Vec<&str> = self.members.values().map(|n| &**n).collect();
+        let mut names: Vec<&str> = self.members.iter().map(|(_, n)| n.as_str()).collect();
         names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
         let count = names.len();
         let noun = if count == 1 { "user" } else { "users" };
@@ -155,8 +142,7 @@ impl ChatRoom {
 
     /// Forget a member and tell the others; `None` if it was not here.
     fn remove(&mut self, client: ClientId, parting: Option<&str>, out: &mut Outbox) -> Option<()> {
-        let name = self.members.remove(&client)?;
-        self.names.release(&name);
+        let name = self.members.remove(client)?;
         match parting {
             Some(msg) => out.all_but(client, &format!("* {name} left ({msg})")),
             None => out.all_but(client, &format!("* {name} left")),
@@ -174,8 +160,9 @@ impl App for ChatRoom {
         out: &mut Outbox,
     ) {
         let name = self.default_name();
-        // The name is free: default_name skipped taken ones.
-        let _ = self.names.claim(&name, client);
+        // Valid and free by construction; a failure would only mean the
+        // client already had a name, which engines never cause.
+        let _ = self.members.set(client, &name);
         out.to(
             client,
             &format!(
@@ -184,7 +171,6 @@ impl App for ChatRoom {
             ),
         );
         out.all_but(client, &format!("* {name} joined"));
-        self.members.insert(client, name.into());
     }
 
     fn handle_line(&mut self, client: ClientId, line: &str, _now: Instant, out: &mut Outbox) {

@@ -17,7 +17,7 @@
 //! - every per-client buffer is capped, and freed when it drains.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +50,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reads per client per tick before we move on to the others (fairness);
 /// a client cut off here is revisited next tick without waiting for an event.
 const READS_PER_TICK: usize = 16;
+/// Connections accepted per tick before the others get a turn (see
+/// `accept_all`); the rest are accepted next tick, which then comes at once.
+const ACCEPTS_PER_TICK: usize = 1;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one "out of file descriptors" warning per this long.
@@ -73,18 +76,21 @@ enum Life {
     Dead,
 }
 
-/// One connected client. Kept small: an idle client is this struct, its
-/// socket, and the App's entry for it; no heap buffers.
+/// One connected client. Kept small: an idle client is this struct (about
+/// 100 bytes), its socket, and the App's entry for it; no heap buffers.
 struct Client {
     stream: TcpStream,
-    /// For per-address accounting and log lines.
-    peer: SocketAddr,
-    /// A number unique for the server's lifetime. Slab keys are reused, so
-    /// timers remember `(key, serial)` and ignore a key's new owner.
-    serial: u64,
+    /// For per-address accounting and log lines (the port is only logged
+    /// at connect; 17 bytes instead of a 32-byte `SocketAddr`).
+    ip: IpAddr,
+    /// A connection number. Slab keys are reused, so timers remember
+    /// `(key, serial)` and ignore a key's new owner. It wraps after 4 billion
+    /// connections, far longer than any timer lives.
+    serial: u32,
     life: Life,
-    /// Framer + flood bucket: unfinished input, never more than a line.
-    inbound: Inbound,
+    /// Framer + flood bucket, boxed and only while there is unfinished input
+    /// or a flood pause: `None` for an idle client.
+    inbound: Option<Box<Inbound>>,
     /// Output not yet taken by the socket, capped at `--sendq`.
     outbound: OutBuf,
     /// The App asked for this close itself, so it must not hear `left`.
@@ -127,16 +133,18 @@ struct Loop<A> {
     dead: Vec<usize>,
     /// Clients to read again next tick without an event (fairness cap hit,
     /// or a flood pause just ended).
-    read_again: Vec<(usize, u64)>,
+    read_again: Vec<(usize, u32)>,
     /// Flood-paused clients and when they may continue.
-    throttled: Vec<(Instant, usize, u64)>,
+    throttled: Vec<(Instant, usize, u32)>,
     /// Closing clients and when they are dropped even if not drained.
-    closing: Vec<(Instant, usize, u64)>,
+    closing: Vec<(Instant, usize, u32)>,
     /// Accepting is paused (out of fds) until then.
     accept_paused_until: Option<Instant>,
+    /// The per-tick accept cap was hit: accept more next tick.
+    accept_again: bool,
     last_fd_warning: Option<Instant>,
     next_idle_sweep: Option<Instant>,
-    next_serial: u64,
+    next_serial: u32,
 }
 
 impl<A: App> PollServer<A> {
@@ -193,7 +201,9 @@ impl<A: App> PollServer<A> {
                 ),
                 next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
                 limits,
-                clients: Slab::new(),
+                // Reserved up front: untouched capacity costs address space,
+                // not memory, and the slab never has to copy itself to grow.
+                clients: Slab::with_capacity(max_clients),
                 scratch: vec![0; READ_CHUNK],
                 outbox: Outbox::new(),
                 flush_list: Vec::new(),
@@ -202,6 +212,7 @@ impl<A: App> PollServer<A> {
                 throttled: Vec::new(),
                 closing: Vec::new(),
                 accept_paused_until: None,
+                accept_again: false,
                 last_fd_warning: None,
                 next_serial: 0,
             },
@@ -272,7 +283,7 @@ impl<A: App> PollServer<A> {
 impl<A: App> Loop<A> {
     /// The soonest moment any timer wants us back.
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.read_again.is_empty() || !self.flush_list.is_empty() {
+        if self.accept_again || !self.read_again.is_empty() || !self.flush_list.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -300,9 +311,21 @@ impl<A: App> Loop<A> {
         if self.accept_paused_until.is_some() {
             return;
         }
+        self.accept_again = false;
+        let mut accepted = 0;
         loop {
+            // Each join is announced to everyone, and this tick's output is
+            // buffered until its end: cap the joins per tick so a connection
+            // storm costs a bounded amount of memory, and come back at once.
+            if accepted == ACCEPTS_PER_TICK {
+                self.accept_again = true;
+                return;
+            }
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, registry, now),
+                Ok((stream, peer)) => {
+                    accepted += 1;
+                    self.admit(stream, peer, registry, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // The peer gave up while queued: nothing to do, keep going.
@@ -356,18 +379,13 @@ impl<A: App> Loop<A> {
             self.admission.release(peer.ip());
             return;
         }
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.wrapping_add(1);
         entry.insert(Client {
             stream,
-            peer,
+            ip: peer.ip(),
             serial: self.next_serial,
             life: Life::Open,
-            inbound: Inbound::new(
-                self.limits.max_line,
-                self.limits.rate,
-                self.limits.burst,
-                now,
-            ),
+            inbound: None,
             outbound: OutBuf::default(),
             closed_by_app: false,
             throttled: false,
@@ -412,13 +430,13 @@ impl<A: App> Loop<A> {
             let Some(client) = self.clients.get_mut(key) else {
                 return;
             };
-            if client.life != Life::Open || client.inbound.is_eof() {
+            if client.life != Life::Open || client.inbound.as_ref().is_some_and(|i| i.is_eof()) {
                 return;
             }
             match client.stream.read(&mut self.scratch) {
                 // FIN: the peer will send no more. Deliver any last line.
-                Ok(0) => client.inbound.push_eof(),
-                Ok(n) => client.inbound.push(&self.scratch[..n]),
+                Ok(0) => inbound_of(client, &self.limits, now).push_eof(),
+                Ok(n) => inbound_of(client, &self.limits, now).push(&self.scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Reset or other error: the client is gone; nothing queued
@@ -446,7 +464,10 @@ impl<A: App> Loop<A> {
             if client.life != Life::Open || client.throttled {
                 return false;
             }
-            match client.inbound.next_step(now) {
+            let Some(inbound) = client.inbound.as_mut() else {
+                return true;
+            };
+            match inbound.next_step(now) {
                 Step::Line(line) => {
                     client.last_heard = now;
                     self.app
@@ -462,7 +483,13 @@ impl<A: App> Loop<A> {
                     self.throttled.push((until, key, client.serial));
                     return false;
                 }
-                Step::NeedMore => return true,
+                Step::NeedMore => {
+                    // Nothing half-done: give the input state back.
+                    if inbound.is_idle(now) {
+                        client.inbound = None;
+                    }
+                    return true;
+                }
                 // Every line the peer sent has been delivered; it has left,
                 // but may still read what is queued for it (half-close).
                 Step::End => {
@@ -547,7 +574,7 @@ impl<A: App> Loop<A> {
         };
         warn!(
             "client {key} ({}) disconnected: too slow to read (more than {} bytes queued)",
-            client.peer, self.limits.sendq
+            client.ip, self.limits.sendq
         );
         client.outbound.clear();
         let _ = client.stream.write(protocol::TOO_SLOW.as_bytes());
@@ -577,7 +604,7 @@ impl<A: App> Loop<A> {
             return;
         }
         client.life = next;
-        let (peer, serial, by_app) = (client.peer, client.serial, client.closed_by_app);
+        let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
         let drained = client.outbound.pending() == 0;
         if next == Life::Closing && drained {
             // Nothing left to say: close now.
@@ -588,8 +615,8 @@ impl<A: App> Loop<A> {
             Life::Dead => self.dead.push(key),
             _ => self.closing.push((now + CLOSE_GRACE, key, serial)),
         }
-        self.admission.release(peer.ip());
-        debug!("client {key} ({peer}) left");
+        self.admission.release(ip);
+        debug!("client {key} ({ip}) left");
         if !by_app {
             self.app.handle_left(ClientId(key), now, &mut self.outbox);
             self.dispatch(now);
@@ -606,11 +633,14 @@ impl<A: App> Loop<A> {
 
         if self.accept_paused_until.is_some_and(|at| at <= now) {
             self.accept_paused_until = None;
+            self.accept_again = true;
+        }
+        if self.accept_again {
             self.accept_all(listener, registry, now);
         }
 
         // Flood pauses that ended, and fairness revisits: read again now.
-        let mut due: Vec<(usize, u64)> = std::mem::take(&mut self.read_again);
+        let mut due: Vec<(usize, u32)> = std::mem::take(&mut self.read_again);
         self.throttled.retain(|&(at, key, serial)| {
             if at <= now {
                 due.push((key, serial));
@@ -787,6 +817,18 @@ impl<A: App> Loop<A> {
         }
         info!("shut down; {} client(s) disconnected", self.clients.len());
     }
+}
+
+/// A client's input state, created on first use.
+fn inbound_of<'a>(client: &'a mut Client, limits: &Limits, now: Instant) -> &'a mut Inbound {
+    client.inbound.get_or_insert_with(|| {
+        Box::new(Inbound::new(
+            limits.max_line,
+            limits.rate,
+            limits.burst,
+            now,
+        ))
+    })
 }
 
 /// Queue bytes for a client; false if that would pass `sendq`.
