@@ -793,14 +793,9 @@ impl<A: App> Loop<A> {
         let deadline = now + SHUTDOWN_FLUSH;
         loop {
             self.end_of_tick(poll.registry());
-            let waiting: Vec<usize> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.life == Life::Closing)
-                .map(|(k, _)| k)
-                .collect();
+            let waiting = self.clients.iter().any(|(_, c)| c.life == Life::Closing);
             let now = Instant::now();
-            if waiting.is_empty() || now >= deadline {
+            if !waiting || now >= deadline {
                 break;
             }
             if let Err(e) = poll.poll(events, Some(deadline - now))
