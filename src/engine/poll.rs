@@ -248,7 +248,7 @@ impl<A: App> PollServer<A> {
             // Step 2: handle each ready source.
             for event in events.iter() {
                 match event.token() {
-                    // A new connection (or many): accept them all.
+                    // New connections: accept (one per tick, see `accept_all`).
                     LISTENER => self.state.accept_all(&self.listener, registry, now),
                     // Another thread called `ShutdownHandle::shutdown`.
                     WAKER => {}
@@ -302,11 +302,12 @@ impl<A: App> Loop<A> {
 
     // ----- accept ---------------------------------------------------------
 
-    /// The listener is readable: accept until `WouldBlock`. Accept errors
-    /// never end the server. Out of fds, we pause accepting for a moment: the
-    /// pending connections stay queued in the kernel and a timer (not an
-    /// event — we would spin, or with edge triggering never hear again)
-    /// brings us back.
+    /// The listener is readable: accept until `WouldBlock`, in slices of
+    /// `ACCEPTS_PER_TICK` with everyone else served in between. Accept
+    /// errors never end the server. Out of fds, we pause accepting for a
+    /// moment: pending connections stay queued in the kernel and a timer
+    /// (not an event: we would spin, or with edge triggering never hear
+    /// again) brings us back.
     fn accept_all(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
