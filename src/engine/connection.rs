@@ -51,6 +51,17 @@ pub(crate) struct Connection {
     to_reader: Condvar,
 }
 
+/// What [`Connection::offer`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued; the writer is busy or already due to be woken.
+    Queued,
+    /// Queued, and the writer sleeps: wake it when done queueing.
+    WakeWriter,
+    /// Not queued: it would pass `--sendq`.
+    TooSlow,
+}
+
 /// Everything behind [`Connection::state`].
 #[derive(Debug, Default)]
 struct Outgoing {
@@ -65,8 +76,8 @@ struct Outgoing {
     closing: bool,
     /// Hang up now: the queue was dropped and the socket shut down.
     aborted: bool,
-    /// The writer is waiting on `to_writer`, so a push must wake it (a busy
-    /// writer picks new output up by itself, with no wake-up call).
+    /// The writer is waiting on `to_writer` and nobody has promised to wake
+    /// it yet (a busy writer picks new output up by itself).
     writer_idle: bool,
     /// The writer thread has finished with the socket.
     writer_done: bool,
@@ -97,19 +108,31 @@ impl Connection {
 
     /// Queue bytes for the writer, unless that would pass `sendq`: then
     /// nothing is queued and the caller cuts the client off. Never waits.
-    pub(crate) fn offer(&self, bytes: &[u8], sendq: usize) -> bool {
+    ///
+    /// The writer is not woken here: `Offer::WakeWriter` asks the caller to
+    /// call [`Connection::wake_writer`] once it has queued everything it is
+    /// about to (the poll engine's "one write per client per tick"). Waking
+    /// at once would let a writer on another core take one line at a time
+    /// while the room is still queueing the rest of the batch.
+    pub(crate) fn offer(&self, bytes: &[u8], sendq: usize) -> Offer {
         let mut state = self.state();
         if state.closing || state.aborted {
-            return true; // leaving already; the output has nowhere to go
+            return Offer::Queued; // leaving already; it has nowhere to go
         }
         if !fits_sendq(state.queued.len() + state.in_flight, bytes.len(), sendq) {
-            return false;
+            return Offer::TooSlow;
         }
         state.queued.extend_from_slice(bytes);
         if state.writer_idle {
-            self.to_writer.notify_one();
+            state.writer_idle = false;
+            return Offer::WakeWriter;
         }
-        true
+        Offer::Queued
+    }
+
+    /// Wake the writer after an `Offer::WakeWriter`.
+    pub(crate) fn wake_writer(&self) {
+        self.to_writer.notify_one();
     }
 
     /// No more output: the writer sends what is queued, then hangs up. The
@@ -261,9 +284,9 @@ mod tests {
     #[test]
     fn sendq_refuses_what_would_not_fit_and_close_flushes_then_hangs_up() {
         let (conn, peer) = pair();
-        assert!(conn.offer(b"abc", 4));
-        assert!(!conn.offer(b"de", 4), "5 bytes queued with sendq 4");
-        assert!(conn.offer(b"\n", 4));
+        assert_eq!(conn.offer(b"abc", 4), Offer::Queued);
+        assert_eq!(conn.offer(b"de", 4), Offer::TooSlow, "5 bytes with sendq 4");
+        assert_eq!(conn.offer(b"\n", 4), Offer::Queued);
         let writer = std::thread::spawn({
             let conn = conn.clone();
             move || conn.run_writer()
@@ -278,7 +301,7 @@ mod tests {
     #[test]
     fn cut_off_drops_the_queue_says_last_words_and_ends_a_flood_pause() {
         let (conn, peer) = pair();
-        assert!(conn.offer(b"never sent\n", 1024));
+        assert_eq!(conn.offer(b"never sent\n", 1024), Offer::Queued);
         let (paused, woke) = mpsc::channel();
         std::thread::spawn({
             let conn = conn.clone();

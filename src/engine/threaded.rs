@@ -48,7 +48,7 @@ use slab::Slab;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ShutdownHandle;
-use super::connection::Connection;
+use super::connection::{Connection, Offer};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
@@ -109,7 +109,13 @@ struct Room<A> {
     admission: Admission,
     /// Where the App puts outputs; drained after every App call.
     outbox: Outbox,
+    /// `--sendq`, for the fan-out.
     sendq: usize,
+    /// `--max-line`, for the error line.
+    max_line: usize,
+    /// Writers that were asleep when output was queued for them: woken once
+    /// the whole batch is queued (`wake_writers`), so each writes it at once.
+    to_wake: Vec<Arc<Connection>>,
     /// The deadline the timer thread is sleeping until, so an App call that
     /// moves it can wake the timer (and one that does not, need not).
     timer_deadline: Option<Instant>,
@@ -186,6 +192,8 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             ),
             outbox: Outbox::new(),
             sendq: limits.sendq,
+            max_line: limits.max_line,
+            to_wake: Vec::new(),
             timer_deadline: None,
             shutting_down: false,
         };
@@ -295,9 +303,11 @@ impl<A: App + Send + 'static> Shared<A> {
     /// Run `f` on the room, under its lock, with the time taken *inside* the
     /// lock, so the App sees time move forward whichever thread calls it.
     /// Afterwards, wake the timer if the App's deadline moved.
+    /// Writers with new output are woken at the end.
     fn with_room<R>(&self, f: impl FnOnce(&mut Room<A>, Instant) -> R) -> R {
         let mut room = self.lock();
         let result = f(&mut room, Instant::now());
+        room.wake_writers();
         if room.app.poll_timeout() != room.timer_deadline {
             self.timer.notify_one();
         }
@@ -381,27 +391,23 @@ impl<A: App + Send + 'static> Shared<A> {
         let mut buf = [0u8; READ_CHUNK];
         let mut last_heard = Instant::now();
         loop {
-            // Lines already buffered go first: flood control may say wait.
-            loop {
-                let now = Instant::now();
-                let still_open = match inbound.next_step(now) {
-                    Step::Line(line) => {
-                        last_heard = now;
-                        self.with_room(|room, now| room.line(key, &line, now))
+            // Lines already buffered go first (flood control may say wait),
+            // all of them under one lock: a read's worth of lines costs one
+            // lock, and each recipient's writer is woken once, not per line.
+            let step = self
+                .with_room(|room, now| room.take_lines(key, &mut inbound, &mut last_heard, now));
+            match step {
+                Some(Step::NeedMore) => {}
+                // The documented "delay" for a flooder: this thread sleeps,
+                // its socket fills, and TCP pushes back on the sender.
+                Some(Step::Throttled(until)) => {
+                    if conn.pause_until(until) {
+                        continue;
                     }
-                    Step::TooLong => {
-                        let error = protocol::line_too_long(limits.max_line);
-                        self.with_room(|room, now| room.reply(key, error, now))
-                    }
-                    // The documented "delay" for a flooder: this thread
-                    // sleeps, the socket fills, TCP pushes back on the sender.
-                    Step::Throttled(until) => conn.pause_until(until),
-                    Step::NeedMore => break,
-                    Step::End => return Ended::Eof,
-                };
-                if !still_open {
                     return Ended::Closed;
                 }
+                Some(Step::End) => return Ended::Eof,
+                _ => return Ended::Closed,
             }
             // `--idle-timeout` is a read timeout measured from the last line.
             if let Some(idle) = limits.idle_timeout {
@@ -445,6 +451,7 @@ impl<A: App + Send + 'static> Shared<A> {
                 let room = &mut *room;
                 room.app.handle_timeout(now, &mut room.outbox);
                 room.settle(now);
+                room.wake_writers();
             }
             room.timer_deadline = room.app.poll_timeout();
             room = match room.timer_deadline {
@@ -473,6 +480,7 @@ impl<A: App + Send + 'static> Shared<A> {
         let now = Instant::now();
         room.outbox.send(Recipients::All, protocol::SHUTTING_DOWN);
         room.settle(now);
+        room.wake_writers();
         let open: Vec<usize> = room.open_keys().collect();
         let count = open.len();
         for key in open {
@@ -532,30 +540,44 @@ impl<A: App> Room<A> {
         key
     }
 
-    /// One line from a client. Returns whether it is still in the room.
-    fn line(&mut self, key: usize, line: &str, now: Instant) -> bool {
-        if !self.is_open(key) {
-            return false;
+    /// Hand a client's buffered lines to the App until its input needs
+    /// more bytes, is throttled or ends; returns that step. `None` if the
+    /// client is no longer in the room (it may have just `/quit`).
+    fn take_lines(
+        &mut self,
+        key: usize,
+        inbound: &mut Inbound,
+        last_heard: &mut Instant,
+        now: Instant,
+    ) -> Option<Step> {
+        while self.is_open(key) {
+            match inbound.next_step(now) {
+                Step::Line(line) => {
+                    *last_heard = now;
+                    self.app
+                        .handle_line(ClientId(key), &line, now, &mut self.outbox);
+                    self.settle(now);
+                }
+                Step::TooLong => {
+                    self.reply(key, protocol::line_too_long(self.max_line), now);
+                }
+                step => return Some(step),
+            }
         }
-        self.app
-            .handle_line(ClientId(key), line, now, &mut self.outbox);
-        self.settle(now);
-        self.is_open(key)
+        None
     }
 
-    /// A line from the engine itself to one client. Returns whether it is
-    /// still in the room (the line may have pushed it over `--sendq`).
-    fn reply(&mut self, key: usize, text: String, now: Instant) -> bool {
+    /// A line from the engine itself to one client.
+    fn reply(&mut self, key: usize, text: impl Into<String>, now: Instant) {
         self.outbox.send(Recipients::One(ClientId(key)), text);
         self.settle(now);
-        self.is_open(key)
     }
 
-    /// `--idle-timeout` ran out: say so, then leave like any departure.
+    /// `--idle-timeout` ran out: say so, then leave like any departure
+    /// (unless that line pushed it over `--sendq` and it is gone already).
     fn idle_out(&mut self, key: usize, now: Instant) {
-        if self.reply(key, protocol::IDLE_TIMEOUT.to_string(), now) {
-            self.leave(key, Farewell::Flush, now);
-        }
+        self.reply(key, protocol::IDLE_TIMEOUT, now);
+        self.leave(key, Farewell::Flush, now);
     }
 
     // ----- broadcast --------------------------------------------------------
@@ -574,11 +596,19 @@ impl<A: App> Room<A> {
                 match output {
                     Output::Send { to, bytes } => {
                         let sendq = self.sendq;
+                        let to_wake = &mut self.to_wake;
                         let too_slow = rules::fan_out(
                             &mut self.clients,
                             to,
                             |m| m.open,
-                            |_, m| m.conn.offer(&bytes, sendq),
+                            |_, m| match m.conn.offer(&bytes, sendq) {
+                                Offer::Queued => true,
+                                Offer::WakeWriter => {
+                                    to_wake.push(m.conn.clone());
+                                    true
+                                }
+                                Offer::TooSlow => false,
+                            },
                         );
                         for key in too_slow {
                             if self.depart(key, Farewell::TooSlow) {
@@ -599,6 +629,13 @@ impl<A: App> Room<A> {
                 return;
             };
             self.app.handle_left(ClientId(key), now, &mut self.outbox);
+        }
+    }
+
+    /// Wake every writer that was given output while asleep.
+    fn wake_writers(&mut self) {
+        for conn in self.to_wake.drain(..) {
+            conn.wake_writer();
         }
     }
 
