@@ -21,7 +21,8 @@
 //! [`run_writer`]: Connection::run_writer
 //! [`wait_writer`]: Connection::wait_writer
 
-use std::io::{self, Write};
+use std::collections::VecDeque;
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,11 +31,15 @@ use log::debug;
 
 use super::rules::fits_sendq;
 
-/// Most bytes handed to one blocking `write()`. Such a write returns only
-/// once the kernel has taken all of it, so until then we count it all as
-/// not yet sent; small chunks keep that over-count, compared with the poll
-/// engine's exact one, to at most this much of `--sendq`.
-const WRITE_CHUNK: usize = 8 * 1024;
+/// Most bytes the writer takes from the queue at once. `--sendq` counts
+/// only what is still queued, not the batch being written: the writer
+/// learns what the socket took only when its `write()` returns, and on a
+/// busy machine that can be long after the client has read it, so counting
+/// the batch would cut off readers for bytes they already have. A stalled
+/// client therefore holds at most `--sendq` plus this much; kept small so
+/// the threaded engine cuts it off within 16 KiB of where the poll engine
+/// (which counts exactly) would.
+const WRITE_BATCH: usize = 16 * 1024;
 
 /// A client's socket and output queue. See the module docs.
 #[derive(Debug)]
@@ -65,13 +70,10 @@ pub(crate) enum Offer {
 /// Everything behind [`Connection::state`].
 #[derive(Debug, Default)]
 struct Outgoing {
-    /// Output not yet taken by the writer. Unallocated while idle: the
-    /// writer takes the whole Vec at once and leaves an empty one behind.
-    queued: Vec<u8>,
-    /// Bytes the writer has taken but the socket has not yet accepted (to
-    /// within one `WRITE_CHUNK`); they count against `--sendq` like queued
-    /// ones.
-    in_flight: usize,
+    /// Output not yet taken by the writer: what `--sendq` limits.
+    /// Unallocated while idle: when the writer takes all of it, an empty
+    /// queue is left behind.
+    queued: VecDeque<u8>,
     /// No more output will come: the writer hangs up once the queue is empty.
     closing: bool,
     /// Hang up now: the queue was dropped and the socket shut down.
@@ -119,10 +121,10 @@ impl Connection {
         if state.closing || state.aborted {
             return Offer::Queued; // leaving already; it has nowhere to go
         }
-        if !fits_sendq(state.queued.len() + state.in_flight, bytes.len(), sendq) {
+        if !fits_sendq(state.queued.len(), bytes.len(), sendq) {
             return Offer::TooSlow;
         }
-        state.queued.extend_from_slice(bytes);
+        state.queued.extend(bytes);
         if state.writer_idle {
             state.writer_idle = false;
             return Offer::WakeWriter;
@@ -153,7 +155,7 @@ impl Connection {
     pub(crate) fn cut_off(&self, last_words: &[u8]) {
         let mut state = self.state();
         state.aborted = true;
-        state.queued = Vec::new();
+        state.queued = VecDeque::new();
         self.to_writer.notify_one();
         self.to_reader.notify_one();
         drop(state);
@@ -197,13 +199,16 @@ impl Connection {
 
     // ----- the writer thread ------------------------------------------------
 
-    /// The writer thread's whole life: take everything queued, write it with
-    /// blocking writes, repeat; after a close, hang up once drained. A write
+    /// The writer thread's whole life: take what is queued (up to
+    /// `WRITE_BATCH`), write it with blocking writes, repeat; after a close,
+    /// hang up once drained. A write
     /// error (reset, broken pipe) hangs up too, which wakes the reader, and
     /// the reader tells the room.
     pub(crate) fn run_writer(&self) {
         while let Some(batch) = self.next_batch() {
-            if let Err(e) = self.write_batch(&batch) {
+            // Blocks for as long as the client is slow. No lock is held
+            // meanwhile, so the room keeps queueing (up to `--sendq`).
+            if let Err(e) = (&self.stream).write_all(&batch) {
                 debug!("write failed: {e}");
                 break;
             }
@@ -220,10 +225,13 @@ impl Connection {
             if state.aborted {
                 return None;
             }
-            if !state.queued.is_empty() {
-                let batch = std::mem::take(&mut state.queued);
-                state.in_flight = batch.len();
-                return Some(batch);
+            let queued = state.queued.len();
+            if queued > WRITE_BATCH {
+                return Some(state.queued.drain(..WRITE_BATCH).collect());
+            }
+            if queued > 0 {
+                // All of it: the queue's buffer becomes the batch, no copy.
+                return Some(Vec::from(std::mem::take(&mut state.queued)));
             }
             if state.closing {
                 return None;
@@ -235,25 +243,6 @@ impl Connection {
                 .unwrap_or_else(PoisonError::into_inner);
             state.writer_idle = false;
         }
-    }
-
-    /// Write one batch; may block for as long as the client is slow. No lock
-    /// is held meanwhile, so the room keeps queueing (up to `--sendq`).
-    fn write_batch(&self, batch: &[u8]) -> io::Result<()> {
-        let mut written = 0;
-        while written < batch.len() {
-            let chunk = &batch[written..batch.len().min(written + WRITE_CHUNK)];
-            match (&self.stream).write(chunk) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    written += n;
-                    self.state().in_flight -= n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -296,6 +285,19 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(conn.state().queued.capacity(), 0, "idle queue holds memory");
         assert!(conn.state().writer_done);
+    }
+
+    #[test]
+    fn the_writer_takes_one_batch_at_a_time_and_sendq_counts_the_rest() {
+        let (conn, _peer) = pair();
+        let sendq = 3 * WRITE_BATCH;
+        let big = vec![b'x'; WRITE_BATCH + 10];
+        assert_eq!(conn.offer(&big, sendq), Offer::Queued);
+        assert_eq!(conn.next_batch().map(|b| b.len()), Some(WRITE_BATCH));
+        assert_eq!(conn.state().queued.len(), 10);
+        let rest = vec![b'y'; sendq - 10];
+        assert_eq!(conn.offer(&rest, sendq), Offer::Queued);
+        assert_eq!(conn.offer(b"z", sendq), Offer::TooSlow);
     }
 
     #[test]
