@@ -106,7 +106,7 @@ pub struct ServerArgs {
     /// Address to listen on (IPv4 or IPv6, e.g. ::1).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// I/O model: one event loop, or one thread per client.
+    /// I/O model: one event loop, or a reader and a writer thread per client.
     #[arg(long, value_enum, default_value_t = EngineKind::Poll)]
     pub engine: EngineKind,
     /// Most clients at once (lowered to fit the open-file limit).

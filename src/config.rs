@@ -9,7 +9,7 @@ use std::time::Duration;
 pub enum EngineKind {
     /// One thread, one `mio::Poll`, every socket non-blocking.
     Poll,
-    /// One blocking thread per client, the tutorial's model.
+    /// Blocking sockets and threads per client, the tutorials' model.
     Threaded,
 }
 

@@ -15,7 +15,8 @@
 //! - [`config`]: addresses, engine choice and limits.
 //! - [`error`]: typed start-up errors.
 //! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
-//!   about.
+//!   about; `engine::threaded` is its thread-per-client twin
+//!   (`docs/engines.md` compares them).
 //! - [`cli`]: the command-line interface used by `main.rs`.
 //! - [`client`]: `pollchat connect`, a terminal client built on its own
 //!   `mio::Poll` loop over stdin and the socket.

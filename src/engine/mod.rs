@@ -3,13 +3,20 @@
 //!
 //! - `poll.rs`: the star. One thread, one `mio::Poll`, clients in a `Slab`.
 //! - `outbuf.rs`: the poll engine's per-client output queue.
+//! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
+//! - `connection.rs`: a threaded-engine client's socket and bounded queue.
+//! - `rules.rs`: what both engines do the same way (fan-out, `--sendq`,
+//!   refusals, accept back-off, close and shutdown grace).
 //!
 //! [`Server`] is the library entry point: bind (port 0 works), ask the
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
+mod connection;
 pub(crate) mod outbuf;
 pub mod poll;
+mod rules;
+pub mod threaded;
 
 use std::io;
 use std::net::SocketAddr;
@@ -51,8 +58,12 @@ impl ShutdownHandle {
 }
 
 /// A bound server, ready to run on one of the engines.
+// One exists per server and is moved once into `run()`: the poll variant's
+// size (its event buffer and state inline) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum Server<A> {
     Poll(poll::PollServer<A>),
+    Threaded(threaded::ThreadedServer<A>),
 }
 
 impl<A: App + Send + 'static> Server<A> {
@@ -61,9 +72,9 @@ impl<A: App + Send + 'static> Server<A> {
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
         match config.engine {
             EngineKind::Poll => Ok(Server::Poll(poll::PollServer::bind(config, app)?)),
-            EngineKind::Threaded => Err(StartError::Config(
-                "the threaded engine is not built yet; use --engine poll".into(),
-            )),
+            EngineKind::Threaded => Ok(Server::Threaded(threaded::ThreadedServer::bind(
+                config, app,
+            )?)),
         }
     }
 
@@ -71,12 +82,14 @@ impl<A: App + Send + 'static> Server<A> {
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             Server::Poll(s) => s.local_addr(),
+            Server::Threaded(s) => s.local_addr(),
         }
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         match self {
             Server::Poll(s) => s.shutdown_handle(),
+            Server::Threaded(s) => s.shutdown_handle(),
         }
     }
 
@@ -85,6 +98,7 @@ impl<A: App + Send + 'static> Server<A> {
     pub fn run(self) -> io::Result<()> {
         match self {
             Server::Poll(s) => s.run(),
+            Server::Threaded(s) => s.run(),
         }
     }
 

@@ -31,9 +31,10 @@ use slab::Slab;
 
 use super::ShutdownHandle;
 use super::outbuf::OutBuf;
+use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
-use crate::app::{App, ClientId, Outbox, Output, Recipients};
-use crate::config::{Config, Limits, effective_max_clients};
+use crate::app::{App, ClientId, Outbox, Output};
+use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
@@ -53,15 +54,6 @@ const READS_PER_TICK: usize = 16;
 /// Connections accepted per tick before the others get a turn (see
 /// `accept_all`); the rest are accepted next tick, which then comes at once.
 const ACCEPTS_PER_TICK: usize = 1;
-/// How long accepting pauses when the process is out of file descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// At most one "out of file descriptors" warning per this long.
-const FD_WARN_EVERY: Duration = Duration::from_secs(5);
-/// How long a closing client (FIN received, `/quit`) may take to drain what
-/// was queued for it before it is dropped anyway.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long shutdown waits for output to flush.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
 /// Where a client is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +134,8 @@ struct Loop<A> {
     accept_paused_until: Option<Instant>,
     /// The per-tick accept cap was hit: accept more next tick.
     accept_again: bool,
-    last_fd_warning: Option<Instant>,
+    /// Decides that pause, and rate-limits its warning.
+    accept_backoff: AcceptBackoff,
     next_idle_sweep: Option<Instant>,
     next_serial: u32,
 }
@@ -177,13 +170,7 @@ impl<A: App> PollServer<A> {
         };
 
         let limits = config.limits;
-        let max_clients = effective_max_clients(limits.max_clients);
-        if max_clients < limits.max_clients {
-            warn!(
-                "--max-clients {} lowered to {max_clients} to fit the open-file limit",
-                limits.max_clients
-            );
-        }
+        let max_clients = rules::max_clients(&limits);
         let now = Instant::now();
         Ok(Self {
             poll,
@@ -213,7 +200,7 @@ impl<A: App> PollServer<A> {
                 closing: Vec::new(),
                 accept_paused_until: None,
                 accept_again: false,
-                last_fd_warning: None,
+                accept_backoff: AcceptBackoff::default(),
                 next_serial: 0,
             },
         })
@@ -328,27 +315,12 @@ impl<A: App> Loop<A> {
                     self.admit(stream, peer, registry, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The peer gave up while queued: nothing to do, keep going.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    continue;
-                }
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off.
+                // Retry at once, or (out of fds) pause: see `rules`.
                 Err(e) => {
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    if self
-                        .last_fd_warning
-                        .is_none_or(|t| now >= t + FD_WARN_EVERY)
-                    {
-                        warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
-                        self.last_fd_warning = Some(now);
+                    if let Some(until) = self.accept_backoff.after_error(&e, now) {
+                        self.accept_paused_until = Some(until);
+                        return;
                     }
-                    return;
                 }
             }
         }
@@ -363,11 +335,7 @@ impl<A: App> Loop<A> {
         now: Instant,
     ) {
         if let Err(refusal) = self.admission.admit(peer.ip()) {
-            // Best effort: a fresh socket's send buffer is empty, so this
-            // short line fits; then close.
-            let _ = stream.write(refusal.line().as_bytes());
-            let _ = stream.shutdown(Shutdown::Write);
-            info!("refused {peer}: {}", refusal.line().trim_end());
+            rules::refuse(stream, peer, refusal);
             return;
         }
         // Fan-out latency matters more than packet count, and we already
@@ -509,34 +477,17 @@ impl<A: App> Loop<A> {
         let mut outbox = std::mem::take(&mut self.outbox);
         for output in outbox.drain() {
             match output {
-                Output::Send {
-                    to: Recipients::One(ClientId(key)),
-                    bytes,
-                } => {
-                    self.queue(key, &bytes, now);
-                }
                 Output::Send { to, bytes } => {
-                    let except = match to {
-                        Recipients::AllBut(ClientId(key)) => Some(key),
-                        _ => None,
-                    };
                     // The fan-out: one pass over the slab, one memcpy per
                     // recipient. Slow readers are cut off after the pass.
-                    let mut too_slow = Vec::new();
-                    for (key, client) in self.clients.iter_mut() {
-                        if client.life == Life::Open
-                            && Some(key) != except
-                            && !enqueue(
-                                client,
-                                key,
-                                &bytes,
-                                self.limits.sendq,
-                                &mut self.flush_list,
-                            )
-                        {
-                            too_slow.push(key);
-                        }
-                    }
+                    let sendq = self.limits.sendq;
+                    let flush_list = &mut self.flush_list;
+                    let too_slow = rules::fan_out(
+                        &mut self.clients,
+                        to,
+                        |client| client.life == Life::Open,
+                        |key, client| enqueue(client, key, &bytes, sendq, flush_list),
+                    );
                     for key in too_slow {
                         self.disconnect_too_slow(key, now);
                     }
@@ -573,10 +524,7 @@ impl<A: App> Loop<A> {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        warn!(
-            "client {key} ({}) disconnected: too slow to read (more than {} bytes queued)",
-            client.ip, self.limits.sendq
-        );
+        rules::log_too_slow(key, client.ip, self.limits.sendq);
         client.outbound.clear();
         let _ = client.stream.write(protocol::TOO_SLOW.as_bytes());
         self.leave(key, now, Life::Dead);
@@ -835,7 +783,7 @@ fn enqueue(
     sendq: usize,
     flush_list: &mut Vec<usize>,
 ) -> bool {
-    if client.outbound.pending() + bytes.len() > sendq {
+    if !rules::fits_sendq(client.outbound.pending(), bytes.len(), sendq) {
         return false;
     }
     client.outbound.push(bytes);

@@ -32,6 +32,14 @@ macro_rules! engine_tests {
                 }
             )*
         }
+        mod threaded {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(pollchat::config::EngineKind::Threaded);
+                }
+            )*
+        }
     };
 }
 

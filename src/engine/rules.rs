@@ -1,0 +1,221 @@
+//! The rules both engines apply the same way, kept in one place so the poll
+//! and threaded engines cannot drift apart: who receives an output, when a
+//! queue is over `--sendq`, how a refused connection is told, how accepting
+//! backs off when the process is out of file descriptors, and how long
+//! closing clients and shutdown may take.
+//!
+//! Nothing here does blocking I/O or owns a thread: each engine calls these
+//! from its own loop or threads.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use slab::Slab;
+use socket2::SockRef;
+
+use crate::admission::Refusal;
+use crate::app::{ClientId, Recipients};
+use crate::config::{Limits, effective_max_clients};
+
+/// How long accepting pauses when the process is out of file descriptors.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one "out of file descriptors" warning per this long.
+pub(crate) const FD_WARN_EVERY: Duration = Duration::from_secs(5);
+/// How long a closing client (FIN received, `/quit`, idle) may take to drain
+/// what was queued for it before it is dropped anyway.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for output to flush.
+pub(crate) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+
+/// Offer the bytes of one `Output::Send` to every open recipient of `to`, in
+/// key order. `offer(key, client)` queues them for one client and returns
+/// false when that would pass `--sendq` (then nothing is queued). Those keys
+/// are returned: the caller cuts them off after the pass, so the fan-out
+/// never changes the client table while walking it.
+pub(crate) fn fan_out<C>(
+    clients: &mut Slab<C>,
+    to: Recipients,
+    is_open: impl Fn(&C) -> bool,
+    mut offer: impl FnMut(usize, &mut C) -> bool,
+) -> Vec<usize> {
+    let mut too_slow = Vec::new();
+    let mut visit = |key: usize, client: &mut C| {
+        if is_open(client) && !offer(key, client) {
+            too_slow.push(key);
+        }
+    };
+    match to {
+        Recipients::One(ClientId(key)) => {
+            if let Some(client) = clients.get_mut(key) {
+                visit(key, client);
+            }
+        }
+        Recipients::AllBut(ClientId(except)) => {
+            for (key, client) in clients.iter_mut() {
+                if key != except {
+                    visit(key, client);
+                }
+            }
+        }
+        Recipients::All => {
+            for (key, client) in clients.iter_mut() {
+                visit(key, client);
+            }
+        }
+    }
+    too_slow
+}
+
+/// True if `more` bytes may join `pending` ones without passing `sendq`.
+pub(crate) fn fits_sendq(pending: usize, more: usize, sendq: usize) -> bool {
+    pending + more <= sendq
+}
+
+/// The log line for a client cut off by `--sendq`.
+pub(crate) fn log_too_slow(key: usize, peer: impl std::fmt::Display, sendq: usize) {
+    warn!("client {key} ({peer}) disconnected: too slow to read (more than {sendq} bytes queued)");
+}
+
+/// Tell a connection refused by `--max-clients` or `--max-per-ip` why, then
+/// close it. Best effort, and it never waits: a fresh socket's send buffer
+/// is empty, so this short line fits at once even on a blocking socket.
+pub(crate) fn refuse<S: Write + AsFd>(mut stream: S, peer: SocketAddr, refusal: Refusal) {
+    let _ = stream.write(refusal.line().as_bytes());
+    let _ = SockRef::from(&stream).shutdown(Shutdown::Write);
+    info!("refused {peer}: {}", refusal.line().trim_end());
+}
+
+/// `--max-clients`, lowered (with a warning) to fit the open-file limit.
+pub(crate) fn max_clients(limits: &Limits) -> usize {
+    let max_clients = effective_max_clients(limits.max_clients);
+    if max_clients < limits.max_clients {
+        warn!(
+            "--max-clients {} lowered to {max_clients} to fit the open-file limit",
+            limits.max_clients
+        );
+    }
+    max_clients
+}
+
+/// What to do after `accept()` failed, shared so both engines back off, and
+/// log, the same way. Accept errors never end a server.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    /// When we last warned, so a long fd shortage logs once per
+    /// `FD_WARN_EVERY` instead of ten times a second.
+    last_warning: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    /// `None`: try again at once (interrupted, or the peer gave up while
+    /// queued). `Some(until)`: out of fds or memory (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM): stop accepting until then. The waiting connections stay
+    /// queued in the kernel meanwhile; retrying at once would only spin.
+    pub(crate) fn after_error(&mut self, e: &io::Error, now: Instant) -> Option<Instant> {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::Interrupted
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+        ) {
+            return None;
+        }
+        if self.last_warning.is_none_or(|t| now >= t + FD_WARN_EVERY) {
+            warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
+            self.last_warning = Some(now);
+        }
+        Some(now + ACCEPT_BACKOFF)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client in a test table: open or not, and what it was offered.
+    #[derive(Default)]
+    struct Probe {
+        open: bool,
+        got: usize,
+        full: bool,
+    }
+
+    fn table() -> Slab<Probe> {
+        let mut clients = Slab::new();
+        for (open, full) in [(true, false), (false, false), (true, true), (true, false)] {
+            clients.insert(Probe {
+                open,
+                full,
+                ..Probe::default()
+            });
+        }
+        clients
+    }
+
+    fn offer_all(clients: &mut Slab<Probe>, to: Recipients) -> Vec<usize> {
+        fan_out(
+            clients,
+            to,
+            |c| c.open,
+            |_, c| {
+                if !c.full {
+                    c.got += 1;
+                }
+                !c.full
+            },
+        )
+    }
+
+    fn received(clients: &Slab<Probe>) -> Vec<usize> {
+        clients.iter().map(|(_, c)| c.got).collect()
+    }
+
+    #[test]
+    fn fan_out_skips_closed_and_the_excepted_and_reports_full_queues() {
+        let mut clients = table();
+        assert_eq!(offer_all(&mut clients, Recipients::All), vec![2]);
+        assert_eq!(received(&clients), [1, 0, 0, 1]);
+        assert_eq!(
+            offer_all(&mut clients, Recipients::AllBut(ClientId(0))),
+            vec![2]
+        );
+        assert_eq!(received(&clients), [1, 0, 0, 2]);
+        assert!(offer_all(&mut clients, Recipients::One(ClientId(1))).is_empty());
+        assert!(offer_all(&mut clients, Recipients::One(ClientId(9))).is_empty());
+        assert_eq!(
+            offer_all(&mut clients, Recipients::One(ClientId(2))),
+            vec![2]
+        );
+        assert_eq!(received(&clients), [1, 0, 0, 2]);
+    }
+
+    #[test]
+    fn sendq_counts_what_is_already_pending() {
+        assert!(fits_sendq(0, 10, 10));
+        assert!(!fits_sendq(1, 10, 10));
+    }
+
+    #[test]
+    fn accept_backs_off_on_fd_exhaustion_and_warns_once_per_period() {
+        let t0 = Instant::now();
+        let mut backoff = AcceptBackoff::default();
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(backoff.after_error(&aborted, t0), None);
+        assert_eq!(backoff.last_warning, None);
+        let emfile = io::Error::from_raw_os_error(24);
+        assert_eq!(backoff.after_error(&emfile, t0), Some(t0 + ACCEPT_BACKOFF));
+        assert_eq!(backoff.last_warning, Some(t0));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            backoff.after_error(&emfile, later),
+            Some(later + ACCEPT_BACKOFF)
+        );
+        assert_eq!(backoff.last_warning, Some(t0));
+        let much_later = t0 + FD_WARN_EVERY;
+        backoff.after_error(&emfile, much_later);
+        assert_eq!(backoff.last_warning, Some(much_later));
+    }
+}

@@ -1,0 +1,687 @@
+//! The threaded engine: the tutorials' thread-per-client chat server, done
+//! properly. Compare it with `poll.rs`; `docs/engines.md` maps the two side
+//! by side.
+//!
+//! The tutorial (`accept()` in a loop, `Thread(target=clientthread)` per
+//! client, a `broadcast()` over `list_of_clients`, and `remove()`) keeps its
+//! shape here:
+//! - [`ThreadedServer::run`] is the accept loop, on the caller's thread;
+//! - every client gets a *reader thread* (`Shared::serve_client`), the
+//!   tutorial's `clientthread`: blocking `read()`, lines to the App;
+//! - `list_of_clients` is the `Room`: the same sans-IO App the poll engine
+//!   drives, with a `Slab` of members, behind one `Mutex`;
+//! - `broadcast()` is the App's output routed by the shared
+//!   `rules::fan_out`, which only *queues* bytes (a memcpy per recipient);
+//! - `remove()` is `Room::leave` and, when the threads are done,
+//!   `Room::forget`.
+//!
+//! What the tutorial gets wrong, and what this file does instead:
+//! - its `broadcast()` calls a blocking `send()` on every other socket, so
+//!   one client that stops reading stalls everyone. Here each client also has
+//!   a *writer thread* (`connection.rs`) that does the blocking writes from a
+//!   bounded queue, and the room lock is never held across a blocking call;
+//! - it assumes one `recv()` is one message. Here `Inbound` frames lines,
+//!   caps their length, sanitises them and applies flood control, exactly as
+//!   in the poll engine;
+//! - its threads never end and its `remove()` leaks the socket. Here a
+//!   client's two threads end when it leaves, its socket is closed, and its
+//!   id returns to the slab for the next client.
+//!
+//! Threads: the caller of `run()` (accepting), one timer thread (App
+//! deadlines, e.g. the quiz's), one signal thread (the binary only), and two
+//! per client, each with a small stack (`CLIENT_STACK`).
+//!
+//! Lock order: the room, then a connection's queue; never the reverse, and
+//! no blocking socket call under either.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use slab::Slab;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::ShutdownHandle;
+use super::connection::{Connection, Offer};
+use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
+use crate::admission::Admission;
+use crate::app::{App, ClientId, Outbox, Output, Recipients};
+use crate::config::{Config, Limits};
+use crate::error::StartError;
+use crate::inbound::{Inbound, Step};
+use crate::protocol;
+
+/// Stack size for client threads. Rust's default is 2 MiB: only touched
+/// pages count in RSS, but 2,000 threads would reserve 4 GiB of address
+/// space, so the default hides what a thread really costs and lets a
+/// runaway recursion go far. A client thread needs little: its read buffer
+/// (`READ_CHUNK`), a few App frames, and the thread's own bookkeeping at the
+/// top of its stack. The most any thread touched, over every chat command
+/// and a quiz game with `-vv` logging, was 12 KiB in a release build and
+/// 20 KiB in a debug one (smaps `Rss` of the stack mappings). The room never
+/// recurses (see [`Room::settle`]), so the depth does not grow with the
+/// number of clients. 64 KiB leaves three times the debug need.
+const CLIENT_STACK: usize = 64 * 1024;
+/// Each reader's buffer, on its stack. It is zeroed when the thread starts,
+/// so even an idle client pays for it in RSS: one page. A longer line just
+/// takes more reads.
+const READ_CHUNK: usize = 4 * 1024;
+/// Connections the kernel may hold for us before `accept()`. std's
+/// `TcpListener::bind` asks for 128, too few for a burst of clients
+/// arriving at once; this is what mio uses (and the poll engine gets).
+const LISTEN_BACKLOG: i32 = 1024;
+/// After shutdown has hung up on everyone, how long it waits for client
+/// threads to notice before returning anyway.
+const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// A bound threaded-engine server. See [`crate::engine::Server`].
+pub struct ThreadedServer<A> {
+    /// Shared with the shutdown handle, which shuts it down to wake a
+    /// blocked `accept()`.
+    listener: Arc<TcpListener>,
+    local_addr: SocketAddr,
+    /// SIGINT/SIGTERM, when the binary asked for them (`handle_signals`).
+    signals: Option<Signals>,
+    shutdown_requested: Arc<AtomicBool>,
+    handle: ShutdownHandle,
+    /// Everything the client threads and the timer share.
+    shared: Arc<Shared<A>>,
+}
+
+/// What every thread shares: the room behind its lock, and the wake-ups.
+struct Shared<A> {
+    room: Mutex<Room<A>>,
+    /// Wakes the timer thread: the App's deadline moved, or shutdown began.
+    timer: Condvar,
+    /// Signalled whenever a client's threads have finished, for shutdown.
+    gone: Condvar,
+    limits: Limits,
+}
+
+/// The `list_of_clients` and the App: everything the lock protects.
+struct Room<A> {
+    app: A,
+    /// Members by `ClientId`: dense keys, reused once a client's threads
+    /// are done (so the App can index a Vec by id).
+    clients: Slab<Member>,
+    admission: Admission,
+    /// Where the App puts outputs; drained after every App call.
+    outbox: Outbox,
+    /// `--sendq`, for the fan-out.
+    sendq: usize,
+    /// `--max-line`, for the error line.
+    max_line: usize,
+    /// Writers that were asleep when output was queued for them: woken once
+    /// the whole batch is queued (`wake_writers`), so each writes it at once.
+    to_wake: Vec<Arc<Connection>>,
+    /// The deadline the timer thread is sleeping until, so an App call that
+    /// moves it can wake the timer (and one that does not, need not).
+    timer_deadline: Option<Instant>,
+    /// Shutdown began: the timer stops, nobody new joins.
+    shutting_down: bool,
+}
+
+/// One client as the room sees it.
+struct Member {
+    /// For per-address accounting and log lines.
+    peer: SocketAddr,
+    /// In the room: its lines reach the App and broadcasts reach it. False
+    /// from the moment it leaves (or is closed) until its threads are done.
+    open: bool,
+    /// Its socket and output queue, shared with its two threads.
+    conn: Arc<Connection>,
+}
+
+/// How a client's connection ends when it leaves the room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Farewell {
+    /// Flush what is queued, then hang up (FIN received, `/quit`, idle).
+    Flush,
+    /// Hang up now; nothing more can be delivered (reset, write error).
+    Abort,
+    /// Over `--sendq`: drop the queue, try to say why, hang up now.
+    TooSlow,
+}
+
+/// Why a reader thread stopped reading.
+enum Ended {
+    /// End of stream, every line delivered: the client left (or half-closed).
+    Eof,
+    /// Reading failed (reset): the client is gone.
+    Error(io::Error),
+    /// Silent for `--idle-timeout`.
+    Idle,
+    /// The room closed it (the App, `--sendq`, shutdown).
+    Closed,
+}
+
+impl<A: App + Send + 'static> ThreadedServer<A> {
+    /// The tutorial's first steps: create the socket, bind, listen.
+    pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        let listener = listen(config.addr).map_err(|e| StartError::from_bind(config.addr, e))?;
+        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
+        let listener = Arc::new(listener);
+
+        // Shutting a listening socket down makes a blocked `accept()` return
+        // an error at once (Linux), and stops the kernel queueing newcomers.
+        // The handle keeps only a weak reference, so the port is released
+        // when the server is dropped even if handles live on.
+        let weak_listener = Arc::downgrade(&listener);
+        let (handle, shutdown_requested) = ShutdownHandle::new(Arc::new(move || {
+            if let Some(listener) = weak_listener.upgrade() {
+                let _ = SockRef::from(&*listener).shutdown(Shutdown::Read);
+            }
+        }));
+
+        let signals = if config.handle_signals {
+            Some(Signals::new([SIGINT, SIGTERM]).map_err(StartError::Setup)?)
+        } else {
+            None
+        };
+
+        let limits = config.limits;
+        let room = Room {
+            app,
+            clients: Slab::new(),
+            admission: Admission::new(
+                rules::max_clients(&limits),
+                limits.max_per_ip,
+                limits.per_ip_exempts_loopback,
+            ),
+            outbox: Outbox::new(),
+            sendq: limits.sendq,
+            max_line: limits.max_line,
+            to_wake: Vec::new(),
+            timer_deadline: None,
+            shutting_down: false,
+        };
+        Ok(Self {
+            listener,
+            local_addr,
+            signals,
+            shutdown_requested,
+            handle,
+            shared: Arc::new(Shared {
+                room: Mutex::new(room),
+                timer: Condvar::new(),
+                gone: Condvar::new(),
+                limits,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Start the timer (and signal) thread, accept until shut down, then
+    /// tell everyone, flush for at most `SHUTDOWN_FLUSH`, and return.
+    pub fn run(mut self) -> io::Result<()> {
+        let timer = {
+            let shared = self.shared.clone();
+            spawn_small("pollchat-timer".into(), move || shared.run_timer())?
+        };
+        let signal_watch = match self.signals.take() {
+            Some(signals) => Some(watch_signals(signals, self.handle.clone())?),
+            None => None,
+        };
+
+        self.accept_loop();
+
+        self.shared.shut_down();
+        let _ = timer.join();
+        if let Some((closer, thread)) = signal_watch {
+            closer.close();
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+
+    /// The tutorial's `while True: conn, addr = server.accept()`, with the
+    /// errors it ignores: none of them ends the server, and running out of
+    /// file descriptors pauses accepting for a moment (the same rules as the
+    /// poll engine) instead of spinning.
+    fn accept_loop(&self) {
+        let mut backoff = AcceptBackoff::default();
+        while !self.shutdown_requested.load(Ordering::SeqCst) {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.shared.admit(stream, peer),
+                // The shutdown handle shut the listener down to wake us.
+                Err(_) if self.shutdown_requested.load(Ordering::SeqCst) => break,
+                Err(e) => {
+                    if let Some(until) = backoff.after_error(&e, Instant::now()) {
+                        thread::sleep(until.saturating_duration_since(Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A listening socket with a `LISTEN_BACKLOG` queue. socket2 lets us pick
+/// the backlog without `unsafe`; std's `bind` would fix it at 128.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Like std and mio: a restarted server can rebind at once.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A thread with the small client stack.
+fn spawn_small(name: String, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name)
+        .stack_size(CLIENT_STACK)
+        .spawn(body)
+}
+
+/// SIGINT/SIGTERM on a thread of their own: the first one starts a graceful
+/// shutdown. The returned handle ends the thread.
+fn watch_signals(
+    mut signals: Signals,
+    shutdown: ShutdownHandle,
+) -> io::Result<(signal_hook::iterator::Handle, JoinHandle<()>)> {
+    let closer = signals.handle();
+    let thread = spawn_small("pollchat-signals".into(), move || {
+        if let Some(signal) = signals.forever().next() {
+            info!("signal {signal} received, shutting down");
+            shutdown.shutdown();
+        }
+    })?;
+    Ok((closer, thread))
+}
+
+impl<A: App + Send + 'static> Shared<A> {
+    /// Run `f` on the room, under its lock, with the time taken *inside* the
+    /// lock, so the App sees time move forward whichever thread calls it.
+    /// Afterwards, wake the timer if the App's deadline moved.
+    /// Writers with new output are woken at the end.
+    fn with_room<R>(&self, f: impl FnOnce(&mut Room<A>, Instant) -> R) -> R {
+        let mut room = self.lock();
+        let result = f(&mut room, Instant::now());
+        room.wake_writers();
+        if room.app.poll_timeout() != room.timer_deadline {
+            self.timer.notify_one();
+        }
+        result
+    }
+
+    /// A panicking client thread must not take the server down with it;
+    /// the room stays usable (the poll engine would have died instead).
+    fn lock(&self) -> MutexGuard<'_, Room<A>> {
+        self.room.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ----- accept -----------------------------------------------------------
+
+    /// A new connection: check the limits, add it to the room (the App
+    /// welcomes it), then start its two threads.
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
+            rules::refuse(stream, peer, refusal);
+            return;
+        }
+        // Fan-out latency matters more than packet count: no Nagle.
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Connection::new(stream));
+        let key = self.with_room(|room, now| room.join(peer, conn.clone(), now));
+        if let Err(e) = self.start_threads(key, conn) {
+            warn!("cannot start threads for client {key} ({peer}): {e}");
+            self.with_room(|room, now| {
+                room.leave(key, Farewell::Abort, now);
+                room.forget(key);
+            });
+        }
+    }
+
+    /// The writer first: the reader is the one that waits for it at the end.
+    fn start_threads(self: &Arc<Self>, key: usize, conn: Arc<Connection>) -> io::Result<()> {
+        let writer = {
+            let conn = conn.clone();
+            spawn_small(format!("writer {key}"), move || conn.run_writer())?
+        };
+        let shared = self.clone();
+        let reader = spawn_small(format!("reader {key}"), {
+            let conn = conn.clone();
+            move || shared.serve_client(key, conn, writer)
+        });
+        if reader.is_err() {
+            // The writer (detached with the closure) ends once hung up on.
+            conn.cut_off(b"");
+        }
+        reader.map(drop)
+    }
+
+    // ----- per-client read --------------------------------------------------
+
+    /// A client's reader thread: the tutorial's `clientthread`. Read lines
+    /// until the client leaves, tell the room, wait for the writer to flush,
+    /// then free the client's id.
+    fn serve_client(&self, key: usize, conn: Arc<Connection>, writer: JoinHandle<()>) {
+        match self.read_lines(key, &conn) {
+            // Every line delivered: it left, but may still read what is
+            // queued for it (a half-close), so flush before hanging up.
+            Ended::Eof => self.with_room(|room, now| room.leave(key, Farewell::Flush, now)),
+            Ended::Error(e) => {
+                debug!("client {key} read error: {e}");
+                self.with_room(|room, now| room.leave(key, Farewell::Abort, now));
+            }
+            Ended::Idle => self.with_room(|room, now| room.idle_out(key, now)),
+            Ended::Closed => {}
+        }
+        conn.wait_writer(CLOSE_GRACE);
+        let _ = writer.join();
+        self.with_room(|room, _| room.forget(key));
+        self.gone.notify_all();
+    }
+
+    /// Read and hand each complete line to the App, until the client is
+    /// gone or the room closes it.
+    fn read_lines(&self, key: usize, conn: &Connection) -> Ended {
+        let limits = &self.limits;
+        let mut inbound = Inbound::new(limits.max_line, limits.rate, limits.burst, Instant::now());
+        let mut buf = [0u8; READ_CHUNK];
+        let mut last_heard = Instant::now();
+        loop {
+            // Lines already buffered go first (flood control may say wait),
+            // all of them under one lock: a read's worth of lines costs one
+            // lock, and each recipient's writer is woken once, not per line.
+            let step = self
+                .with_room(|room, now| room.take_lines(key, &mut inbound, &mut last_heard, now));
+            match step {
+                Some(Step::NeedMore) => {}
+                // The documented "delay" for a flooder: this thread sleeps,
+                // its socket fills, and TCP pushes back on the sender.
+                Some(Step::Throttled(until)) => {
+                    if conn.pause_until(until) {
+                        continue;
+                    }
+                    return Ended::Closed;
+                }
+                Some(Step::End) => return Ended::Eof,
+                _ => return Ended::Closed,
+            }
+            // `--idle-timeout` is a read timeout measured from the last line.
+            if let Some(idle) = limits.idle_timeout {
+                let left = (last_heard + idle).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ended::Idle;
+                }
+                if let Err(e) = conn.stream().set_read_timeout(Some(left)) {
+                    return Ended::Error(e);
+                }
+            }
+            match (&mut conn.stream()).read(&mut buf) {
+                Ok(0) => inbound.push_eof(),
+                Ok(n) => inbound.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The read timeout: the loop above checks whether it is idle.
+                Err(e)
+                    if limits.idle_timeout.is_some()
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                Err(e) => return Ended::Error(e),
+            }
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------
+
+    /// The timer thread: sleep until the App's next deadline (or forever if
+    /// it has none), call `handle_timeout`, repeat. Any App call that moves
+    /// the deadline wakes it (see `with_room`), so it never polls.
+    fn run_timer(&self) {
+        let mut room = self.lock();
+        loop {
+            if room.shutting_down {
+                return;
+            }
+            let now = Instant::now();
+            if room.app.poll_timeout().is_some_and(|at| at <= now) {
+                let room = &mut *room;
+                room.app.handle_timeout(now, &mut room.outbox);
+                room.settle(now);
+                room.wake_writers();
+            }
+            room.timer_deadline = room.app.poll_timeout();
+            room = match room.timer_deadline {
+                None => self
+                    .timer
+                    .wait(room)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(at) => {
+                    let wait = at.saturating_duration_since(now);
+                    let woken = self.timer.wait_timeout(room, wait);
+                    woken.unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+        }
+    }
+
+    // ----- shutdown ---------------------------------------------------------
+
+    /// Tell everyone, let their writers flush for at most `SHUTDOWN_FLUSH`,
+    /// hang up on the rest, and wait (bounded) for their threads to end.
+    fn shut_down(&self) {
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        let mut room = self.lock();
+        room.shutting_down = true;
+        self.timer.notify_one();
+        let now = Instant::now();
+        room.outbox.send(Recipients::All, protocol::SHUTTING_DOWN);
+        room.settle(now);
+        room.wake_writers();
+        let open: Vec<usize> = room.open_keys().collect();
+        let count = open.len();
+        for key in open {
+            // The App is going away with us: no departures to announce.
+            room.depart(key, Farewell::Flush);
+        }
+        room = self.wait_until_empty(room, deadline);
+        for (_, member) in room.clients.iter() {
+            member.conn.cut_off(b"");
+        }
+        let room = self.wait_until_empty(room, deadline + THREAD_EXIT_WAIT);
+        if !room.clients.is_empty() {
+            warn!(
+                "{} client thread(s) still running at exit",
+                room.clients.len()
+            );
+        }
+        info!("shut down; {count} client(s) disconnected");
+    }
+
+    fn wait_until_empty<'a>(
+        &self,
+        room: MutexGuard<'a, Room<A>>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, Room<A>> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.gone
+            .wait_timeout_while(room, wait, |room| !room.clients.is_empty())
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+}
+
+impl<A: App> Room<A> {
+    fn is_open(&self, key: usize) -> bool {
+        self.clients.get(key).is_some_and(|m| m.open)
+    }
+
+    fn open_keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.clients
+            .iter()
+            .filter(|(_, m)| m.open)
+            .map(|(key, _)| key)
+    }
+
+    /// Add an admitted client; the App welcomes it. Its id is the slab key.
+    fn join(&mut self, peer: SocketAddr, conn: Arc<Connection>, now: Instant) -> usize {
+        let key = self.clients.insert(Member {
+            peer,
+            open: true,
+            conn,
+        });
+        debug!("client {key} connected from {peer}");
+        self.app
+            .handle_joined(ClientId(key), peer, now, &mut self.outbox);
+        self.settle(now);
+        key
+    }
+
+    /// Hand a client's buffered lines to the App until its input needs
+    /// more bytes, is throttled or ends; returns that step. `None` if the
+    /// client is no longer in the room (it may have just `/quit`).
+    fn take_lines(
+        &mut self,
+        key: usize,
+        inbound: &mut Inbound,
+        last_heard: &mut Instant,
+        now: Instant,
+    ) -> Option<Step> {
+        while self.is_open(key) {
+            match inbound.next_step(now) {
+                Step::Line(line) => {
+                    *last_heard = now;
+                    self.app
+                        .handle_line(ClientId(key), &line, now, &mut self.outbox);
+                    self.settle(now);
+                }
+                Step::TooLong => {
+                    self.reply(key, protocol::line_too_long(self.max_line), now);
+                }
+                step => return Some(step),
+            }
+        }
+        None
+    }
+
+    /// A line from the engine itself to one client.
+    fn reply(&mut self, key: usize, text: impl Into<String>, now: Instant) {
+        self.outbox.send(Recipients::One(ClientId(key)), text);
+        self.settle(now);
+    }
+
+    /// `--idle-timeout` ran out: say so, then leave like any departure
+    /// (unless that line pushed it over `--sendq` and it is gone already).
+    fn idle_out(&mut self, key: usize, now: Instant) {
+        self.reply(key, protocol::IDLE_TIMEOUT, now);
+        self.leave(key, Farewell::Flush, now);
+    }
+
+    // ----- broadcast --------------------------------------------------------
+
+    /// Carry out everything the App asked for. Each output's bytes were
+    /// encoded once; `fan_out` copies them into each recipient's queue, and
+    /// the writers do the rest. Clients cut off on the way (`--sendq`) are
+    /// announced to the App here, one after another from a worklist rather
+    /// than by recursion, so the stack depth stays flat on small stacks
+    /// however many clients fall behind at once.
+    fn settle(&mut self, now: Instant) {
+        let mut departed = Vec::new();
+        loop {
+            let mut outbox = std::mem::take(&mut self.outbox);
+            for output in outbox.drain() {
+                match output {
+                    Output::Send { to, bytes } => {
+                        let sendq = self.sendq;
+                        let to_wake = &mut self.to_wake;
+                        let too_slow = rules::fan_out(
+                            &mut self.clients,
+                            to,
+                            |m| m.open,
+                            |_, m| match m.conn.offer(&bytes, sendq) {
+                                Offer::Queued => true,
+                                Offer::WakeWriter => {
+                                    to_wake.push(m.conn.clone());
+                                    true
+                                }
+                                Offer::TooSlow => false,
+                            },
+                        );
+                        for key in too_slow {
+                            if self.depart(key, Farewell::TooSlow) {
+                                departed.push(key);
+                            }
+                        }
+                    }
+                    // The App closed it and has forgotten it: no `left`.
+                    Output::Close {
+                        client: ClientId(key),
+                    } => {
+                        self.depart(key, Farewell::Flush);
+                    }
+                }
+            }
+            self.outbox = outbox;
+            let Some(key) = departed.pop() else {
+                return;
+            };
+            self.app.handle_left(ClientId(key), now, &mut self.outbox);
+        }
+    }
+
+    /// Wake every writer that was given output while asleep.
+    fn wake_writers(&mut self) {
+        for conn in self.to_wake.drain(..) {
+            conn.wake_writer();
+        }
+    }
+
+    // ----- remove -----------------------------------------------------------
+
+    /// A client leaves the room (the tutorial's `remove()`): it stops
+    /// receiving, its address slot is freed, its connection ends as `how`
+    /// says, and the App hears about it.
+    fn leave(&mut self, key: usize, how: Farewell, now: Instant) {
+        if self.depart(key, how) {
+            self.app.handle_left(ClientId(key), now, &mut self.outbox);
+            self.settle(now);
+        }
+    }
+
+    /// Everything of leaving except telling the App. False if the client
+    /// had already left.
+    fn depart(&mut self, key: usize, how: Farewell) -> bool {
+        let Some(member) = self.clients.get_mut(key) else {
+            return false;
+        };
+        if !member.open {
+            return false;
+        }
+        member.open = false;
+        match how {
+            Farewell::Flush => member.conn.close(),
+            Farewell::Abort => member.conn.cut_off(b""),
+            Farewell::TooSlow => {
+                rules::log_too_slow(key, member.peer, self.sendq);
+                member.conn.cut_off(protocol::TOO_SLOW.as_bytes());
+            }
+        }
+        self.admission.release(member.peer.ip());
+        debug!("client {key} ({}) left", member.peer);
+        true
+    }
+
+    /// The client's threads are done: its id may go to the next client.
+    fn forget(&mut self, key: usize) {
+        if let Some(member) = self.clients.try_remove(key) {
+            debug_assert!(!member.open, "client {key} forgotten while in the room");
+        }
+    }
+}
