@@ -55,7 +55,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Server to join: HOST:PORT, HOST (port 9009) or [IPv6]:PORT.
+    /// Server to join: HOST:PORT, HOST (port 9009) or `[IPv6]:PORT`.
     #[arg(value_name = "HOST:PORT", default_value_t = ServerAddress::default())]
     pub address: ServerAddress,
     /// Take this name right after connecting (sends /nick NAME).
