@@ -116,7 +116,50 @@ fn signals_shut_down_gracefully(engine: EngineKind) {
     }
 }
 
+/// Regression: one broadcast that cuts off many stalled clients at once.
+/// Each cut client's departure was announced by a nested dispatch, which
+/// cut off the next one, and so on: one stack frame per client (a 2 MiB
+/// server thread overflowed with 1,500 such clients), and every cut client
+/// was cut, logged and written to again by each level of the unwind (about
+/// a million log lines for 1,400 clients). The server's stack is lowered to
+/// 1 MiB so that recursing per client would overflow here too.
+fn broadcast_cutting_off_many_stalled_clients_cuts_each_once(engine: EngineKind) {
+    const STALLED: usize = 1000;
+    let mut server = ChildServer::start(engine, &["--rate", "0", "--sendq", "16384"]);
+    let status = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--stack=1048576"])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success());
+    let mut sender = Client::join_as(server.addr, "sender");
+    let heard = common::lines_of(&sender);
+    let stalled: Vec<_> = (0..STALLED)
+        .map(|_| common::stalled_connection(server.addr))
+        .collect();
+    for _ in 0..STALLED {
+        common::recv_until(&heard, 0, |l| l.ends_with(" joined"));
+    }
+    // 400 KB to each: far past `--sendq` plus what the kernel buffers.
+    let payload = "x".repeat(2000);
+    for i in 0..200 {
+        sender.send(&format!("{i} {payload}"));
+    }
+    sender.send("/who");
+    let who = common::recv_until(&heard, 2 * STALLED, |l| l.contains(" here: "));
+    assert_eq!(who, "* 1 user here: sender");
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let cut = server.log.iter().filter(|l| l.contains("too slow")).count();
+    assert_eq!(
+        cut, STALLED,
+        "each stalled client is cut off (and logged) once"
+    );
+    drop(stalled);
+}
+
 engine_tests!(
+    broadcast_cutting_off_many_stalled_clients_cuts_each_once,
     endless_line_keeps_memory_flat,
     fd_exhaustion_pauses_accepts_without_spinning,
     signals_shut_down_gracefully,

@@ -314,3 +314,41 @@ pub fn forward_lines(
     });
     rx
 }
+
+// ----- helpers for the hardening scenarios (issue 7) ------------------------
+
+/// A connection that never reads, with the smallest receive buffer the
+/// kernel allows, so the server's queue for it fills after a few KB.
+pub fn stalled_connection(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect a stalled client");
+    socket2::SockRef::from(&stream)
+        .set_recv_buffer_size(1)
+        .expect("shrink the receive buffer");
+    stream
+}
+
+/// Hand every line a client receives to a channel, from a thread, so a test
+/// can keep sending while it waits (bounded) for what comes back. The
+/// channel closes when the connection does, or after `READ_TIMEOUT` silence.
+pub fn lines_of(client: &Client) -> std::sync::mpsc::Receiver<String> {
+    forward_lines(client.stream.try_clone().expect("clone the client socket"))
+}
+
+/// The next line from [`lines_of`] that satisfies `pred`, skipping at most
+/// `max_skip` others; panics on timeout or close.
+#[track_caller]
+pub fn recv_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    max_skip: usize,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    for _ in 0..=max_skip {
+        let line = lines
+            .recv_timeout(READ_TIMEOUT)
+            .expect("no line within the read timeout");
+        if pred(&line) {
+            return line;
+        }
+    }
+    panic!("expected line not seen in {max_skip} lines")
+}
