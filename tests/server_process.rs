@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -158,8 +160,45 @@ fn broadcast_cutting_off_many_stalled_clients_cuts_each_once(engine: EngineKind)
     drop(stalled);
 }
 
+/// Connection storm: 2,000 clients connect as fast as possible, and every
+/// one is accepted and welcomed, with no connect timing out. The server is
+/// frozen (SIGSTOP) for the first 1,000: those handshakes can only complete
+/// in the listen backlog, which must hold at least 1,000 (with the usual
+/// 128, the 130th connect would never complete). The other 1,000 arrive
+/// while it is busy accepting and welcoming the first.
+fn connection_storm_is_accepted_in_full(engine: EngineKind) {
+    const STORM: usize = 2000;
+    const WHILE_FROZEN: usize = 1000;
+    common::ensure_fd_limit(2 * STORM + 256);
+    let server = ChildServer::start(engine, &["--rate", "0"]);
+    server.signal("STOP");
+    let mut storm = Vec::with_capacity(STORM);
+    for i in 0..WHILE_FROZEN {
+        let stream =
+            TcpStream::connect_timeout(&server.addr, common::READ_TIMEOUT).unwrap_or_else(|e| {
+                panic!("connect {i} to the frozen server: {e} (backlog too small?)")
+            });
+        storm.push(stream);
+    }
+    server.signal("CONT");
+    for i in WHILE_FROZEN..STORM {
+        let stream = TcpStream::connect(server.addr)
+            .unwrap_or_else(|e| panic!("connect {i} during the storm: {e}"));
+        storm.push(stream);
+    }
+    for (i, stream) in storm.iter().enumerate() {
+        stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+        let mut welcome = String::new();
+        BufReader::new(stream)
+            .read_line(&mut welcome)
+            .unwrap_or_else(|e| panic!("client {i} got no welcome: {e}"));
+        assert!(welcome.starts_with("* Welcome"), "client {i}: {welcome:?}");
+    }
+}
+
 engine_tests!(
     broadcast_cutting_off_many_stalled_clients_cuts_each_once,
+    connection_storm_is_accepted_in_full,
     endless_line_keeps_memory_flat,
     fd_exhaustion_pauses_accepts_without_spinning,
     signals_shut_down_gracefully,

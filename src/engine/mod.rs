@@ -3,11 +3,13 @@
 //!
 //! - `poll.rs`: the star. One thread, one `mio::Poll`, clients in a `Slab`.
 //! - `outbuf.rs`: the poll engine's per-client output queue.
+//! - `listen.rs`: the listening socket, with a backlog for connection storms.
 //!
 //! [`Server`] is the library entry point: bind (port 0 works), ask the
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
+pub mod listen;
 pub(crate) mod outbuf;
 pub mod poll;
 

@@ -30,6 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
+use super::listen;
 use super::outbuf::OutBuf;
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
@@ -150,12 +151,13 @@ struct Loop<A> {
 }
 
 impl<A: App> PollServer<A> {
-    /// Step 1 of the tutorial: create the socket, bind, listen. mio's
-    /// `TcpListener::bind` also sets `SO_REUSEADDR` and a 1024 backlog.
+    /// Step 1 of the tutorial: create the socket, bind, listen (with a
+    /// backlog for connection storms: see `listen.rs`).
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
         let poll = Poll::new().map_err(StartError::Setup)?;
-        let mut listener =
-            TcpListener::bind(config.addr).map_err(|e| StartError::from_bind(config.addr, e))?;
+        let mut listener = listen::bind_listener(config.addr)
+            .map(TcpListener::from_std)
+            .map_err(|e| StartError::from_bind(config.addr, e))?;
         let local_addr = listener.local_addr().map_err(StartError::Setup)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)

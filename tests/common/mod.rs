@@ -352,3 +352,27 @@ pub fn recv_until(
     }
     panic!("expected line not seen in {max_skip} lines")
 }
+
+/// Make sure this process may open `want` files, raising the soft
+/// `RLIMIT_NOFILE` towards the hard one if needed (with `prlimit`, as for
+/// the fd-exhaustion test: no `unsafe`, no extra crate). Child servers
+/// started afterwards inherit the limit.
+pub fn ensure_fd_limit(want: usize) {
+    let soft = pollchat::config::fd_limit().expect("read /proc/self/limits");
+    if soft >= want {
+        return;
+    }
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={want}:"),
+        ])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(
+        status.success(),
+        "this test needs {want} open files; the soft limit is {soft} and the hard limit \
+         is lower than {want} (raise it with `ulimit -Hn`)"
+    );
+}
