@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use common::{ChildServer, Client};
 use pollchat::config::EngineKind;
 
-/// 50 MB with no newline: one `! line too long`, and server memory does not
-/// grow with the flood (under 1 MB).
+/// Endless line: 100 MB with no newline gets the sender exactly one
+/// `! line too long`, server memory grows by less than 1 MB, and the same
+/// client's next line is delivered normally.
 fn endless_line_keeps_memory_flat(engine: EngineKind) {
     let server = ChildServer::start(engine, &["--rate", "0"]);
     let mut a = Client::join_as(server.addr, "alice");
@@ -26,16 +27,26 @@ fn endless_line_keeps_memory_flat(engine: EngineKind) {
     let before = server.rss_kib();
 
     let chunk = vec![b'x'; 1024 * 1024];
-    for _ in 0..50 {
+    let mut peak = before;
+    for i in 0..100 {
         a.send_raw(&chunk);
+        if i % 10 == 0 {
+            peak = peak.max(server.rss_kib());
+        }
     }
     a.send_raw(b"\nafter the flood\n");
-    a.expect("! line too long (max 2048 bytes)");
     b.expect("<alice> after the flood");
-    let after = server.rss_kib();
+    peak = peak.max(server.rss_kib());
+    // Exactly one error: the next thing alice hears is the reply to /who.
+    a.expect("! line too long (max 2048 bytes)");
+    a.send("/who");
+    a.expect("* 2 users here: alice, bob");
+    common::figure(&format!(
+        "endless line: 100 MB sent; RSS {before} KiB before, peak {peak} KiB"
+    ));
     assert!(
-        after < before + 1024,
-        "RSS grew from {before} KiB to {after} KiB during a 50 MB line"
+        peak < before + 1024,
+        "RSS grew from {before} KiB to {peak} KiB during a 100 MB line"
     );
 }
 
@@ -196,7 +207,101 @@ fn connection_storm_is_accepted_in_full(engine: EngineKind) {
     }
 }
 
+/// Stalled reader: one client stops reading while a sender pushes 15 MB to
+/// 20 receivers. The 20 get every line in order; the stalled client is cut
+/// off once its queue passes `--sendq` (it sees the connection close, and
+/// leaves the room); and server memory stays within its idle RSS + `--sendq`
+/// + 1 MiB throughout (sampled every 100 lines).
+///
+/// The sender stays at most two windows (16 lines, 16 KB) ahead of the
+/// slowest receiver, so only the stalled client can fall behind, however
+/// slowly a loaded machine runs the receivers, and what the server holds
+/// for the 20 is small (the kernel's socket buffers take most of it).
+fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
+    const SENDQ: u64 = 256 * 1024;
+    const RECEIVERS: usize = 20;
+    const LINES: usize = 15_000;
+    const LINE_BYTES: usize = 1000;
+    const WINDOW: usize = 8;
+    let server = ChildServer::start(engine, &["--rate", "0", "--sendq", &SENDQ.to_string()]);
+    let addr = server.addr;
+    let mut sender = Client::join_as(addr, "sender");
+    let mut stalled = Client::join_as(addr, "stalled");
+    let mut receivers: Vec<Client> = (0..RECEIVERS)
+        .map(|i| Client::join_as(addr, &format!("r{i}")))
+        .collect();
+    let last = format!("r{}", RECEIVERS - 1);
+    sender.expect_suffix(&last);
+    for r in receivers.iter_mut().take(RECEIVERS - 1) {
+        r.expect_suffix(&last);
+    }
+    stalled.expect_suffix(&last);
+    // From here on the stalled client reads nothing.
+    let idle = server.rss_kib();
+
+    let (progress, acks) = std::sync::mpsc::channel();
+    let readers: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut r)| {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                for i in 0..LINES {
+                    // (Skipping `* stalled left` when it comes.)
+                    let line = r.skip_until(|l| l.starts_with("<sender> "));
+                    assert!(
+                        line.starts_with(&format!("<sender> {i} ")),
+                        "receiver {id}, line {i}: {line:.40}"
+                    );
+                    if i % WINDOW == 0 {
+                        let _ = progress.send(id);
+                    }
+                }
+                r
+            })
+        })
+        .collect();
+    let mut windows_read = [0usize; RECEIVERS];
+    let mut peak = idle;
+    for i in 0..LINES {
+        while windows_read.iter().min().unwrap() * WINDOW + 2 * WINDOW <= i {
+            let id = acks
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("receivers stopped");
+            windows_read[id] += 1;
+        }
+        let head = format!("{i} ");
+        sender.send(&format!("{head}{}", "z".repeat(LINE_BYTES - head.len())));
+        if i % 100 == 0 {
+            peak = peak.max(server.rss_kib());
+        }
+    }
+    for reader in readers {
+        reader
+            .join()
+            .expect("a receiver missed or reordered a line");
+    }
+    peak = peak.max(server.rss_kib());
+
+    let seen = stalled.read_to_close();
+    assert!(seen.len() < LINES, "the stalled client was never cut off");
+    sender.send("/who");
+    let who = sender.skip_until(|l| l.contains(" here: "));
+    assert!(!who.contains("stalled"), "{who}");
+    let bound = idle + SENDQ / 1024 + 1024;
+    common::figure(&format!(
+        "stalled reader: idle {idle} KiB, peak {peak} KiB (bound {bound} KiB); \
+         the stalled client got {} of {LINES} lines",
+        seen.len()
+    ));
+    assert!(
+        peak <= bound,
+        "RSS peaked at {peak} KiB; idle was {idle} KiB, so the bound is {bound} KiB"
+    );
+}
+
 engine_tests!(
+    stalled_reader_is_cut_off_and_memory_stays_bounded,
     broadcast_cutting_off_many_stalled_clients_cuts_each_once,
     connection_storm_is_accepted_in_full,
     endless_line_keeps_memory_flat,

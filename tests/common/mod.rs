@@ -376,3 +376,10 @@ pub fn ensure_fd_limit(want: usize) {
          is lower than {want} (raise it with `ulimit -Hn`)"
     );
 }
+
+/// Print a measured figure for the record (resource use of a child server,
+/// loss counts); see them with `cargo test -- --nocapture | grep figure:`.
+/// Figures are reported, never compared with a speed.
+pub fn figure(text: &str) {
+    eprintln!("figure: {text}");
+}
