@@ -253,7 +253,7 @@ impl<A: App> PollServer<A> {
             // Step 2: handle each ready source.
             for event in events.iter() {
                 match event.token() {
-                    // A new connection (or many): accept them all.
+                    // New connections: accept (one per tick, see `accept_all`).
                     LISTENER => self.state.accept_all(&self.listener, registry, now),
                     // Another thread called `ShutdownHandle::shutdown`.
                     WAKER => {}
@@ -307,11 +307,12 @@ impl<A: App> Loop<A> {
 
     // ----- accept ---------------------------------------------------------
 
-    /// The listener is readable: accept until `WouldBlock`. Accept errors
-    /// never end the server. Out of fds, we pause accepting for a moment: the
-    /// pending connections stay queued in the kernel and a timer (not an
-    /// event — we would spin, or with edge triggering never hear again)
-    /// brings us back.
+    /// The listener is readable: accept until `WouldBlock`, in slices of
+    /// `ACCEPTS_PER_TICK` with everyone else served in between. Accept
+    /// errors never end the server. Out of fds, we pause accepting for a
+    /// moment: pending connections stay queued in the kernel and a timer
+    /// (not an event: we would spin, or with edge triggering never hear
+    /// again) brings us back.
     fn accept_all(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
@@ -819,14 +820,9 @@ impl<A: App> Loop<A> {
         let deadline = now + SHUTDOWN_FLUSH;
         loop {
             self.end_of_tick(poll.registry());
-            let waiting: Vec<usize> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.life == Life::Closing)
-                .map(|(k, _)| k)
-                .collect();
+            let waiting = self.clients.iter().any(|(_, c)| c.life == Life::Closing);
             let now = Instant::now();
-            if waiting.is_empty() || now >= deadline {
+            if !waiting || now >= deadline {
                 break;
             }
             if let Err(e) = poll.poll(events, Some(deadline - now))
