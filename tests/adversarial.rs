@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Shutdown;
 use std::time::Duration;
@@ -270,7 +270,6 @@ impl Heard {
             chat: Vec::new(),
             churners: BTreeMap::new(),
         };
-        let mut names: HashMap<String, usize> = HashMap::new();
         for _ in 0..100_000 {
             let line = client.line();
             if line == "<observer> END" {
@@ -300,7 +299,6 @@ impl Heard {
             } else {
                 panic!("unexpected line {line:?}");
             };
-            *names.entry(name.clone()).or_default() += 1;
             heard.churners.entry(name).or_default().push(event);
         }
         panic!("no end line within 100,000 lines");

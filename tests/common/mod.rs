@@ -330,6 +330,8 @@ pub fn stalled_connection(addr: SocketAddr) -> TcpStream {
 /// Hand every line a client receives to a channel, from a thread, so a test
 /// can keep sending while it waits (bounded) for what comes back. The
 /// channel closes when the connection does, or after `READ_TIMEOUT` silence.
+/// Call it when the client has read everything sent to it so far: from then
+/// on, read through the channel only.
 pub fn lines_of(client: &Client) -> std::sync::mpsc::Receiver<String> {
     forward_lines(client.stream.try_clone().expect("clone the client socket"))
 }
