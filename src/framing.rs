@@ -72,27 +72,13 @@ impl LineFramer {
                 return self.check_overflow();
             };
             let end = self.scanned + nl;
-            let was_discarding = self.discarding;
-            let line = if was_discarding {
-                Vec::new()
-            } else {
-                let mut line = &pending[..end];
-                if line.last() == Some(&b'\r') {
-                    line = &line[..line.len() - 1];
-                }
-                line.to_vec()
-            };
+            // The rest of a line already reported as too long yields nothing.
+            let frame = (!self.discarding).then(|| self.frame_of(&pending[..end]));
             self.consume(end + 1);
             self.discarding = false;
-            if was_discarding {
-                continue;
+            if frame.is_some() {
+                return frame;
             }
-            if line.len() > self.max_line {
-                let mut head = line;
-                head.truncate(self.max_line);
-                return Some(Frame::TooLong(head));
-            }
-            return Some(Frame::Line(line));
         }
     }
 
@@ -101,17 +87,24 @@ impl LineFramer {
         let frame = match self.next_frame() {
             Some(frame) => return Some(frame),
             None if self.discarding || self.buffered() == 0 => None,
-            None => {
-                let mut line = self.buf[self.start..].to_vec();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                Some(Frame::Line(line))
-            }
+            // Judged like any other line: a tail of `max_line + 1` bytes is
+            // not yet "too long" while waiting for a `\r\n`, but it is now.
+            None => Some(self.frame_of(&self.buf[self.start..])),
         };
         self.reset_buffer();
         self.discarding = false;
         frame
+    }
+
+    /// One line (without its `\n`) as a frame: its `\r` dropped, and cut to
+    /// a `TooLong` head if it is over the limit.
+    fn frame_of(&self, line: &[u8]) -> Frame {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max_line {
+            Frame::TooLong(line[..self.max_line].to_vec())
+        } else {
+            Frame::Line(line.to_vec())
+        }
     }
 
     /// No newline in what we hold: if it is already too long, drop it and
@@ -241,6 +234,101 @@ mod tests {
         let mut f = LineFramer::new(2);
         f.push(b"abcdef");
         assert_eq!(f.next_frame(), Some(Frame::TooLong(b"ab".to_vec())));
+        assert_eq!(f.finish(), None);
+    }
+
+    /// What the framer must hand out for `bytes`, by a plain definition:
+    /// split on `\n`, drop one trailing `\r`, and cut anything over
+    /// `max_line` down to a `TooLong` head. A last segment without `\n` is
+    /// judged the same way (that is what `finish` delivers).
+    fn reference_frames(bytes: &[u8], max_line: usize) -> Vec<Frame> {
+        let mut segments: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        if segments.last().is_some_and(|tail| tail.is_empty()) {
+            segments.pop(); // the input ended with `\n`, or was empty
+        }
+        segments
+            .into_iter()
+            .map(|segment| {
+                let line = segment.strip_suffix(b"\r").unwrap_or(segment);
+                if line.len() > max_line {
+                    Frame::TooLong(line[..max_line].to_vec())
+                } else {
+                    Frame::Line(line.to_vec())
+                }
+            })
+            .collect()
+    }
+
+    /// Feed `bytes` in the given chunk sizes (cycled), taking frames after
+    /// each push and at the end, while checking the memory bound.
+    fn frames_fed_in_chunks(bytes: &[u8], sizes: &[usize], max_line: usize) -> Vec<Frame> {
+        let mut f = LineFramer::new(max_line);
+        let mut got = Vec::new();
+        let mut rest = bytes;
+        for &size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            f.push(chunk);
+            got.extend(lines(&mut f));
+            // Whatever is held is at most one line (plus its `\r`) and the
+            // last chunk: a peer that never sends `\n` cannot grow it.
+            assert!(f.buffered() <= max_line + 1 + chunk.len());
+        }
+        got.extend(std::iter::from_fn(|| f.finish()));
+        got
+    }
+
+    /// Bytes rich in line ends, so short lines, CRLF and over-long lines
+    /// all turn up; any other byte value too.
+    fn stream() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop_oneof![
+                4 => Just(b'\n'),
+                3 => Just(b'\r'),
+                10 => b'a'..=b'e',
+                2 => any::<u8>(),
+            ],
+            0..300,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any stream, split into chunks any way, gives the frames the plain
+        /// definition gives (so: the same as feeding it whole), no line
+        /// over the limit, and no panic.
+        #[test]
+        fn chunking_never_changes_the_frames(
+            bytes in stream(),
+            sizes in proptest::collection::vec(1usize..40, 1..20),
+            max_line in 1usize..12,
+        ) {
+            let want = reference_frames(&bytes, max_line);
+            let whole = frames_fed_in_chunks(&bytes, &[bytes.len().max(1)], max_line);
+            let chunked = frames_fed_in_chunks(&bytes, &sizes, max_line);
+            proptest::prop_assert_eq!(&whole, &want);
+            proptest::prop_assert_eq!(&chunked, &want);
+            for frame in &chunked {
+                let (Frame::Line(l) | Frame::TooLong(l)) = frame;
+                proptest::prop_assert!(l.len() <= max_line);
+            }
+        }
+    }
+
+    /// Regression (found by `chunking_never_changes_the_frames`): a last
+    /// line of `max_line + 1` bytes without a newline was handed out whole
+    /// at end of stream, one byte over the limit.
+    #[test]
+    fn finish_refuses_a_tail_one_byte_over_the_limit() {
+        let mut f = LineFramer::new(4);
+        f.push(b"abcde");
+        assert_eq!(f.next_frame(), None, "may still be `abcd\\r`");
+        assert_eq!(f.finish(), Some(Frame::TooLong(b"abcd".to_vec())));
         assert_eq!(f.finish(), None);
     }
 

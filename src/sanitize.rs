@@ -1,8 +1,9 @@
 //! Turns a raw line into text that is safe to show on someone else's terminal.
 //!
 //! Invalid UTF-8 becomes U+FFFD. ANSI/VT escape sequences (CSI, OSC, and
-//! two-byte ESC sequences) are removed whole, then every remaining control
-//! character (C0 except tab, DEL, C1) is dropped. Pure, no I/O; the client
+//! two-byte ESC sequences) are removed whole, a tab becomes a space, and
+//! every other control character (C0, DEL, C1) is dropped, so what comes out
+//! holds no control character at all. Pure, no I/O; the client
 //! (`pollchat connect`) uses the same function on what it prints.
 
 /// Sanitise raw bytes into displayable text.
@@ -16,7 +17,8 @@ pub fn sanitize(raw: &[u8]) -> String {
             // C1 CSI / OSC introducers behave like ESC [ and ESC ].
             '\u{9b}' => skip_csi(&mut chars),
             '\u{9d}' => skip_osc(&mut chars),
-            '\t' => out.push(c),
+            // Keeps the words apart without moving anyone's cursor.
+            '\t' => out.push(' '),
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -78,7 +80,15 @@ mod tests {
 
     #[test]
     fn plain_text_passes_through() {
-        assert_eq!(sanitize("héllo\tworld ✓".as_bytes()), "héllo\tworld ✓");
+        assert_eq!(sanitize("héllo world ✓".as_bytes()), "héllo world ✓");
+    }
+
+    /// Regression (found by `adversarial::garbage_reaches_others_as_clean_text`):
+    /// a tab went through as it was, the one control character that did,
+    /// though issue 7 asks for none but the line end.
+    #[test]
+    fn a_tab_becomes_a_space() {
+        assert_eq!(sanitize(b"a\tb\t"), "a b ");
     }
 
     #[test]
@@ -106,5 +116,19 @@ mod tests {
     #[test]
     fn two_byte_escapes_are_removed() {
         assert_eq!(sanitize(b"\x1bcreset\x1b(Bx"), "resetx");
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in, what goes out is valid UTF-8 (a `String`)
+        /// with no control character, and no longer than the input allows
+        /// (each byte yields at most one U+FFFD: 3 bytes).
+        #[test]
+        fn output_never_holds_a_control_character(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let text = sanitize(&raw);
+            proptest::prop_assert!(!text.chars().any(char::is_control), "{:?}", text);
+            proptest::prop_assert!(text.len() <= 3 * raw.len());
+        }
     }
 }

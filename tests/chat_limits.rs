@@ -27,77 +27,26 @@ fn line_too_long_is_refused_but_client_stays(engine: EngineKind) {
     b.expect("<alice> short again");
 }
 
-/// A client that stops reading is cut off once its queue passes `--sendq`;
-/// every other client receives every line, in order.
-fn slow_reader_is_disconnected_others_get_everything(engine: EngineKind) {
-    let limits = Limits {
-        sendq: 64 * 1024,
-        ..test_limits()
-    };
-    let server = start_chat(engine, limits);
-    let addr = server.local_addr();
-    let mut sender = Client::join_as(addr, "sender");
-    let mut stalled = Client::join_as(addr, "stalled");
-    let mut readers: Vec<Client> = (0..3)
-        .map(|i| Client::join_as(addr, &format!("r{i}")))
-        .collect();
-    sender.skip_until(|l| l.ends_with("r2"));
-    for r in readers.iter_mut().take(2) {
-        r.skip_until(|l| l.ends_with("r2"));
-    }
-    // ~8 MB: far more than loopback socket buffers plus `sendq` can hold.
-    const LINES: usize = 40_000;
-    let payload = "z".repeat(200);
-    let (progress, acks) = std::sync::mpsc::channel();
-    let handles: Vec<_> = readers
-        .into_iter()
-        .enumerate()
-        .map(|(id, mut r)| {
-            let progress = progress.clone();
-            std::thread::spawn(move || {
-                for i in 0..LINES {
-                    let line = r.skip_until(|l| l.starts_with("<sender> "));
-                    assert!(
-                        line.starts_with(&format!("<sender> {i} ")),
-                        "line {i}: {line:.40}"
-                    );
-                    if i % WINDOW == 0 {
-                        let _ = progress.send(id);
-                    }
-                }
-            })
-        })
-        .collect();
-    // The sender stays at most two windows (a fraction of `sendq`) ahead of
-    // the readers, so only the stalled client can fall behind.
-    const WINDOW: usize = 100;
-    let mut windows_read = [0usize; 3];
-    for i in 0..LINES {
-        while windows_read.iter().min().unwrap() * WINDOW + WINDOW * 2 <= i {
-            let id = acks
-                .recv_timeout(common::READ_TIMEOUT)
-                .expect("readers stopped");
-            windows_read[id] += 1;
-        }
-        sender.send(&format!("{i} {payload}"));
-    }
-    for h in handles {
-        h.join().expect("a reader missed or reordered a line");
-    }
-    // The stalled client now reads: whatever was buffered, then the close.
-    let seen = stalled.read_to_close();
-    assert!(seen.len() < LINES, "stalled client was never cut off");
-    sender.send("/who");
-    let who = sender.skip_until(|l| l.starts_with("* ") && l.contains("here:"));
-    assert!(!who.contains("stalled"), "{who}");
-}
-
-/// A flooder above `--rate` is slowed, not cut: all its lines arrive in
-/// order, and another client's line gets through while the flood is paced.
+/// Flood: a client pastes 1,000 lines at once with `--burst 50`. All 1,000
+/// arrive, in order, paced by the rate, and another client's lines keep
+/// flowing meanwhile.
+///
+/// The issue's `--rate 10` would make this take 95 s. The engine does the
+/// same at any rate: take `burst` lines, stop reading, wait on a timer for
+/// the next token, read again without a new readiness event. So this keeps
+/// the issue's 1,000 lines and burst of 50 but runs at `--rate 250` (3.8 s).
+/// Lines of 1 KB make the paste (1 MB) 16 times the engine's 64 KB read, so
+/// reading resumes from the kernel's buffer many times, and the flooder's
+/// writes block on TCP back-pressure. Pacing is shown by behaviour, not
+/// timing: the other client speaks each time the watcher has seen 100 more
+/// flood lines, and each of its lines arrives before the flood ends; an
+/// unpaced server relays the whole paste within a tick or two.
 fn flood_is_paced_not_dropped(engine: EngineKind) {
+    const FLOOD: usize = 1000;
+    const INTERJECTIONS: usize = 5;
     let limits = Limits {
-        rate: 40,
-        burst: 10,
+        rate: 250,
+        burst: 50,
         ..Limits::default()
     };
     let server = start_chat(engine, limits);
@@ -107,32 +56,42 @@ fn flood_is_paced_not_dropped(engine: EngineKind) {
     let mut watcher = Client::join_as(addr, "watcher");
     flooder.skip_until(|l| l.ends_with("watcher"));
     other.skip_until(|l| l.ends_with("watcher"));
-    let burst: String = (0..60).map(|i| format!("flood {i}\n")).collect();
-    flooder.send_raw(burst.as_bytes());
-    // Wait until the flood is visibly under way, then speak.
-    watcher.expect("<flooder> flood 0");
-    other.send("still here");
-    let mut next = 1;
-    let mut other_seen_at = None;
-    while next < 60 {
+    // `other` hears the flood too: keep reading it, so it is never too slow.
+    let _other_hears = common::lines_of(&other);
+    let filler = "f".repeat(990);
+    let paste: String = (0..FLOOD).map(|i| format!("{i:04} {filler}\n")).collect();
+    let started = std::time::Instant::now();
+    let pasting = std::thread::spawn(move || {
+        flooder.send_raw(paste.as_bytes());
+        flooder
+    });
+    let mut said = 0;
+    let mut heard_during_flood = 0;
+    let mut next = 0;
+    while next < FLOOD {
         let line = watcher.line();
-        if line == "<other> still here" {
-            other_seen_at = Some(next);
-        } else {
-            assert_eq!(line, format!("<flooder> flood {next}"));
-            next += 1;
+        if line.starts_with("<other> ") {
+            assert_eq!(line, format!("<other> interjection {heard_during_flood}"));
+            heard_during_flood += 1;
+            continue;
+        }
+        assert_eq!(line, format!("<flooder> {next:04} {filler}"));
+        next += 1;
+        if next % 100 == 0 && said < INTERJECTIONS {
+            other.send(&format!("interjection {said}"));
+            said += 1;
         }
     }
-    // 60 lines at 40/s after a burst of 10 take over a second; the other
-    // client's line must not have waited behind them.
-    let at = other_seen_at.unwrap_or_else(|| {
-        watcher.expect("<other> still here");
-        60
-    });
-    assert!(
-        at < 60,
-        "the other client's line waited for the whole flood"
+    common::figure(&format!(
+        "flood: {FLOOD} lines at --rate 250 --burst 50 relayed in {:.1?}; \
+         {heard_during_flood} of {INTERJECTIONS} other lines arrived during it",
+        started.elapsed()
+    ));
+    assert_eq!(
+        heard_during_flood, INTERJECTIONS,
+        "the other client's lines waited behind the flood"
     );
+    let _flooder = pasting.join().expect("the flooder's writes failed");
 }
 
 /// At `--max-clients` a newcomer gets `! server full` and is closed; once
@@ -222,7 +181,6 @@ fn idle_timeout_closes_silent_clients(engine: EngineKind) {
 
 engine_tests!(
     line_too_long_is_refused_but_client_stays,
-    slow_reader_is_disconnected_others_get_everything,
     flood_is_paced_not_dropped,
     max_clients_refuses_then_recovers,
     max_per_ip_refuses,

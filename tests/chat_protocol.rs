@@ -128,9 +128,9 @@ fn sanitises_what_others_see(engine: EngineKind) {
     b.expect("<alice> red \u{fffd}bell!");
 }
 
-/// A last line without a newline is delivered when the client closes its
-/// write side (`printf 'hi' | nc -N`), and the half-closed client still gets
-/// what was queued for it.
+/// Half-close: a client that sends lines and then FIN has them all
+/// delivered, the last one even without a newline (`printf 'hi' | nc -N`),
+/// and still gets what was queued for it.
 fn unterminated_last_line_and_half_close(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
     let mut a = Client::join_as(server.local_addr(), "alice");
@@ -144,8 +144,10 @@ fn unterminated_last_line_and_half_close(engine: EngineKind) {
     }
     a.send("/who");
     a.expect("* 2 users here: alice, bob");
-    b.send_raw(b"hi");
+    b.send_raw(b"one\ntwo\r\nhi");
     b.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    a.expect("<bob> one");
+    a.expect("<bob> two");
     a.expect("<bob> hi");
     a.expect("* bob left");
     // Everything queued for bob before he left still arrives, then the close.

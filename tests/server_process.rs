@@ -4,14 +4,17 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ChildServer, Client};
 use pollchat::config::EngineKind;
 
-/// 50 MB with no newline: one `! line too long`, and server memory does not
-/// grow with the flood (under 1 MB).
+/// Endless line: 100 MB with no newline gets the sender exactly one
+/// `! line too long`, server memory grows by less than 1 MB, and the same
+/// client's next line is delivered normally.
 fn endless_line_keeps_memory_flat(engine: EngineKind) {
     let server = ChildServer::start(engine, &["--rate", "0"]);
     let mut a = Client::join_as(server.addr, "alice");
@@ -24,16 +27,26 @@ fn endless_line_keeps_memory_flat(engine: EngineKind) {
     let before = server.rss_kib();
 
     let chunk = vec![b'x'; 1024 * 1024];
-    for _ in 0..50 {
+    let mut peak = before;
+    for i in 0..100 {
         a.send_raw(&chunk);
+        if i % 10 == 0 {
+            peak = peak.max(server.rss_kib());
+        }
     }
     a.send_raw(b"\nafter the flood\n");
-    a.expect("! line too long (max 2048 bytes)");
     b.expect("<alice> after the flood");
-    let after = server.rss_kib();
+    peak = peak.max(server.rss_kib());
+    // Exactly one error: the next thing alice hears is the reply to /who.
+    a.expect("! line too long (max 2048 bytes)");
+    a.send("/who");
+    a.expect("* 2 users here: alice, bob");
+    common::figure(&format!(
+        "endless line: 100 MB sent; RSS {before} KiB before, peak {peak} KiB"
+    ));
     assert!(
-        after < before + 1024,
-        "RSS grew from {before} KiB to {after} KiB during a 50 MB line"
+        peak < before + 1024,
+        "RSS grew from {before} KiB to {peak} KiB during a 100 MB line"
     );
 }
 
@@ -75,6 +88,10 @@ fn fd_exhaustion_pauses_accepts_without_spinning(engine: EngineKind) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let cpu_ticks = server.cpu_ticks() - cpu_before;
+    common::figure(&format!(
+        "fd exhaustion: {cpu_ticks} CPU ticks (1/100 s) in 2 s while saturated; \
+         {n} lines relayed meanwhile"
+    ));
     // Clock ticks are 1/100 s: 5% of 2 s is 10 ticks.
     assert!(
         cpu_ticks < 10,
@@ -116,7 +133,181 @@ fn signals_shut_down_gracefully(engine: EngineKind) {
     }
 }
 
+/// Regression: one broadcast that cuts off many stalled clients at once.
+/// Each cut client's departure was announced by a nested dispatch, which
+/// cut off the next one, and so on: one stack frame per client (a 2 MiB
+/// server thread overflowed with 1,500 such clients), and every cut client
+/// was cut, logged and written to again by each level of the unwind (about
+/// a million log lines for 1,400 clients). The server's stack is lowered to
+/// 1 MiB so that recursing per client would overflow here too.
+fn broadcast_cutting_off_many_stalled_clients_cuts_each_once(engine: EngineKind) {
+    const STALLED: usize = 1000;
+    let mut server = ChildServer::start(engine, &["--rate", "0", "--sendq", "16384"]);
+    let status = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--stack=1048576"])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success());
+    let mut sender = Client::join_as(server.addr, "sender");
+    let heard = common::lines_of(&sender);
+    let stalled: Vec<_> = (0..STALLED)
+        .map(|_| common::stalled_connection(server.addr))
+        .collect();
+    for _ in 0..STALLED {
+        common::recv_until(&heard, 0, |l| l.ends_with(" joined"));
+    }
+    // 400 KB to each: far past `--sendq` plus what the kernel buffers.
+    let payload = "x".repeat(2000);
+    for i in 0..200 {
+        sender.send(&format!("{i} {payload}"));
+    }
+    sender.send("/who");
+    let who = common::recv_until(&heard, 2 * STALLED, |l| l.contains(" here: "));
+    assert_eq!(who, "* 1 user here: sender");
+
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let cut = server.log.iter().filter(|l| l.contains("too slow")).count();
+    assert_eq!(
+        cut, STALLED,
+        "each stalled client is cut off (and logged) once"
+    );
+    drop(stalled);
+}
+
+/// Connection storm: 2,000 clients connect as fast as possible, and every
+/// one is accepted and welcomed, with no connect timing out. The server is
+/// frozen (SIGSTOP) for the first 1,000: those handshakes can only complete
+/// in the listen backlog, which must hold at least 1,000 (with the usual
+/// 128, the 130th connect would never complete). The other 1,000 arrive
+/// while it is busy accepting and welcoming the first.
+fn connection_storm_is_accepted_in_full(engine: EngineKind) {
+    const STORM: usize = 2000;
+    const WHILE_FROZEN: usize = 1000;
+    common::ensure_fd_limit(2 * STORM + 256);
+    let server = ChildServer::start(engine, &["--rate", "0"]);
+    server.signal("STOP");
+    let mut storm = Vec::with_capacity(STORM);
+    for i in 0..WHILE_FROZEN {
+        let stream =
+            TcpStream::connect_timeout(&server.addr, common::READ_TIMEOUT).unwrap_or_else(|e| {
+                panic!("connect {i} to the frozen server: {e} (backlog too small?)")
+            });
+        storm.push(stream);
+    }
+    server.signal("CONT");
+    for i in WHILE_FROZEN..STORM {
+        let stream = TcpStream::connect(server.addr)
+            .unwrap_or_else(|e| panic!("connect {i} during the storm: {e}"));
+        storm.push(stream);
+    }
+    for (i, stream) in storm.iter().enumerate() {
+        stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+        let mut welcome = String::new();
+        BufReader::new(stream)
+            .read_line(&mut welcome)
+            .unwrap_or_else(|e| panic!("client {i} got no welcome: {e}"));
+        assert!(welcome.starts_with("* Welcome"), "client {i}: {welcome:?}");
+    }
+}
+
+/// Stalled reader: one client stops reading while a sender pushes 15 MB to
+/// 20 receivers. The 20 get every line in order; the stalled client is cut
+/// off once its queue passes `--sendq` (it sees the connection close, and
+/// leaves the room); and server memory stays within its idle RSS + `--sendq`
+/// + 1 MiB throughout (sampled every 100 lines).
+///
+/// The sender stays at most two windows (16 lines, 16 KB) ahead of the
+/// slowest receiver, so only the stalled client can fall behind, however
+/// slowly a loaded machine runs the receivers, and what the server holds
+/// for the 20 is small (the kernel's socket buffers take most of it).
+fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
+    const SENDQ: u64 = 256 * 1024;
+    const RECEIVERS: usize = 20;
+    const LINES: usize = 15_000;
+    const LINE_BYTES: usize = 1000;
+    const WINDOW: usize = 8;
+    let server = ChildServer::start(engine, &["--rate", "0", "--sendq", &SENDQ.to_string()]);
+    let addr = server.addr;
+    let mut sender = Client::join_as(addr, "sender");
+    let mut stalled = Client::join_as(addr, "stalled");
+    let mut receivers: Vec<Client> = (0..RECEIVERS)
+        .map(|i| Client::join_as(addr, &format!("r{i}")))
+        .collect();
+    let last = format!("r{}", RECEIVERS - 1);
+    sender.expect_suffix(&last);
+    for r in receivers.iter_mut().take(RECEIVERS - 1) {
+        r.expect_suffix(&last);
+    }
+    stalled.expect_suffix(&last);
+    // From here on the stalled client reads nothing.
+    let idle = server.rss_kib();
+
+    let (progress, acks) = std::sync::mpsc::channel();
+    let readers: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut r)| {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                for i in 0..LINES {
+                    // (Skipping `* stalled left` when it comes.)
+                    let line = r.skip_until(|l| l.starts_with("<sender> "));
+                    assert!(
+                        line.starts_with(&format!("<sender> {i} ")),
+                        "receiver {id}, line {i}: {line:.40}"
+                    );
+                    if i % WINDOW == 0 {
+                        let _ = progress.send(id);
+                    }
+                }
+                r
+            })
+        })
+        .collect();
+    let mut windows_read = [0usize; RECEIVERS];
+    let mut peak = idle;
+    for i in 0..LINES {
+        while windows_read.iter().min().unwrap() * WINDOW + 2 * WINDOW <= i {
+            let id = acks
+                .recv_timeout(common::READ_TIMEOUT)
+                .expect("receivers stopped");
+            windows_read[id] += 1;
+        }
+        let head = format!("{i} ");
+        sender.send(&format!("{head}{}", "z".repeat(LINE_BYTES - head.len())));
+        if i % 100 == 0 {
+            peak = peak.max(server.rss_kib());
+        }
+    }
+    for reader in readers {
+        reader
+            .join()
+            .expect("a receiver missed or reordered a line");
+    }
+    peak = peak.max(server.rss_kib());
+
+    let seen = stalled.read_to_close();
+    assert!(seen.len() < LINES, "the stalled client was never cut off");
+    sender.send("/who");
+    let who = sender.skip_until(|l| l.contains(" here: "));
+    assert!(!who.contains("stalled"), "{who}");
+    let bound = idle + SENDQ / 1024 + 1024;
+    common::figure(&format!(
+        "stalled reader: idle {idle} KiB, peak {peak} KiB (bound {bound} KiB); \
+         the stalled client got {} of {LINES} lines",
+        seen.len()
+    ));
+    assert!(
+        peak <= bound,
+        "RSS peaked at {peak} KiB; idle was {idle} KiB, so the bound is {bound} KiB"
+    );
+}
+
 engine_tests!(
+    stalled_reader_is_cut_off_and_memory_stays_bounded,
+    broadcast_cutting_off_many_stalled_clients_cuts_each_once,
+    connection_storm_is_accepted_in_full,
     endless_line_keeps_memory_flat,
     fd_exhaustion_pauses_accepts_without_spinning,
     signals_shut_down_gracefully,

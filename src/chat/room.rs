@@ -367,4 +367,217 @@ mod tests {
         );
         assert_eq!(h.say(1, "ghost"), vec![]);
     }
+
+    /// Property tests: any sequence of joins, lines (chat, commands, nick
+    /// changes, anything) and leaves, driven the way an engine drives the
+    /// room, keeps the room's promises.
+    mod properties {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::app::{Output, Recipients};
+        use crate::chat::names;
+
+        /// Client ids come from a small pool, so they are reused after a
+        /// leave just as the poll engine reuses slab keys.
+        const IDS: usize = 6;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Join(usize),
+            Line(usize, String),
+            Leave(usize),
+        }
+
+        /// Names that collide (ignoring case, or with default names), and
+        /// invalid ones.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[aAbB]{1,2}",
+                "[uU]ser[1-6]",
+                "[A-Za-z0-9_-]{1,24}",
+                Just("x".repeat(25)),
+                Just("bad name".to_string()),
+            ]
+        }
+
+        /// What a client may type: chat, `//` escapes, every command, and
+        /// arbitrary text.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[a-z][a-z <>*!]{0,8}",
+                1 => "//[a-z]{0,4}",
+                3 => name().prop_map(|n| format!("/nick {n}")),
+                1 => "/me( [a-z]{1,5})?",
+                1 => "/quit( [a-z]{1,4})?",
+                1 => prop_oneof![Just("/who"), Just("/help"), Just("/NICK"), Just("/")]
+                    .prop_map(String::from),
+                1 => "/[a-zA-Z]{1,5}( .{0,6})?",
+                1 => ".{1,12}",
+            ]
+            // Engines hand the room sanitised, non-blank lines.
+            .prop_map(|l| crate::sanitize::sanitize(l.as_bytes()))
+            .prop_filter("blank", |l| !l.trim().is_empty())
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let id = 0..IDS;
+            prop_oneof![
+                2 => id.clone().prop_map(Op::Join),
+                6 => (id.clone(), line()).prop_map(|(id, l)| Op::Line(id, l)),
+                1 => id.prop_map(Op::Leave),
+            ]
+        }
+
+        /// A stand-in engine: who is connected, and every line each
+        /// connection received.
+        struct Engine {
+            room: ChatRoom,
+            out: Outbox,
+            now: Instant,
+            connected: BTreeSet<usize>,
+            received: BTreeMap<usize, Vec<String>>,
+            /// The chat lines (`<name> text`) each connection must get, in
+            /// order: every one said by someone else while it was here.
+            owed: BTreeMap<usize, Vec<String>>,
+        }
+
+        impl Engine {
+            fn new() -> Self {
+                Self {
+                    room: ChatRoom::new(),
+                    out: Outbox::new(),
+                    now: Instant::now(),
+                    connected: BTreeSet::new(),
+                    received: BTreeMap::new(),
+                    owed: BTreeMap::new(),
+                }
+            }
+
+            fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+                match *op {
+                    Op::Join(id) if !self.connected.contains(&id) => {
+                        self.connected.insert(id);
+                        self.received.insert(id, Vec::new());
+                        self.owed.insert(id, Vec::new());
+                        let peer = "127.0.0.1:5000".parse().unwrap();
+                        self.room
+                            .handle_joined(ClientId(id), peer, self.now, &mut self.out);
+                    }
+                    Op::Line(id, ref line) if self.connected.contains(&id) => {
+                        let name = self.room.name(ClientId(id)).map(str::to_string);
+                        let name = name.ok_or_else(|| {
+                            TestCaseError::fail(format!("connected {id} has no name"))
+                        })?;
+                        if let Command::Say(text) = command::parse(line) {
+                            for other in self.connected.iter().filter(|&&c| c != id) {
+                                self.owed
+                                    .get_mut(other)
+                                    .unwrap()
+                                    .push(format!("<{name}> {text}"));
+                            }
+                        }
+                        self.room
+                            .handle_line(ClientId(id), line, self.now, &mut self.out);
+                    }
+                    Op::Leave(id) if self.connected.contains(&id) => {
+                        self.disconnect(id)?;
+                        self.room.handle_left(ClientId(id), self.now, &mut self.out);
+                    }
+                    _ => {} // an engine never reports these
+                }
+                self.route()?;
+                self.check_room()
+            }
+
+            /// Deliver the outbox the way engines do.
+            fn route(&mut self) -> Result<(), TestCaseError> {
+                let outputs: Vec<Output> = self.out.drain().collect();
+                for output in outputs {
+                    match output {
+                        Output::Send { to, bytes } => {
+                            let text = String::from_utf8(bytes.to_vec()).unwrap();
+                            prop_assert!(text.ends_with('\n'), "not a whole line: {text:?}");
+                            let to: Vec<usize> = match to {
+                                Recipients::One(ClientId(c)) => {
+                                    prop_assert!(
+                                        self.connected.contains(&c),
+                                        "output for {c}, who is not here: {text:?}"
+                                    );
+                                    vec![c]
+                                }
+                                Recipients::AllBut(ClientId(x)) => {
+                                    self.connected.iter().copied().filter(|&c| c != x).collect()
+                                }
+                                Recipients::All => self.connected.iter().copied().collect(),
+                            };
+                            for c in to {
+                                let inbox = self.received.get_mut(&c).unwrap();
+                                inbox.extend(
+                                    text.trim_end_matches('\n').split('\n').map(str::to_string),
+                                );
+                            }
+                        }
+                        Output::Close {
+                            client: ClientId(c),
+                        } => {
+                            prop_assert!(self.connected.contains(&c), "closing absent {c}");
+                            self.disconnect(c)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// A connection ends: it must have had every chat line owed.
+            fn disconnect(&mut self, id: usize) -> Result<(), TestCaseError> {
+                self.connected.remove(&id);
+                let received = self.received.remove(&id).unwrap();
+                let owed = self.owed.remove(&id).unwrap();
+                let chat: Vec<&String> = received.iter().filter(|l| l.starts_with('<')).collect();
+                let owed: Vec<&String> = owed.iter().collect();
+                prop_assert_eq!(chat, owed, "chat lines seen by {}", id);
+                Ok(())
+            }
+
+            /// The room holds exactly the connected clients, under valid
+            /// names that are unique ignoring case.
+            fn check_room(&self) -> Result<(), TestCaseError> {
+                let members: BTreeSet<usize> = self.room.members().map(|c| c.0).collect();
+                prop_assert_eq!(&members, &self.connected);
+                let mut folded = BTreeSet::new();
+                for &c in &members {
+                    let name = self.room.name(ClientId(c)).unwrap();
+                    prop_assert!(names::is_valid(name), "invalid name {name:?}");
+                    prop_assert!(
+                        folded.insert(name.to_ascii_lowercase()),
+                        "name {name:?} held twice"
+                    );
+                }
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Names stay unique, everyone here gets every chat line from
+            /// the others in order, and nothing goes to a client that left.
+            #[test]
+            fn any_session_keeps_the_room_invariants(
+                ops in prop::collection::vec(op(), 0..80),
+            ) {
+                let mut engine = Engine::new();
+                for op in &ops {
+                    engine.apply(op)?;
+                }
+                let still_here: Vec<usize> = engine.connected.iter().copied().collect();
+                for id in still_here {
+                    engine.disconnect(id)?;
+                }
+            }
+        }
+    }
 }

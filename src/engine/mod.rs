@@ -7,12 +7,14 @@
 //! - `connection.rs`: a threaded-engine client's socket and bounded queue.
 //! - `rules.rs`: what both engines do the same way (fan-out, `--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
+//! - `listen.rs`: the listening socket, with a backlog for connection storms.
 //!
 //! [`Server`] is the library entry point: bind (port 0 works), ask the
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
 mod connection;
+pub mod listen;
 pub(crate) mod outbuf;
 pub mod poll;
 mod rules;

@@ -30,6 +30,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
+use super::listen;
 use super::outbuf::OutBuf;
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
@@ -119,6 +120,8 @@ struct Loop<A> {
     scratch: Vec<u8>,
     /// Where the App puts outputs; drained after every App call.
     outbox: Outbox,
+    /// `dispatch` is running: outputs queued meanwhile are left to it.
+    dispatching: bool,
     /// Clients that got output this tick: each gets one write at the end.
     flush_list: Vec<usize>,
     /// Clients to remove at the end of this tick.
@@ -141,12 +144,13 @@ struct Loop<A> {
 }
 
 impl<A: App> PollServer<A> {
-    /// Step 1 of the tutorial: create the socket, bind, listen. mio's
-    /// `TcpListener::bind` also sets `SO_REUSEADDR` and a 1024 backlog.
+    /// Step 1 of the tutorial: create the socket, bind, listen (with a
+    /// backlog for connection storms: see `listen.rs`).
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
         let poll = Poll::new().map_err(StartError::Setup)?;
-        let mut listener =
-            TcpListener::bind(config.addr).map_err(|e| StartError::from_bind(config.addr, e))?;
+        let mut listener = listen::bind_listener(config.addr)
+            .map(TcpListener::from_std)
+            .map_err(|e| StartError::from_bind(config.addr, e))?;
         let local_addr = listener.local_addr().map_err(StartError::Setup)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -193,6 +197,7 @@ impl<A: App> PollServer<A> {
                 clients: Slab::with_capacity(max_clients),
                 scratch: vec![0; READ_CHUNK],
                 outbox: Outbox::new(),
+                dispatching: false,
                 flush_list: Vec::new(),
                 dead: Vec::new(),
                 read_again: Vec::new(),
@@ -473,7 +478,25 @@ impl<A: App> Loop<A> {
 
     /// Carry out what the App asked for. Each output's bytes were encoded once
     /// by the App; here they are appended to each recipient's queue.
+    ///
+    /// Carrying out an output can make the App say more: a client cut off as
+    /// too slow leaves, and the room announces it. Those outputs are picked
+    /// up by this loop, not by a nested `dispatch`: one broadcast may cut off
+    /// thousands of stalled clients, and each announcement may cut off the
+    /// next, so recursing once per client could overflow the stack.
     fn dispatch(&mut self, now: Instant) {
+        if self.dispatching {
+            return; // the loop below, further up the stack, will get to it
+        }
+        self.dispatching = true;
+        while !self.outbox.is_empty() {
+            self.dispatch_batch(now);
+        }
+        self.dispatching = false;
+    }
+
+    /// Carry out the outputs queued so far (see `dispatch`).
+    fn dispatch_batch(&mut self, now: Instant) {
         let mut outbox = std::mem::take(&mut self.outbox);
         for output in outbox.drain() {
             match output {
@@ -502,7 +525,10 @@ impl<A: App> Loop<A> {
                 }
             }
         }
-        self.outbox = outbox;
+        // Keep the allocation, unless new outputs arrived meanwhile.
+        if self.outbox.is_empty() {
+            self.outbox = outbox;
+        }
     }
 
     /// Append bytes to one open client's queue.

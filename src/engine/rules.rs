@@ -8,13 +8,12 @@
 //! from its own loop or threads.
 
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use slab::Slab;
-use socket2::SockRef;
 
 use crate::admission::Refusal;
 use crate::app::{ClientId, Recipients};
@@ -84,7 +83,7 @@ pub(crate) fn log_too_slow(key: usize, peer: impl std::fmt::Display, sendq: usiz
 /// is empty, so this short line fits at once even on a blocking socket.
 pub(crate) fn refuse<S: Write + AsFd>(mut stream: S, peer: SocketAddr, refusal: Refusal) {
     let _ = stream.write(refusal.line().as_bytes());
-    let _ = SockRef::from(&stream).shutdown(Shutdown::Write);
+    let _ = rustix::net::shutdown(&stream, rustix::net::Shutdown::Write);
     info!("refused {peer}: {}", refusal.line().trim_end());
 }
 

@@ -35,7 +35,7 @@
 //! no blocking socket call under either.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -45,10 +45,10 @@ use log::{debug, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use slab::Slab;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ShutdownHandle;
 use super::connection::{Connection, Offer};
+use super::listen::bind_listener;
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
@@ -72,10 +72,6 @@ const CLIENT_STACK: usize = 64 * 1024;
 /// so even an idle client pays for it in RSS: one page. A longer line just
 /// takes more reads.
 const READ_CHUNK: usize = 4 * 1024;
-/// Connections the kernel may hold for us before `accept()`. std's
-/// `TcpListener::bind` asks for 128, too few for a burst of clients
-/// arriving at once; this is what mio uses (and the poll engine gets).
-const LISTEN_BACKLOG: i32 = 1024;
 /// After shutdown has hung up on everyone, how long it waits for client
 /// threads to notice before returning anyway.
 const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -164,7 +160,9 @@ enum Ended {
 impl<A: App + Send + 'static> ThreadedServer<A> {
     /// The tutorial's first steps: create the socket, bind, listen.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
-        let listener = listen(config.addr).map_err(|e| StartError::from_bind(config.addr, e))?;
+        let listener = bind_listener(config.addr)
+            .and_then(|l| l.set_nonblocking(false).map(|()| l))
+            .map_err(|e| StartError::from_bind(config.addr, e))?;
         let local_addr = listener.local_addr().map_err(StartError::Setup)?;
         let listener = Arc::new(listener);
 
@@ -175,7 +173,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         let weak_listener = Arc::downgrade(&listener);
         let (handle, shutdown_requested) = ShutdownHandle::new(Arc::new(move || {
             if let Some(listener) = weak_listener.upgrade() {
-                let _ = SockRef::from(&*listener).shutdown(Shutdown::Read);
+                let _ = rustix::net::shutdown(&*listener, rustix::net::Shutdown::Read);
             }
         }));
 
@@ -266,17 +264,6 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             }
         }
     }
-}
-
-/// A listening socket with a `LISTEN_BACKLOG` queue. socket2 lets us pick
-/// the backlog without `unsafe`; std's `bind` would fix it at 128.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // Like std and mio: a restarted server can rebind at once.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// A thread with the small client stack.

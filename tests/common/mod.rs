@@ -322,3 +322,74 @@ pub fn forward_lines(
     });
     rx
 }
+
+// ----- helpers for the hardening scenarios (issue 7) ------------------------
+
+/// A connection that never reads, with the smallest receive buffer the
+/// kernel allows, so the server's queue for it fills after a few KB.
+pub fn stalled_connection(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect a stalled client");
+    socket2::SockRef::from(&stream)
+        .set_recv_buffer_size(1)
+        .expect("shrink the receive buffer");
+    stream
+}
+
+/// Hand every line a client receives to a channel, from a thread, so a test
+/// can keep sending while it waits (bounded) for what comes back. The
+/// channel closes when the connection does, or after `READ_TIMEOUT` silence.
+/// Call it when the client has read everything sent to it so far: from then
+/// on, read through the channel only.
+pub fn lines_of(client: &Client) -> std::sync::mpsc::Receiver<String> {
+    forward_lines(client.stream.try_clone().expect("clone the client socket"))
+}
+
+/// The next line from [`lines_of`] that satisfies `pred`, skipping at most
+/// `max_skip` others; panics on timeout or close.
+#[track_caller]
+pub fn recv_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    max_skip: usize,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    for _ in 0..=max_skip {
+        let line = lines
+            .recv_timeout(READ_TIMEOUT)
+            .expect("no line within the read timeout");
+        if pred(&line) {
+            return line;
+        }
+    }
+    panic!("expected line not seen in {max_skip} lines")
+}
+
+/// Make sure this process may open `want` files, raising the soft
+/// `RLIMIT_NOFILE` towards the hard one if needed (with `prlimit`, as for
+/// the fd-exhaustion test: no `unsafe`, no extra crate). Child servers
+/// started afterwards inherit the limit.
+pub fn ensure_fd_limit(want: usize) {
+    let soft = pollchat::config::fd_limit().expect("read /proc/self/limits");
+    if soft >= want {
+        return;
+    }
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={want}:"),
+        ])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(
+        status.success(),
+        "this test needs {want} open files; the soft limit is {soft} and the hard limit \
+         is lower than {want} (raise it with `ulimit -Hn`)"
+    );
+}
+
+/// Print a measured figure for the record (resource use of a child server,
+/// loss counts); see them with `cargo test -- --nocapture | grep figure:`.
+/// Figures are reported, never compared with a speed.
+pub fn figure(text: &str) {
+    eprintln!("figure: {text}");
+}
