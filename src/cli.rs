@@ -27,6 +27,11 @@ pub enum Command {
         after_help = "Example:\n  pollchat serve --port 9009 --max-clients 500\n  nc 127.0.0.1 9009"
     )]
     Serve(ServeArgs),
+    /// Measure a line-based chat server's fan-out: latency, throughput, losses, memory.
+    #[command(
+        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
+    )]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -16,11 +16,14 @@
 //! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
 //!   about.
 //! - [`cli`]: the command-line interface used by `main.rs`.
+//! - [`bench`]: `pollchat bench`, a fan-out load generator for any line
+//!   chat server (not used by the server itself).
 
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod app;
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod config;
