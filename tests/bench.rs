@@ -47,7 +47,10 @@ impl App for TestRelay {
             return;
         }
         self.lines += 1;
-        if self.drop_every.is_some_and(|n| self.lines.is_multiple_of(n)) {
+        if self
+            .drop_every
+            .is_some_and(|n| self.lines.is_multiple_of(n))
+        {
             return;
         }
         out.all_but(client, &format!("[{}] {line}", client.0));

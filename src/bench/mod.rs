@@ -24,7 +24,7 @@ pub mod tracker;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
 pub use report::Report;
@@ -98,29 +98,26 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let rss_connected = rss();
 
     let idle_cpu_percent = match pid {
-        Some(pid) => {
-            let before = procfs::cpu_time(pid);
+        Some(_) => {
+            let cpu = Cpu::start(pid);
             swarm.idle(IDLE_SPAN)?;
-            let after = procfs::cpu_time(pid);
-            match (before, after) {
-                (Some(b), Some(a)) => {
-                    100.0 * a.saturating_sub(b).as_secs_f64() / IDLE_SPAN.as_secs_f64()
-                }
-                _ => 0.0,
-            }
+            cpu.percent(IDLE_SPAN).0
         }
         None => 0.0,
     };
 
     let mut tracker = Tracker::new(config.swarm.receivers);
     let mut rss_peak = rss_connected.unwrap_or(0);
-    let mut last_sample = std::time::Instant::now();
+    let load_start = Instant::now();
+    let mut last_sample = load_start;
+    let cpu = Cpu::start(pid);
     swarm.run_load(&config.load, &mut tracker, &mut || {
         if last_sample.elapsed() >= RSS_SAMPLE_EVERY {
-            last_sample = std::time::Instant::now();
+            last_sample = Instant::now();
             rss_peak = rss_peak.max(rss().unwrap_or(0));
         }
     })?;
+    let (server_load_cpu, bench_cpu) = cpu.percent(load_start.elapsed());
     let rss_final = rss();
     let stalled_disconnected = swarm.stalled_verdict(STALL_GRACE)?;
 
@@ -131,6 +128,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             rss_connected: connected,
             bytes_per_connection: connected.saturating_sub(before) as f64 / opened as f64,
             idle_cpu_percent,
+            load_cpu_percent: server_load_cpu,
             rss_peak: rss_peak.max(last),
             rss_final: last,
         }),
@@ -145,6 +143,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         rate: config.load.rate,
         window: config.load.window,
         payload: config.load.payload.max(token::TOKEN_LEN),
+        bench_cpu_percent: bench_cpu,
         connect_seconds: swarm.connect_phase.as_secs_f64(),
         connect_us: Percentiles::from_nanos(&swarm.connect_latency),
         sent: tally.sent,
@@ -164,6 +163,38 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         stalled_disconnected,
         memory,
     })
+}
+
+/// CPU time of the server (if known) and of the bench, from a start point.
+struct Cpu {
+    pid: Option<u32>,
+    server: Option<Duration>,
+    bench: Option<Duration>,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            server: pid.and_then(procfs::cpu_time),
+            bench: procfs::cpu_time(std::process::id()),
+        }
+    }
+
+    /// (server, bench) CPU use since `start`, in percent of one core.
+    fn percent(&self, span: Duration) -> (f64, f64) {
+        let share = |before: Option<Duration>, pid: Option<u32>| match (before, pid) {
+            (Some(before), Some(pid)) if !span.is_zero() => procfs::cpu_time(pid)
+                .map_or(0.0, |now| {
+                    100.0 * now.saturating_sub(before).as_secs_f64() / span.as_secs_f64()
+                }),
+            _ => 0.0,
+        };
+        (
+            share(self.server, self.pid),
+            share(self.bench, Some(std::process::id())),
+        )
+    }
 }
 
 /// Connect, with a progress bar on stderr when it is a terminal (a long

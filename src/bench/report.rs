@@ -4,10 +4,10 @@
 use std::fmt;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
@@ -43,7 +43,7 @@ impl Percentiles {
 }
 
 /// What `--server-pid` found out about the server.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerMemory {
     pub rss_before_connect: u64,
     pub rss_connected: u64,
@@ -52,6 +52,8 @@ pub struct ServerMemory {
     /// Server CPU use over an idle second after connecting, in percent of
     /// one core.
     pub idle_cpu_percent: f64,
+    /// Server CPU use while the load ran (100 = one core busy).
+    pub load_cpu_percent: f64,
     /// Highest RSS seen while the load ran (sampled every 100 ms or so).
     pub rss_peak: u64,
     /// RSS once the load is over (before stalled clients are read).
@@ -59,7 +61,7 @@ pub struct ServerMemory {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub server: String,
     pub receivers: usize,
@@ -69,6 +71,9 @@ pub struct Report {
     /// Most probes in flight (0 = no cap).
     pub window: usize,
     pub payload: usize,
+    /// The bench's own CPU use while the load ran: near 100, the bench
+    /// (one thread) may be what limits a saturated run.
+    pub bench_cpu_percent: f64,
     /// Seconds to open every connection.
     pub connect_seconds: f64,
     /// `connect()` → established, per connection.
@@ -112,14 +117,15 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "sent {}  deliveries {}  ({:.0}/s)  lost {}  duplicated {}  reordered {}  stray {}",
+            "sent {}  deliveries {}  ({:.0}/s)  lost {}  duplicated {}  reordered {}  stray {}  (bench CPU {:.0}%)",
             self.sent,
             self.deliveries,
             self.deliveries_per_second,
             self.lost,
             self.duplicated,
             self.reordered,
-            self.strays
+            self.strays,
+            self.bench_cpu_percent
         )?;
         writeln!(
             f,
@@ -156,13 +162,14 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "server RSS   before {:.2} MiB, connected {:.2} MiB ({:.0} B/connection), \
-                 peak {:.2} MiB, final {:.2} MiB; idle CPU {:.1}%",
+                 peak {:.2} MiB, final {:.2} MiB; CPU idle {:.1}%, under load {:.0}%",
                 mib(m.rss_before_connect),
                 mib(m.rss_connected),
                 m.bytes_per_connection,
                 mib(m.rss_peak),
                 mib(m.rss_final),
-                m.idle_cpu_percent
+                m.idle_cpu_percent,
+                m.load_cpu_percent
             )?;
         }
         Ok(())

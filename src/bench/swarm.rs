@@ -449,7 +449,7 @@ impl Swarm {
                     let chunk = &self.scratch[..n];
                     match (conn.role, tracker.as_deref_mut()) {
                         (Role::Receiver(r), Some(t)) => {
-                            split_lines(&mut conn.partial, chunk, |line| t.on_line(r, line, at));
+                            split_lines(&mut conn.partial, chunk, |line| t.on_lines(r, line, at));
                         }
                         _ => split_lines(&mut conn.partial, chunk, |_| {}),
                     }
@@ -488,26 +488,31 @@ fn check_connected(conn: &mut Conn, addr: SocketAddr) -> Result<bool, BenchError
     }
 }
 
-/// Split what arrived into complete lines, carrying an unfinished tail in
-/// `partial` to the next read.
-fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], mut on_line: impl FnMut(&[u8])) {
-    let mut rest = chunk;
-    if !partial.is_empty() {
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            partial.extend_from_slice(rest);
-            if partial.len() > MAX_PARTIAL_LINE {
-                partial.clear();
-            }
-            return;
-        };
-        partial.extend_from_slice(&rest[..nl]);
-        on_line(partial);
+/// Hand over what arrived as runs of complete lines (one or more, joined
+/// by `\n`, without the last `\n`), carrying an unfinished tail in
+/// `partial` to the next read. Runs rather than single lines: a token holds
+/// no `\n`, so scanning a run finds exactly the tokens of its lines, with
+/// one call per read instead of one per line.
+fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], mut on_lines: impl FnMut(&[u8])) {
+    let Some(last_nl) = memchr::memrchr(b'\n', chunk) else {
+        partial.extend_from_slice(chunk);
+        if partial.len() > MAX_PARTIAL_LINE {
+            partial.clear();
+        }
+        return;
+    };
+    let (head, tail) = (&chunk[..last_nl], &chunk[last_nl + 1..]);
+    if partial.is_empty() {
+        on_lines(head);
+    } else {
+        let first_nl = memchr::memchr(b'\n', head);
+        partial.extend_from_slice(&head[..first_nl.unwrap_or(head.len())]);
+        on_lines(partial);
         partial.clear();
-        rest = &rest[nl + 1..];
+        if let Some(first_nl) = first_nl {
+            on_lines(&head[first_nl + 1..]);
+        }
     }
-    let mut lines = rest.split(|&b| b == b'\n');
-    let tail = lines.next_back().unwrap_or_default();
-    lines.for_each(&mut on_line);
     if tail.len() <= MAX_PARTIAL_LINE {
         partial.extend_from_slice(tail);
     }
@@ -521,12 +526,15 @@ mod tests {
     fn lines_split_across_reads_are_joined() {
         let mut partial = Vec::new();
         let mut got: Vec<String> = Vec::new();
-        for chunk in [&b"ab\ncd"[..], b"ef", b"\n\ngh\n", b"ij"] {
-            split_lines(&mut partial, chunk, |l| {
-                got.push(String::from_utf8_lossy(l).into_owned())
+        for chunk in [&b"ab\ncd"[..], b"ef", b"\n\ngh\n", b"ij", b"\nkl\nmn\n"] {
+            split_lines(&mut partial, chunk, |run| {
+                got.extend(
+                    run.split(|&b| b == b'\n')
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                )
             });
         }
-        assert_eq!(got, vec!["ab", "cdef", "", "gh"]);
-        assert_eq!(partial, b"ij");
+        assert_eq!(got, vec!["ab", "cdef", "", "gh", "ij", "kl", "mn"]);
+        assert!(partial.is_empty());
     }
 }

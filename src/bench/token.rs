@@ -26,7 +26,7 @@ pub fn tokens_in(line: &[u8]) -> impl Iterator<Item = u32> + '_ {
     let mut from = 0;
     std::iter::from_fn(move || {
         while from + TOKEN_LEN <= line.len() {
-            let at = from + line[from..].iter().position(|&b| b == b'~')?;
+            let at = from + memchr::memchr(b'~', &line[from..])?;
             from = at + 1;
             if let Some(seq) = parse_token(&line[at..]) {
                 from = at + TOKEN_LEN;

@@ -141,8 +141,9 @@ impl Tracker {
         self.outstanding - self.given_up
     }
 
-    /// One complete line (without `\n`) read by `receiver` at `at`.
-    pub fn on_line(&mut self, receiver: usize, line: &[u8], at: Instant) {
+    /// Complete lines (one or more, `\n`-separated) read by `receiver` at
+    /// `at`.
+    pub fn on_lines(&mut self, receiver: usize, line: &[u8], at: Instant) {
         for seq in token::tokens_in(line) {
             self.on_delivery(receiver, seq, at);
         }
@@ -222,10 +223,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = Tracker::new(2);
         t.on_sent(t0);
-        t.on_line(0, &line(0), t0 + Duration::from_micros(100));
+        t.on_lines(0, &line(0), t0 + Duration::from_micros(100));
         assert_eq!(t.outstanding(), 1);
         assert_eq!(t.fanout().len(), 0);
-        t.on_line(1, &line(0), t0 + Duration::from_micros(300));
+        t.on_lines(1, &line(0), t0 + Duration::from_micros(300));
         assert_eq!(t.outstanding(), 0);
         assert_eq!(t.per_delivery().len(), 2);
         assert_eq!(t.fanout().len(), 1);
@@ -243,11 +244,11 @@ mod tests {
         for _ in 0..3 {
             t.on_sent(t0);
         }
-        t.on_line(0, &line(1), t0);
-        t.on_line(0, &line(0), t0);
-        t.on_line(0, &line(0), t0);
-        t.on_line(0, &line(9), t0);
-        t.on_line(1, b"* user3 joined", t0);
+        t.on_lines(0, &line(1), t0);
+        t.on_lines(0, &line(0), t0);
+        t.on_lines(0, &line(0), t0);
+        t.on_lines(0, &line(9), t0);
+        t.on_lines(1, b"* user3 joined", t0);
         let tally = t.tally();
         assert_eq!(tally.deliveries, 2);
         assert_eq!(tally.reordered, 1);
@@ -265,10 +266,10 @@ mod tests {
         t.on_sent(t0);
         t.on_sent(t0 + second);
         assert_eq!(t.in_flight(t0 + second, second), 1);
-        t.on_line(0, &line(1), t0 + second);
+        t.on_lines(0, &line(1), t0 + second);
         assert_eq!(t.in_flight(t0 + second, second), 0);
         // The given-up probe still counts if it arrives after all.
-        t.on_line(0, &line(0), t0 + 3 * second);
+        t.on_lines(0, &line(0), t0 + 3 * second);
         assert_eq!(t.outstanding(), 0);
         assert_eq!(t.in_flight(t0 + 3 * second, second), 0);
         assert_eq!(t.tally().lost, 0);
