@@ -135,7 +135,7 @@ for r in $(seq "$RUNS"); do
     echo "== round $r of $RUNS"
     for entry in "${SERVERS[@]}"; do
         # Fan-out latency at 200 msgs/s; N=100 is the table, all N the plot.
-        run latency "$entry" 100 "$r" --rate 200 --duration 5
+        run latency "$entry" 100 "$r" --rate 200 --duration 10
         for n in 1 10 1000; do
             run latency "$entry" "$n" "$r" --rate 200 --duration 2
         done
