@@ -1,5 +1,5 @@
-//! The command line: `pollchat serve`, `quiz`, `connect` (and, as it lands,
-//! `bench`). Parsing only; each command calls into the library.
+//! The command line: `pollchat serve`, `quiz`, `connect` and `bench`.
+//! Parsing only; each command calls into the library.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +42,11 @@ pub enum Command {
         after_help = "Example:\n  pollchat quiz --questions my.toml --question-secs 15\n  nc 127.0.0.1 9010"
     )]
     Quiz(QuizArgs),
+    /// Measure a line-based chat server's fan-out: latency, throughput, losses, memory.
+    #[command(
+        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
+    )]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -20,11 +20,14 @@
 //! - [`cli`]: the command-line interface used by `main.rs`.
 //! - [`client`]: `pollchat connect`, a terminal client built on its own
 //!   `mio::Poll` loop over stdin and the socket.
+//! - [`bench`]: `pollchat bench`, a fan-out load generator for any line
+//!   chat server (not used by the server itself).
 
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod app;
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client;

@@ -44,6 +44,28 @@ fn main() -> ExitCode {
             )
         }
         Command::Connect(args) => pollchat::client::run(&args.address, args.name.as_deref()),
+        Command::Bench(args) => bench(&args),
+    }
+}
+
+/// `pollchat bench`: run, print, and exit 1 if anything was lost.
+fn bench(args: &pollchat::bench::BenchArgs) -> ExitCode {
+    let report = match pollchat::bench::run(&args.config()) {
+        Ok(report) => report,
+        Err(e) => return start_error(&e),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => return start_error(&e),
+        }
+    } else {
+        print!("{report}");
+    }
+    if report.lost > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -1,0 +1,215 @@
+//! `pollchat bench`: a load generator for any line-based chat server.
+//!
+//! One mio loop opens N receivers, K stalled clients and one sender, then
+//! the sender writes probe lines, each carrying a unique token, and the
+//! receivers time their arrival. It measures pollchat, ncat `--chat`, the
+//! tutorial servers, anything that relays lines.
+//!
+//! - `token.rs`: the probe line and how a delivery is recognised.
+//! - `tracker.rs`: sans-IO accounting (latency histograms, lost/dup/reorder).
+//! - `swarm.rs`: the event loop that connects, sends and reads.
+//! - `procfs.rs`: the server's RSS and CPU time, for `--server-pid`.
+//! - `report.rs`: the result, as a table or JSON.
+//! - `args.rs`: the command-line flags.
+//!
+//! None of this is reachable from `serve`: it is a subcommand of the same
+//! binary, not part of the server's paths.
+
+pub mod args;
+mod procfs;
+pub mod report;
+pub mod swarm;
+pub mod token;
+pub mod tracker;
+
+use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use args::BenchArgs;
+pub use report::Report;
+pub use swarm::{LoadPlan, Swarm, SwarmPlan};
+pub use tracker::Tracker;
+
+use report::{Percentiles, ServerMemory};
+
+/// After connecting, wait until the server has said nothing for this long
+/// (join notices, welcome lines) before measuring.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+/// ... but never longer than this.
+const SETTLE_MAX: Duration = Duration::from_secs(20);
+/// The idle span over which the server's CPU use is measured.
+const IDLE_SPAN: Duration = Duration::from_secs(1);
+/// How long a stalled client may take to see the end of its connection
+/// once we finally read it.
+const STALL_GRACE: Duration = Duration::from_secs(3);
+/// Server memory is sampled at most this often during the load.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Why a bench run could not be carried out (as opposed to what it found).
+#[derive(Debug)]
+pub enum BenchError {
+    /// The bench's own event loop failed.
+    Setup(io::Error),
+    /// A connection to the server failed.
+    Connect { addr: SocketAddr, source: io::Error },
+    /// Not every connection was established in time.
+    ConnectTimeout { connected: usize, wanted: usize },
+    /// The server closed a connection before the load started.
+    ClosedEarly { connection: usize, opened: usize },
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::Setup(e) => write!(f, "bench event loop failed: {e}"),
+            BenchError::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            BenchError::ConnectTimeout { connected, wanted } => write!(
+                f,
+                "only {connected} of {wanted} connections established before the connect timeout"
+            ),
+            BenchError::ClosedEarly { connection, opened } => write!(
+                f,
+                "the server closed connection #{connection} (of {opened} opened) before the load started"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// One bench run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub swarm: SwarmPlan,
+    pub load: LoadPlan,
+    /// Read this process's memory and CPU from `/proc`.
+    pub server_pid: Option<u32>,
+}
+
+/// Connect, settle, measure idle cost, run the load, judge stalled clients.
+pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
+    let pid = config.server_pid;
+    let rss = || pid.and_then(procfs::rss_bytes);
+    let rss_before = rss();
+
+    let mut swarm = connect_with_progress(&config.swarm)?;
+    swarm.settle(SETTLE_QUIET, SETTLE_MAX)?;
+    let rss_connected = rss();
+
+    let idle_cpu_percent = match pid {
+        Some(_) => {
+            let cpu = Cpu::start(pid);
+            swarm.idle(IDLE_SPAN)?;
+            cpu.percent(IDLE_SPAN).0
+        }
+        None => 0.0,
+    };
+
+    let mut tracker = Tracker::new(config.swarm.receivers);
+    let mut rss_peak = rss_connected.unwrap_or(0);
+    let load_start = Instant::now();
+    let mut last_sample = load_start;
+    let cpu = Cpu::start(pid);
+    swarm.run_load(&config.load, &mut tracker, &mut || {
+        if last_sample.elapsed() >= RSS_SAMPLE_EVERY {
+            last_sample = Instant::now();
+            rss_peak = rss_peak.max(rss().unwrap_or(0));
+        }
+    })?;
+    let (server_load_cpu, bench_cpu) = cpu.percent(load_start.elapsed());
+    let rss_final = rss();
+    let stalled_disconnected = swarm.stalled_verdict(STALL_GRACE)?;
+
+    let opened = config.swarm.receivers + config.swarm.stalled + 1;
+    let memory = match (rss_before, rss_connected, rss_final) {
+        (Some(before), Some(connected), Some(last)) => Some(ServerMemory {
+            rss_before_connect: before,
+            rss_connected: connected,
+            bytes_per_connection: connected.saturating_sub(before) as f64 / opened as f64,
+            idle_cpu_percent,
+            load_cpu_percent: server_load_cpu,
+            rss_peak: rss_peak.max(last),
+            rss_final: last,
+        }),
+        _ => None,
+    };
+    let tally = tracker.tally();
+    let active = tally.active.as_secs_f64();
+    Ok(Report {
+        server: config.swarm.addr.to_string(),
+        receivers: config.swarm.receivers,
+        stalled: config.swarm.stalled,
+        rate: config.load.rate,
+        window: config.load.window,
+        payload: config.load.payload.max(token::TOKEN_LEN),
+        bench_cpu_percent: bench_cpu,
+        connect_seconds: swarm.connect_phase.as_secs_f64(),
+        connect_us: Percentiles::from_nanos(&swarm.connect_latency),
+        sent: tally.sent,
+        deliveries: tally.deliveries,
+        deliveries_per_second: if active > 0.0 {
+            tally.deliveries as f64 / active
+        } else {
+            0.0
+        },
+        lost: tally.lost,
+        duplicated: tally.duplicated,
+        reordered: tally.reordered,
+        strays: tally.strays,
+        receivers_disconnected: swarm.receivers_closed(),
+        per_delivery_us: Percentiles::from_nanos(tracker.per_delivery()),
+        fanout_us: Percentiles::from_nanos(tracker.fanout()),
+        stalled_disconnected,
+        memory,
+    })
+}
+
+/// CPU time of the server (if known) and of the bench, from a start point.
+struct Cpu {
+    pid: Option<u32>,
+    server: Option<Duration>,
+    bench: Option<Duration>,
+}
+
+impl Cpu {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            server: pid.and_then(procfs::cpu_time),
+            bench: procfs::cpu_time(std::process::id()),
+        }
+    }
+
+    /// (server, bench) CPU use since `start`, in percent of one core.
+    fn percent(&self, span: Duration) -> (f64, f64) {
+        let share = |before: Option<Duration>, pid: Option<u32>| match (before, pid) {
+            (Some(before), Some(pid)) if !span.is_zero() => procfs::cpu_time(pid)
+                .map_or(0.0, |now| {
+                    100.0 * now.saturating_sub(before).as_secs_f64() / span.as_secs_f64()
+                }),
+            _ => 0.0,
+        };
+        (
+            share(self.server, self.pid),
+            share(self.bench, Some(std::process::id())),
+        )
+    }
+}
+
+/// Connect, with a progress bar on stderr when it is a terminal (a long
+/// connect phase otherwise looks like a hang).
+fn connect_with_progress(plan: &SwarmPlan) -> Result<Swarm, BenchError> {
+    let total = plan.receivers + plan.stalled + 1;
+    if !io::stderr().is_terminal() {
+        return Swarm::connect(plan, &mut |_, _| {});
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("connecting {bar:40} {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let swarm = Swarm::connect(plan, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    swarm
+}

@@ -1,0 +1,540 @@
+//! The load generator's event loop: every bench connection in one
+//! `mio::Poll`, on one thread, so the bench never needs more cores than the
+//! server it measures.
+//!
+//! Connections are numbered in the order they open, and the number is the
+//! mio token: receivers first (`0..N`), then the stalled clients, then the
+//! one sender. Receivers and the sender read everything the server sends
+//! (join notices, welcome lines) at all times; only receivers' complete
+//! lines go to the [`Tracker`]. Stalled clients connect, say their login
+//! line, and are never read until the end, when we check whether the server
+//! cut them off.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::BenchError;
+use super::token::write_probe;
+use super::tracker::Tracker;
+
+/// At most this many connects in flight at once, so a slow accepter gets a
+/// steady trickle instead of a SYN flood.
+const MAX_CONNECTING: usize = 128;
+/// A line longer than this without a newline is dropped: no chat line is
+/// that long, and the bench's memory stays bounded.
+const MAX_PARTIAL_LINE: usize = 64 * 1024;
+/// The sender stops producing probes while this much is still unwritten
+/// (the server is not keeping up; `--window` or TCP push back).
+const SENDER_BACKLOG: usize = 64 * 1024;
+/// A probe not at every receiver after this long is presumed lost as far as
+/// `--window` is concerned (it still counts if it arrives later).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
+/// Longest single wait for events, so deadlines are checked regularly.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// Who the server is talking to, and what the bench is trying to open.
+#[derive(Debug, Clone)]
+pub struct SwarmPlan {
+    pub addr: SocketAddr,
+    pub receivers: usize,
+    pub stalled: usize,
+    /// First line each connection sends; `{i}` becomes its number.
+    pub login: Option<String>,
+    /// Connections opened per second.
+    pub connect_rate: u32,
+    /// The whole connect phase must finish within this.
+    pub connect_timeout: Duration,
+}
+
+/// What the sender does once everyone is connected.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Probes per second; 0 = as fast as `window` and TCP allow.
+    pub rate: f64,
+    /// Most probes not yet at every receiver; 0 = no cap.
+    pub window: usize,
+    /// Bytes per probe line, without its `\n`.
+    pub payload: usize,
+    /// Stop after this many probes.
+    pub messages: Option<u64>,
+    /// Stop sending after this long, whatever was sent.
+    pub duration: Duration,
+    /// After the last send, wait at most this long for deliveries.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Index into the tracker's receivers.
+    Receiver(usize),
+    Stalled,
+    Sender,
+}
+
+struct Conn {
+    stream: TcpStream,
+    role: Role,
+    /// When `connect()` was called, for the connect-time histogram.
+    started: Instant,
+    connected: bool,
+    /// The server closed or reset it.
+    closed: bool,
+    /// Bytes after the last newline: the beginning of a line still arriving.
+    partial: Vec<u8>,
+    /// Bytes the socket has not taken yet (the login line, probes).
+    out: Vec<u8>,
+}
+
+/// Every bench connection, connected.
+pub struct Swarm {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Conn>,
+    /// The server under test.
+    addr: SocketAddr,
+    /// One shared read buffer.
+    scratch: Vec<u8>,
+    /// Tokens of the last poll's events (kept to reuse its allocation).
+    ready: Vec<usize>,
+    /// Stalled clients are read only once the verdict phase starts.
+    read_stalled: bool,
+    /// `connect()` → established, per connection, in nanoseconds.
+    pub connect_latency: Histogram<u64>,
+    /// The whole connect phase.
+    pub connect_phase: Duration,
+}
+
+impl Swarm {
+    /// Open every connection at a steady pace, reading all the while.
+    /// `progress(done, total)` is called as connections complete.
+    pub fn connect(
+        plan: &SwarmPlan,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Swarm, BenchError> {
+        let total = plan.receivers + plan.stalled + 1;
+        let mut swarm = Swarm {
+            poll: Poll::new().map_err(BenchError::Setup)?,
+            events: Events::with_capacity(1024),
+            conns: Vec::with_capacity(total),
+            addr: plan.addr,
+            scratch: vec![0; 64 * 1024],
+            ready: Vec::new(),
+            read_stalled: false,
+            connect_latency: Histogram::new_with_bounds(1, 600_000_000_000, 3)
+                .expect("static histogram bounds are valid"),
+            connect_phase: Duration::ZERO,
+        };
+        let start = Instant::now();
+        let deadline = start + plan.connect_timeout;
+        let pace = Duration::from_secs(1) / plan.connect_rate.max(1);
+        let mut next_at = start;
+        let mut done = 0;
+        while done < total {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(BenchError::ConnectTimeout {
+                    connected: done,
+                    wanted: total,
+                });
+            }
+            let in_flight = swarm.conns.len() - done;
+            while swarm.conns.len() < total && in_flight < MAX_CONNECTING && next_at <= now {
+                swarm.open(plan, total)?;
+                next_at += pace;
+                if swarm.conns.len() - done >= MAX_CONNECTING {
+                    break;
+                }
+            }
+            let wait = if swarm.conns.len() < total {
+                next_at.saturating_duration_since(Instant::now())
+            } else {
+                MAX_WAIT
+            };
+            swarm.pump(wait.min(MAX_WAIT), None)?;
+            if let Some(closed) = swarm.conns.iter().position(|c| c.closed) {
+                return Err(BenchError::ClosedEarly {
+                    connection: closed,
+                    opened: swarm.conns.len(),
+                });
+            }
+            let now_done = swarm.conns.iter().filter(|c| c.connected).count();
+            if now_done != done {
+                done = now_done;
+                progress(done, total);
+            }
+        }
+        swarm.connect_phase = start.elapsed();
+        Ok(swarm)
+    }
+
+    /// Start one non-blocking connect.
+    fn open(&mut self, plan: &SwarmPlan, total: usize) -> Result<(), BenchError> {
+        let index = self.conns.len();
+        let role = if index < plan.receivers {
+            Role::Receiver(index)
+        } else if index + 1 < total {
+            Role::Stalled
+        } else {
+            Role::Sender
+        };
+        let mut stream = TcpStream::connect(plan.addr).map_err(|source| BenchError::Connect {
+            addr: plan.addr,
+            source,
+        })?;
+        self.poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(index),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(BenchError::Setup)?;
+        let mut out = Vec::new();
+        if let Some(login) = &plan.login {
+            out.extend_from_slice(login.replace("{i}", &index.to_string()).as_bytes());
+            out.push(b'\n');
+        }
+        self.conns.push(Conn {
+            stream,
+            role,
+            started: Instant::now(),
+            connected: false,
+            closed: false,
+            partial: Vec::new(),
+            out,
+        });
+        Ok(())
+    }
+
+    /// Read and discard until nothing has arrived for `quiet` (at most
+    /// `max`), so join notices do not leak into the measurement.
+    pub fn settle(&mut self, quiet: Duration, max: Duration) -> Result<(), BenchError> {
+        let start = Instant::now();
+        let mut last_data = start;
+        loop {
+            let now = Instant::now();
+            if now.duration_since(last_data) >= quiet || now.duration_since(start) >= max {
+                return Ok(());
+            }
+            let wait = quiet.saturating_sub(now.duration_since(last_data));
+            if self.pump(wait.min(MAX_WAIT), None)? > 0 {
+                last_data = Instant::now();
+            }
+        }
+    }
+
+    /// Keep reading (and discarding) for `span`.
+    pub fn idle(&mut self, span: Duration) -> Result<(), BenchError> {
+        let end = Instant::now() + span;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.pump(left.min(MAX_WAIT), None)?;
+        }
+        Ok(())
+    }
+
+    /// Run the load: produce probes as `plan` allows, then wait for the
+    /// stragglers. `every_tick` runs after each wait (memory sampling).
+    pub fn run_load(
+        &mut self,
+        plan: &LoadPlan,
+        tracker: &mut Tracker,
+        every_tick: &mut dyn FnMut(),
+    ) -> Result<(), BenchError> {
+        let start = Instant::now();
+        let send_until = start + plan.duration;
+        let pace = (plan.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / plan.rate));
+        let mut next_at = start;
+        let mut sent: u64 = 0;
+        let mut drain_until: Option<Instant> = None;
+        let mut probe = Vec::new();
+        loop {
+            let now = Instant::now();
+            let more = plan.messages.is_none_or(|m| sent < m)
+                && now < send_until
+                && !self.sender().closed
+                && tracker.next_seq().is_some();
+            if !more && drain_until.is_none() {
+                drain_until = Some(now + plan.drain);
+            }
+            if let Some(until) = drain_until
+                && (tracker.outstanding() == 0 || now >= until)
+            {
+                return Ok(());
+            }
+            if more {
+                // Produce every probe that is due and allowed.
+                while plan.messages.is_none_or(|m| sent < m)
+                    && pace.is_none_or(|_| next_at <= Instant::now())
+                    && (plan.window == 0
+                        || tracker.in_flight(Instant::now(), GIVE_UP_AFTER) < plan.window)
+                    && self.sender().out.len() < SENDER_BACKLOG
+                    && let Some(seq) = tracker.next_seq()
+                {
+                    probe.clear();
+                    write_probe(&mut probe, seq, plan.payload);
+                    tracker.on_sent(Instant::now());
+                    self.sender_mut().out.extend_from_slice(&probe);
+                    sent += 1;
+                    if let Some(pace) = pace {
+                        next_at += pace;
+                    }
+                }
+                let sender = self.conns.len() - 1;
+                self.flush(sender);
+            }
+            let wait = match (more, pace) {
+                (true, Some(_)) => next_at.saturating_duration_since(Instant::now()),
+                _ => MAX_WAIT,
+            };
+            self.pump(wait.min(MAX_WAIT), Some(tracker))?;
+            every_tick();
+        }
+    }
+
+    /// Send one probe and wait until every receiver has it; the fan-out
+    /// time, or `None` if `timeout` passed first.
+    pub fn probe_round(
+        &mut self,
+        tracker: &mut Tracker,
+        payload: usize,
+        timeout: Duration,
+    ) -> Result<Option<Duration>, BenchError> {
+        let Some(seq) = tracker.next_seq() else {
+            return Ok(None);
+        };
+        let mut probe = Vec::new();
+        write_probe(&mut probe, seq, payload);
+        let start = Instant::now();
+        tracker.on_sent(start);
+        self.sender_mut().out.extend_from_slice(&probe);
+        let sender = self.conns.len() - 1;
+        self.flush(sender);
+        while tracker.outstanding() > 0 {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.pump(left.min(MAX_WAIT), Some(tracker))?;
+        }
+        Ok(Some(start.elapsed()))
+    }
+
+    /// Receivers the server closed or reset.
+    pub fn receivers_closed(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| matches!(c.role, Role::Receiver(_)) && c.closed)
+            .count()
+    }
+
+    /// Read the stalled clients at last, until each one ends (the server
+    /// cut it off) or `grace` passes (it is still connected).
+    pub fn stalled_verdict(&mut self, grace: Duration) -> Result<Vec<bool>, BenchError> {
+        self.read_stalled = true;
+        let stalled: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].role == Role::Stalled)
+            .collect();
+        // Their readiness edges were ignored so far: read each once now.
+        for &i in &stalled {
+            self.read(i, None);
+        }
+        let end = Instant::now() + grace;
+        while stalled.iter().any(|&i| !self.conns[i].closed) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.pump(left.min(MAX_WAIT), None)?;
+        }
+        Ok(stalled.iter().map(|&i| self.conns[i].closed).collect())
+    }
+
+    fn sender(&self) -> &Conn {
+        self.conns.last().expect("a swarm always has its sender")
+    }
+
+    fn sender_mut(&mut self) -> &mut Conn {
+        self.conns
+            .last_mut()
+            .expect("a swarm always has its sender")
+    }
+
+    /// Wait up to `wait` for events and handle them. Returns the number of
+    /// bytes read. Lines from receivers go to `tracker` if there is one.
+    fn pump(
+        &mut self,
+        wait: Duration,
+        mut tracker: Option<&mut Tracker>,
+    ) -> Result<usize, BenchError> {
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(BenchError::Setup(e)),
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.events.iter().map(|e| e.token().0));
+        let mut bytes = 0;
+        for &i in &ready {
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            if conn.closed {
+                continue;
+            }
+            if !conn.connected {
+                if !check_connected(conn, self.addr)? {
+                    continue;
+                }
+                let took = conn.started.elapsed().as_nanos();
+                self.connect_latency
+                    .saturating_record(u64::try_from(took).unwrap_or(u64::MAX));
+            }
+            if !conn.out.is_empty() {
+                self.flush(i);
+            }
+            bytes += self.read(i, tracker.as_deref_mut());
+        }
+        self.ready = ready;
+        Ok(bytes)
+    }
+
+    /// Write what is queued for connection `i` until the socket is full.
+    fn flush(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if !conn.connected || conn.closed {
+            return;
+        }
+        let mut written = 0;
+        while written < conn.out.len() {
+            match conn.stream.write(&conn.out[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    conn.closed = true;
+                    break;
+                }
+            }
+        }
+        conn.out.drain(..written);
+    }
+
+    /// Read connection `i` until `WouldBlock`, feeding complete lines to the
+    /// tracker (receivers only). Returns the bytes read.
+    fn read(&mut self, i: usize, mut tracker: Option<&mut Tracker>) -> usize {
+        let conn = &mut self.conns[i];
+        if conn.closed || (conn.role == Role::Stalled && !self.read_stalled) {
+            return 0;
+        }
+        let mut total = 0;
+        loop {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    conn.closed = true;
+                    return total;
+                }
+                Ok(n) => {
+                    total += n;
+                    let at = Instant::now();
+                    let chunk = &self.scratch[..n];
+                    match (conn.role, tracker.as_deref_mut()) {
+                        (Role::Receiver(r), Some(t)) => {
+                            split_lines(&mut conn.partial, chunk, |line| t.on_lines(r, line, at));
+                        }
+                        _ => split_lines(&mut conn.partial, chunk, |_| {}),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+                Err(_) => {
+                    conn.closed = true;
+                    return total;
+                }
+            }
+        }
+    }
+}
+
+/// A connect in progress got an event: did it succeed? Errors end the run
+/// (the server is not there); "not yet" returns false.
+fn check_connected(conn: &mut Conn, addr: SocketAddr) -> Result<bool, BenchError> {
+    match conn.stream.take_error() {
+        Ok(Some(e)) | Err(e) => {
+            return Err(BenchError::Connect { addr, source: e });
+        }
+        Ok(None) => {}
+    }
+    match conn.stream.peer_addr() {
+        Ok(_) => {
+            conn.connected = true;
+            if conn.role == Role::Sender {
+                // Probes leave at once; their timestamps are taken just before.
+                let _ = conn.stream.set_nodelay(true);
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(BenchError::Setup(e)),
+    }
+}
+
+/// Hand over what arrived as runs of complete lines (one or more, joined
+/// by `\n`, without the last `\n`), carrying an unfinished tail in
+/// `partial` to the next read. Runs rather than single lines: a token holds
+/// no `\n`, so scanning a run finds exactly the tokens of its lines, with
+/// one call per read instead of one per line.
+fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], mut on_lines: impl FnMut(&[u8])) {
+    let Some(last_nl) = memchr::memrchr(b'\n', chunk) else {
+        partial.extend_from_slice(chunk);
+        if partial.len() > MAX_PARTIAL_LINE {
+            partial.clear();
+        }
+        return;
+    };
+    let (head, tail) = (&chunk[..last_nl], &chunk[last_nl + 1..]);
+    if partial.is_empty() {
+        on_lines(head);
+    } else {
+        let first_nl = memchr::memchr(b'\n', head);
+        partial.extend_from_slice(&head[..first_nl.unwrap_or(head.len())]);
+        on_lines(partial);
+        partial.clear();
+        if let Some(first_nl) = first_nl {
+            on_lines(&head[first_nl + 1..]);
+        }
+    }
+    if tail.len() <= MAX_PARTIAL_LINE {
+        partial.extend_from_slice(tail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_lines;
+
+    #[test]
+    fn lines_split_across_reads_are_joined() {
+        let mut partial = Vec::new();
+        let mut got: Vec<String> = Vec::new();
+        for chunk in [&b"ab\ncd"[..], b"ef", b"\n\ngh\n", b"ij", b"\nkl\nmn\n"] {
+            split_lines(&mut partial, chunk, |run| {
+                got.extend(
+                    run.split(|&b| b == b'\n')
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                )
+            });
+        }
+        assert_eq!(got, vec!["ab", "cdef", "", "gh", "ij", "kl", "mn"]);
+        assert!(partial.is_empty());
+    }
+}

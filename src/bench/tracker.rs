@@ -1,0 +1,277 @@
+//! Delivery accounting for a bench run. Sans-IO: the load loop tells it what
+//! was sent and what each receiver read, with the time passed in, and it
+//! keeps the latency histograms and the lost / duplicated / reordered counts.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::token::{self, MAX_SEQ};
+
+/// Latencies are kept in nanoseconds, from 1 ns up to this, to 3 digits.
+const HIGHEST_NS: u64 = 120_000_000_000;
+
+/// One probe the sender wrote.
+#[derive(Debug)]
+struct Probe {
+    /// When the bench produced it (the start of its latency).
+    sent_at: Instant,
+    /// How many distinct receivers have it so far.
+    receivers_with_it: usize,
+    /// It took so long that it no longer holds a `--window` slot.
+    given_up: bool,
+}
+
+/// What one receiver has seen.
+#[derive(Debug, Default)]
+struct ReceiverLog {
+    /// Bit `seq` is set once this receiver has the probe: catches duplicates.
+    seen: Vec<u64>,
+    /// The highest probe seen so far: a lower one arriving later is reordered.
+    highest: Option<u32>,
+}
+
+impl ReceiverLog {
+    /// Mark `seq` seen; false if it already was.
+    fn mark(&mut self, seq: u32) -> bool {
+        let (word, bit) = (seq as usize / 64, seq % 64);
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        let fresh = self.seen[word] & (1 << bit) == 0;
+        self.seen[word] |= 1 << bit;
+        fresh
+    }
+}
+
+/// Tracks every probe until it reached every receiver.
+pub struct Tracker {
+    receivers: Vec<ReceiverLog>,
+    probes: Vec<Probe>,
+    /// Probes not yet at every receiver.
+    outstanding: usize,
+    /// Outstanding probes too old to hold a window slot (probably lost).
+    given_up: usize,
+    /// Probes before this index are fully delivered or given up.
+    oldest_open: usize,
+    /// Send → one receiver has it, for every delivery.
+    per_delivery: Histogram<u64>,
+    /// Send → the last receiver has it, once per fully delivered probe.
+    fanout: Histogram<u64>,
+    deliveries: u64,
+    duplicates: u64,
+    reordered: u64,
+    /// Tokens for probes never sent (a corrupting server).
+    strays: u64,
+    last_delivery: Option<Instant>,
+}
+
+/// The tally at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub deliveries: u64,
+    /// Deliveries that should have happened and did not.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub strays: u64,
+    /// From the first probe sent to the last delivery.
+    pub active: Duration,
+}
+
+impl Tracker {
+    pub fn new(receivers: usize) -> Self {
+        let histogram = || {
+            Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("static histogram bounds are valid")
+        };
+        Self {
+            receivers: (0..receivers).map(|_| ReceiverLog::default()).collect(),
+            probes: Vec::new(),
+            outstanding: 0,
+            given_up: 0,
+            oldest_open: 0,
+            per_delivery: histogram(),
+            fanout: histogram(),
+            deliveries: 0,
+            duplicates: 0,
+            reordered: 0,
+            strays: 0,
+            last_delivery: None,
+        }
+    }
+
+    /// The sequence number the next probe will carry, if any is left.
+    pub fn next_seq(&self) -> Option<u32> {
+        u32::try_from(self.probes.len())
+            .ok()
+            .filter(|&s| s <= MAX_SEQ)
+    }
+
+    /// A probe with `next_seq()` was produced at `at`.
+    pub fn on_sent(&mut self, at: Instant) {
+        self.probes.push(Probe {
+            sent_at: at,
+            receivers_with_it: 0,
+            given_up: false,
+        });
+        self.outstanding += 1;
+    }
+
+    /// Probes sent that have not reached every receiver.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Probes that hold a `--window` slot at `now`: sent, not yet at every
+    /// receiver, and younger than `give_up_after`. Without the age limit a
+    /// server that loses lines would fill the window and stop the run.
+    pub fn in_flight(&mut self, now: Instant, give_up_after: Duration) -> usize {
+        let everyone = self.receivers.len();
+        while let Some(probe) = self.probes.get_mut(self.oldest_open) {
+            if probe.receivers_with_it < everyone {
+                if now.saturating_duration_since(probe.sent_at) < give_up_after {
+                    break;
+                }
+                probe.given_up = true;
+                self.given_up += 1;
+            }
+            self.oldest_open += 1;
+        }
+        self.outstanding - self.given_up
+    }
+
+    /// Complete lines (one or more, `\n`-separated) read by `receiver` at
+    /// `at`.
+    pub fn on_lines(&mut self, receiver: usize, line: &[u8], at: Instant) {
+        for seq in token::tokens_in(line) {
+            self.on_delivery(receiver, seq, at);
+        }
+    }
+
+    fn on_delivery(&mut self, receiver: usize, seq: u32, at: Instant) {
+        let Some(probe) = self.probes.get_mut(seq as usize) else {
+            self.strays += 1;
+            return;
+        };
+        let log = &mut self.receivers[receiver];
+        if !log.mark(seq) {
+            self.duplicates += 1;
+            return;
+        }
+        if log.highest.is_some_and(|h| seq < h) {
+            self.reordered += 1;
+        }
+        log.highest = log.highest.max(Some(seq));
+        self.deliveries += 1;
+        self.last_delivery = Some(at);
+        let latency = nanos(at.saturating_duration_since(probe.sent_at));
+        self.per_delivery.saturating_record(latency);
+        probe.receivers_with_it += 1;
+        if probe.receivers_with_it == self.receivers.len() {
+            self.fanout.saturating_record(latency);
+            self.outstanding -= 1;
+            if probe.given_up {
+                self.given_up -= 1;
+            }
+        }
+    }
+
+    pub fn per_delivery(&self) -> &Histogram<u64> {
+        &self.per_delivery
+    }
+
+    pub fn fanout(&self) -> &Histogram<u64> {
+        &self.fanout
+    }
+
+    pub fn tally(&self) -> Tally {
+        let expected = self.probes.len() as u64 * self.receivers.len() as u64;
+        let active = match (self.probes.first(), self.last_delivery) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first.sent_at),
+            _ => Duration::ZERO,
+        };
+        Tally {
+            sent: self.probes.len() as u64,
+            deliveries: self.deliveries,
+            lost: expected - self.deliveries,
+            duplicated: self.duplicates,
+            reordered: self.reordered,
+            strays: self.strays,
+            active,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u32) -> Vec<u8> {
+        let mut buf = b"<user1> ".to_vec();
+        token::write_probe(&mut buf, seq, 20);
+        buf.pop();
+        buf
+    }
+
+    #[test]
+    fn full_fanout_is_recorded_when_the_last_receiver_has_it() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(2);
+        t.on_sent(t0);
+        t.on_lines(0, &line(0), t0 + Duration::from_micros(100));
+        assert_eq!(t.outstanding(), 1);
+        assert_eq!(t.fanout().len(), 0);
+        t.on_lines(1, &line(0), t0 + Duration::from_micros(300));
+        assert_eq!(t.outstanding(), 0);
+        assert_eq!(t.per_delivery().len(), 2);
+        assert_eq!(t.fanout().len(), 1);
+        let fanout_max = t.fanout().max();
+        assert!((299_000..=301_000).contains(&fanout_max), "{fanout_max}");
+        let tally = t.tally();
+        assert_eq!((tally.sent, tally.deliveries, tally.lost), (1, 2, 0));
+        assert_eq!(tally.active, Duration::from_micros(300));
+    }
+
+    #[test]
+    fn duplicates_reorders_strays_and_losses_are_counted() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(2);
+        for _ in 0..3 {
+            t.on_sent(t0);
+        }
+        t.on_lines(0, &line(1), t0);
+        t.on_lines(0, &line(0), t0);
+        t.on_lines(0, &line(0), t0);
+        t.on_lines(0, &line(9), t0);
+        t.on_lines(1, b"* user3 joined", t0);
+        let tally = t.tally();
+        assert_eq!(tally.deliveries, 2);
+        assert_eq!(tally.reordered, 1);
+        assert_eq!(tally.duplicated, 1);
+        assert_eq!(tally.strays, 1);
+        assert_eq!(tally.lost, 4);
+        assert_eq!(t.outstanding(), 3);
+    }
+
+    #[test]
+    fn old_undelivered_probes_stop_holding_window_slots() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut t = Tracker::new(1);
+        t.on_sent(t0);
+        t.on_sent(t0 + second);
+        assert_eq!(t.in_flight(t0 + second, second), 1);
+        t.on_lines(0, &line(1), t0 + second);
+        assert_eq!(t.in_flight(t0 + second, second), 0);
+        // The given-up probe still counts if it arrives after all.
+        t.on_lines(0, &line(0), t0 + 3 * second);
+        assert_eq!(t.outstanding(), 0);
+        assert_eq!(t.in_flight(t0 + 3 * second, second), 0);
+        assert_eq!(t.tally().lost, 0);
+    }
+}
