@@ -197,19 +197,23 @@ impl Cpu {
     }
 }
 
-/// Connect, with a progress bar on stderr when it is a terminal (a long
-/// connect phase otherwise looks like a hang).
+/// Connect, with a progress line on stderr when it is a terminal (a long
+/// connect phase otherwise looks like a hang). A `\r`-rewritten counter,
+/// redrawn at most once per percent: a progress-bar crate cost the whole
+/// binary 90 KB and a second shared library (libm) resident in every server.
 fn connect_with_progress(plan: &SwarmPlan) -> Result<Swarm, BenchError> {
     let total = plan.receivers + plan.stalled + 1;
     if !io::stderr().is_terminal() {
         return Swarm::connect(plan, &mut |_, _| {});
     }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("connecting {bar:40} {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let swarm = Swarm::connect(plan, &mut |done, _| bar.set_position(done as u64));
-    bar.finish_and_clear();
+    let mut shown = 0;
+    let swarm = Swarm::connect(plan, &mut |done, total| {
+        let percent = done * 100 / total.max(1);
+        if percent != shown || done == total {
+            shown = percent;
+            eprint!("\rconnecting {done}/{total} ({percent}%)");
+        }
+    });
+    eprint!("\r{:width$}\r", "", width = 32 + 2 * total.to_string().len());
     swarm
 }
