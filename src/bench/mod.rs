@@ -214,6 +214,10 @@ fn connect_with_progress(plan: &SwarmPlan) -> Result<Swarm, BenchError> {
             eprint!("\rconnecting {done}/{total} ({percent}%)");
         }
     });
-    eprint!("\r{:width$}\r", "", width = 32 + 2 * total.to_string().len());
+    eprint!(
+        "\r{:width$}\r",
+        "",
+        width = 32 + 2 * total.to_string().len()
+    );
     swarm
 }

@@ -39,7 +39,7 @@ use super::editor::{Edit, LineEditor, MAX_TYPED_LINE};
 use super::screen::{MAX_SERVER_LINE, Screen};
 use super::terminal;
 use crate::chat::command::{self, Command};
-use crate::engine::outbuf::OutBuf;
+use crate::engine::outbuf::{BufferPool, OutBuf};
 use crate::framing::{Frame, LineFramer};
 
 const STDIN: Token = Token(0);
@@ -102,6 +102,8 @@ pub struct Session {
     screen: Screen,
     /// Bytes for the server not yet taken by the socket.
     unsent: OutBuf,
+    /// Keeps `unsent`'s buffer between lines instead of freeing it.
+    pool: BufferPool,
     /// WRITABLE is part of the socket's registration.
     wants_write: bool,
     /// We sent FIN (input ended and everything was sent).
@@ -143,6 +145,7 @@ impl Session {
             server_lines: LineFramer::new(MAX_SERVER_LINE),
             screen: Screen::new(interactive),
             unsent: OutBuf::default(),
+            pool: BufferPool::default(),
             wants_write: false,
             write_shut: false,
             quit_sent: false,
@@ -159,8 +162,8 @@ impl Session {
         {
             self.quit_sent = true;
         }
-        self.unsent.push(line);
-        self.unsent.push(b"\n");
+        self.unsent.push(line, &mut self.pool);
+        self.unsent.push(b"\n", &mut self.pool);
     }
 
     /// The event loop. Each pass is one *tick*: wait → read the server →
@@ -302,7 +305,7 @@ impl Session {
     /// is left; FIN once input has ended and nothing is left.
     fn write_server(&mut self) -> io::Result<Option<Ending>> {
         if self.unsent.pending() > 0 {
-            match self.unsent.write_once(&mut self.server) {
+            match self.unsent.write_once(&mut self.server, &mut self.pool) {
                 // Progress: the server is still taking input, so the
                 // linger time counts from here.
                 Ok(_) => {
