@@ -11,8 +11,8 @@ use pollchat::chat::ChatRoom;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::Server;
 
-/// Every engine that exists; add `EngineKind::Threaded` here when it lands.
-const ENGINES: &[EngineKind] = &[EngineKind::Poll];
+/// Both engines, side by side.
+const ENGINES: &[EngineKind] = &[EngineKind::Poll, EngineKind::Threaded];
 const RECEIVERS: &[usize] = &[1, 10, 100, 1000];
 /// A short chat line, token included.
 const PAYLOAD: usize = 32;
