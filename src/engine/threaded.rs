@@ -11,15 +11,17 @@
 //! - `list_of_clients` is the `Room`: the same sans-IO App the poll engine
 //!   drives, with a `Slab` of members, behind one `Mutex`;
 //! - `broadcast()` is the App's output routed by the shared
-//!   `rules::fan_out`, which only *queues* bytes (a memcpy per recipient);
+//!   `rules::fan_out`, which only *queues* bytes (a reference to the shared
+//!   output per recipient, or a short copy for a short line);
 //! - `remove()` is `Room::leave` and, when the threads are done,
 //!   `Room::forget`.
 //!
 //! What the tutorial gets wrong, and what this file does instead:
 //! - its `broadcast()` calls a blocking `send()` on every other socket, so
 //!   one client that stops reading stalls everyone. Here each client also has
-//!   a *writer thread* (`connection.rs`) that does the blocking writes from a
-//!   bounded queue, and the room lock is never held across a blocking call;
+//!   a *writer thread* (`connection.rs`) that empties a bounded queue into
+//!   its socket, waiting for room when the socket is full, and the room lock
+//!   is never held across a call that can wait;
 //! - it assumes one `recv()` is one message. Here `Inbound` frames lines,
 //!   caps their length, sanitises them and applies flood control, exactly as
 //!   in the poll engine;
@@ -574,7 +576,7 @@ impl<A: App> Room<A> {
     // ----- broadcast --------------------------------------------------------
 
     /// Carry out everything the App asked for. Each output's bytes were
-    /// encoded once; `fan_out` copies them into each recipient's queue, and
+    /// encoded once; `fan_out` queues them for each recipient, and
     /// the writers do the rest. Clients cut off on the way (`--sendq`) are
     /// announced to the App here, one after another from a worklist rather
     /// than by recursion, so the stack depth stays flat on small stacks
