@@ -17,12 +17,13 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-/// Outputs at least this long are shared, not copied. Below it, the Arc's
-/// refcount traffic and a queue slot (16 bytes) per line would cost more
-/// than the copy; above it, copies to every recipient are what fill memory.
+/// Outputs at least this long are shared, not copied. Below it, a queue
+/// slot and refcount traffic per line would cost about as much as the copy;
+/// above it, copies to every recipient are what fill memory.
 const SHARE_FROM: usize = 256;
 /// Small outputs are appended to one copied chunk up to this size, then a
-/// new chunk starts, so a chunk the writer is part-way through stays small.
+/// new chunk starts: a chunk's spare capacity stays small, and a part-sent
+/// chunk keeps little already-sent data alive.
 const COPY_CHUNK: usize = 4096;
 
 /// One run of queued bytes.

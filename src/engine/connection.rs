@@ -133,8 +133,10 @@ impl Connection {
     /// while the room is still queueing the rest of the batch.
     pub(crate) fn offer(&self, bytes: &Arc<[u8]>, sendq: usize) -> Offer {
         let mut state = self.state();
-        if state.closing || state.aborted {
-            return Offer::Queued; // leaving already; it has nowhere to go
+        if state.closing || state.aborted || state.writer_done {
+            // Leaving already, or its writer failed and is gone (the reader
+            // is about to tell the room): it has nowhere to go.
+            return Offer::Queued;
         }
         let unsent = state.queued.len() + state.with_writer;
         if !fits_sendq(unsent, bytes.len(), sendq) {
@@ -251,8 +253,12 @@ impl Connection {
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
-        self.state().writer_done = true;
+        let mut state = self.state();
+        state.writer_done = true;
+        let undeliverable = std::mem::take(&mut state.queued);
         self.to_reader.notify_one();
+        drop(state);
+        drop(undeliverable);
     }
 
     /// Wait for output and take all of it (it still counts for `--sendq`
@@ -437,6 +443,20 @@ mod tests {
         }
         conn.cut_off(b"");
         writer.recv_timeout(Duration::from_secs(20)).unwrap();
+    }
+
+    /// A writer that failed is gone: what is offered afterwards is dropped,
+    /// not held, so a client that is already gone costs no memory and is
+    /// not also reported too slow.
+    #[test]
+    fn after_a_write_error_offers_are_dropped() {
+        let (conn, _peer) = pair();
+        conn.stream().shutdown(Shutdown::Write).unwrap();
+        assert_eq!(conn.offer(&out(b"lost\n"), 8), Offer::Queued);
+        conn.run_writer(); // EPIPE: ends at once
+        assert!(conn.state().writer_done);
+        assert_eq!(conn.offer(&out(b"past sendq\n"), 8), Offer::Queued);
+        assert!(conn.state().queued.is_empty());
     }
 
     #[test]
