@@ -49,6 +49,13 @@ impl LineFramer {
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start == self.buf.len() {
             self.reset_buffer();
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            // Reclaim the lines already handed out before growing: a steady
+            // stream whose reads end mid-line never drains the buffer, and
+            // would otherwise keep every byte it ever sent. Moving at most
+            // as many bytes as were handed out keeps this O(1) per byte.
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -218,6 +225,23 @@ mod tests {
             assert!(f.buffered() <= 2048 + chunk.len());
         }
         assert_eq!(reports, 1);
+    }
+
+    /// Regression: the buffer was only reclaimed when it drained, so a
+    /// steady stream whose reads always ended mid-line kept every byte it
+    /// had ever sent (1 MB of heap after a 15 MB flood in 4 KiB reads).
+    #[test]
+    fn memory_stays_bounded_when_reads_never_end_on_a_line_end() {
+        let mut f = LineFramer::new(2048);
+        let text = "a line that is split across reads\n".repeat(1000);
+        let mut handed_out = 0;
+        // Odd-sized reads: one ends exactly on a line end only by chance.
+        for read in text.as_bytes().chunks(333).cycle().take(50_000) {
+            f.push(read);
+            handed_out += lines(&mut f).len();
+            assert!(f.buf.capacity() <= 2 * (2048 + 333), "{}", f.buf.capacity());
+        }
+        assert!(handed_out > 400_000);
     }
 
     #[test]

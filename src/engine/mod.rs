@@ -5,6 +5,7 @@
 //! - `outbuf.rs`: the poll engine's per-client output queue.
 //! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
 //! - `connection.rs`: a threaded-engine client's socket and bounded queue.
+//! - `chunks.rs`: that queue's bytes, shared between recipients when large.
 //! - `rules.rs`: what both engines do the same way (fan-out, `--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
@@ -13,6 +14,7 @@
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
+mod chunks;
 mod connection;
 pub mod listen;
 pub(crate) mod outbuf;

@@ -11,15 +11,17 @@
 //! - `list_of_clients` is the `Room`: the same sans-IO App the poll engine
 //!   drives, with a `Slab` of members, behind one `Mutex`;
 //! - `broadcast()` is the App's output routed by the shared
-//!   `rules::fan_out`, which only *queues* bytes (a memcpy per recipient);
+//!   `rules::fan_out`, which only *queues* bytes (a reference to the shared
+//!   output per recipient, or a short copy for a short line);
 //! - `remove()` is `Room::leave` and, when the threads are done,
 //!   `Room::forget`.
 //!
 //! What the tutorial gets wrong, and what this file does instead:
 //! - its `broadcast()` calls a blocking `send()` on every other socket, so
 //!   one client that stops reading stalls everyone. Here each client also has
-//!   a *writer thread* (`connection.rs`) that does the blocking writes from a
-//!   bounded queue, and the room lock is never held across a blocking call;
+//!   a *writer thread* (`connection.rs`) that empties a bounded queue into
+//!   its socket, waiting for room when the socket is full, and the room lock
+//!   is never held across a call that can wait;
 //! - it assumes one `recv()` is one message. Here `Inbound` frames lines,
 //!   caps their length, sanitises them and applies flood control, exactly as
 //!   in the poll engine;
@@ -42,6 +44,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, recv};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use slab::Slab;
@@ -72,6 +76,15 @@ const CLIENT_STACK: usize = 64 * 1024;
 /// so even an idle client pays for it in RSS: one page. A longer line just
 /// takes more reads.
 const READ_CHUNK: usize = 4 * 1024;
+/// Most bytes a reader takes in one go, in `READ_CHUNK` pieces, before it
+/// hands their lines to the room under one lock: the poll engine's read
+/// size. A burst then reaches each recipient's queue in pieces of the same
+/// size in both engines, so `--sendq` (which counts what the kernel has not
+/// taken) judges it the same way. One `READ_CHUNK` at a time would let the
+/// writers drain each 4 KiB into the kernel before the next arrives, and a
+/// client whose kernel buffers still had room would never be over
+/// `--sendq` in the threaded engine when it would be in the poll engine.
+const READ_BATCH: usize = 64 * 1024;
 /// After shutdown has hung up on everyone, how long it waits for client
 /// threads to notice before returning anyway.
 const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -266,6 +279,32 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     }
 }
 
+/// After a `read()` that filled `buf`: take what else has already arrived,
+/// without waiting, up to `READ_BATCH` in all. An error is returned for the
+/// caller to report after the lines read so far.
+fn read_arrived(stream: &TcpStream, buf: &mut [u8], inbound: &mut Inbound) -> Option<io::Error> {
+    let mut total = buf.len();
+    while total < READ_BATCH {
+        match recv(stream, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((0, _)) => {
+                inbound.push_eof();
+                return None;
+            }
+            Ok((n, _)) => {
+                inbound.push(&buf[..n]);
+                total += n;
+                if n < buf.len() {
+                    return None;
+                }
+            }
+            // Nothing more yet (or a signal): the next `read()` waits.
+            Err(Errno::AGAIN | Errno::INTR) => return None,
+            Err(e) => return Some(e.into()),
+        }
+    }
+    None
+}
+
 /// A thread with the small client stack.
 fn spawn_small(name: String, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
@@ -381,6 +420,9 @@ impl<A: App + Send + 'static> Shared<A> {
         let mut inbound = Inbound::new(limits.max_line, limits.rate, limits.burst, Instant::now());
         let mut buf = [0u8; READ_CHUNK];
         let mut last_heard = Instant::now();
+        // An error met after some bytes were read: reported once their
+        // lines are delivered, as the next read would.
+        let mut read_error = None;
         loop {
             // Lines already buffered go first (flood control may say wait),
             // all of them under one lock: a read's worth of lines costs one
@@ -400,6 +442,9 @@ impl<A: App + Send + 'static> Shared<A> {
                 Some(Step::End) => return Ended::Eof,
                 _ => return Ended::Closed,
             }
+            if let Some(e) = read_error.take() {
+                return Ended::Error(e);
+            }
             // `--idle-timeout` is a read timeout measured from the last line.
             if let Some(idle) = limits.idle_timeout {
                 let left = (last_heard + idle).saturating_duration_since(Instant::now());
@@ -412,7 +457,12 @@ impl<A: App + Send + 'static> Shared<A> {
             }
             match (&mut conn.stream()).read(&mut buf) {
                 Ok(0) => inbound.push_eof(),
-                Ok(n) => inbound.push(&buf[..n]),
+                Ok(n) => {
+                    inbound.push(&buf[..n]);
+                    if n == buf.len() {
+                        read_error = read_arrived(conn.stream(), &mut buf, &mut inbound);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The read timeout: the loop above checks whether it is idle.
                 Err(e)
@@ -574,7 +624,7 @@ impl<A: App> Room<A> {
     // ----- broadcast --------------------------------------------------------
 
     /// Carry out everything the App asked for. Each output's bytes were
-    /// encoded once; `fan_out` copies them into each recipient's queue, and
+    /// encoded once; `fan_out` queues them for each recipient, and
     /// the writers do the rest. Clients cut off on the way (`--sendq`) are
     /// announced to the App here, one after another from a worklist rather
     /// than by recursion, so the stack depth stays flat on small stacks
@@ -669,6 +719,46 @@ impl<A: App> Room<A> {
     fn forget(&mut self, key: usize) {
         if let Some(member) = self.clients.try_remove(key) {
             debug_assert!(!member.open, "client {key} forgotten while in the room");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A loopback pair (ours, the peer's), and `sent` written by the peer,
+    /// waited for (bounded) until it is all readable on our side.
+    fn pair_with_arrived(sent: usize) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        peer.write_all(&vec![b'x'; sent]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rustix::io::ioctl_fionread(&ours).unwrap() < sent as u64 {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            thread::yield_now();
+        }
+        (ours, peer)
+    }
+
+    /// What has already arrived is taken without waiting, in one batch of
+    /// at most `READ_BATCH` (like one poll-engine read).
+    #[test]
+    fn a_full_read_takes_what_else_has_arrived_up_to_one_batch() {
+        for (sent, batch) in [
+            (READ_CHUNK + 100, READ_CHUNK + 100),
+            (READ_BATCH + READ_CHUNK, READ_BATCH),
+        ] {
+            let (ours, _peer) = pair_with_arrived(sent);
+            let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
+            let mut buf = [0u8; READ_CHUNK];
+            let n = (&ours).read(&mut buf).unwrap();
+            assert_eq!(n, READ_CHUNK);
+            inbound.push(&buf[..n]);
+            assert!(read_arrived(&ours, &mut buf, &mut inbound).is_none());
+            assert_eq!(inbound.buffered(), batch);
         }
     }
 }

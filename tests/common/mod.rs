@@ -326,13 +326,23 @@ pub fn forward_lines(
 // ----- helpers for the hardening scenarios (issue 7) ------------------------
 
 /// A connection that never reads, with the smallest receive buffer the
-/// kernel allows, so the server's queue for it fills after a few KB.
+/// kernel allows and small (536-byte) segments, so the server's kernel
+/// buffers little for it and the server's own queue fills soon after. The
+/// server's kernel sizes a connection's send buffer from the segments its
+/// peer offers: with loopback's 64 KB segments it takes about 4 MB for a
+/// peer that never reads, with these tens of KB (200 KB at most, seen on
+/// 1,000 such peers). Both options must be set before connecting.
 pub fn stalled_connection(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect a stalled client");
-    socket2::SockRef::from(&stream)
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket
         .set_recv_buffer_size(1)
         .expect("shrink the receive buffer");
-    stream
+    socket.set_tcp_mss(536).expect("ask for small segments");
+    socket
+        .connect(&addr.into())
+        .expect("connect a stalled client");
+    socket.into()
 }
 
 /// Hand every line a client receives to a channel, from a thread, so a test
