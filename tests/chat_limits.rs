@@ -17,9 +17,7 @@ fn line_too_long_is_refused_but_client_stays(engine: EngineKind) {
         ..test_limits()
     };
     let server = start_chat(engine, limits);
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     let long = "y".repeat(5000);
     a.send(&long);
     a.expect("! line too long (max 100 bytes)");

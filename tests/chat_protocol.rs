@@ -55,9 +55,7 @@ fn nick_rules(engine: EngineKind) {
 /// `/who` lists names with a count, to the asker only.
 fn who_lists_everyone(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     b.send("/who");
     b.expect("* 2 users here: alice, bob");
     b.send("marker");
@@ -68,9 +66,7 @@ fn who_lists_everyone(engine: EngineKind) {
 /// by mistake.
 fn me_help_unknown(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     a.send("/me waves");
     b.expect("* alice waves");
     a.send("/help");
@@ -85,9 +81,7 @@ fn me_help_unknown(engine: EngineKind) {
 /// `/quit msg` says goodbye, closes, and tells the others with the message.
 fn quit_with_message(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     b.send("/quit see you");
     assert_eq!(b.read_to_close(), vec!["* Bye!".to_string()]);
     a.expect("* bob left (see you)");
@@ -107,9 +101,7 @@ fn drop_announces_left(engine: EngineKind) {
 /// in one packet or one line over several packets are framed correctly.
 fn framing_over_the_wire(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     a.send_raw(b"one\r\n\n\r\ntwo\nthr");
     b.expect("<alice> one");
     b.expect("<alice> two");
@@ -121,9 +113,7 @@ fn framing_over_the_wire(engine: EngineKind) {
 /// stripped before the text reaches anyone else.
 fn sanitises_what_others_see(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     a.send_raw(b"\x1b[2J\x1b[31mred\x1b[0m \xff\x00bell\x07\x1b]0;title\x07!\n");
     b.expect("<alice> red \u{fffd}bell!");
 }
@@ -133,9 +123,7 @@ fn sanitises_what_others_see(engine: EngineKind) {
 /// and still gets what was queued for it.
 fn unterminated_last_line_and_half_close(engine: EngineKind) {
     let server = start_chat(engine, test_limits());
-    let mut a = Client::join_as(server.local_addr(), "alice");
-    let mut b = Client::join_as(server.local_addr(), "bob");
-    a.skip_until(|l| l.ends_with("bob"));
+    let (mut a, mut b) = Client::alice_and_bob(server.local_addr());
     // Bob does not read while alice sends ~200 KB; the /who reply proves
     // the server has queued all of it for bob before bob half-closes.
     let payload = "x".repeat(100);

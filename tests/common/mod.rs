@@ -113,6 +113,15 @@ impl Client {
         c
     }
 
+    /// Two named clients, `alice` and `bob`, with alice past bob's arrival:
+    /// the usual start of a two-person scenario.
+    pub fn alice_and_bob(addr: SocketAddr) -> (Client, Client) {
+        let mut a = Client::join_as(addr, "alice");
+        let b = Client::join_as(addr, "bob");
+        a.skip_until(|l| l.ends_with("bob"));
+        (a, b)
+    }
+
     pub fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes());
     }
