@@ -14,6 +14,7 @@
 //! - [`protocol`]: the lines engines send on their own (refusals, errors).
 //! - [`config`]: addresses, engine choice and limits.
 //! - [`error`]: typed start-up errors.
+//! - [`logging`]: the stderr logger, which never panics.
 //! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
 //!   about; `engine::threaded` is its thread-per-client twin
 //!   (`docs/engines.md` compares them).
@@ -37,6 +38,7 @@ pub mod error;
 pub mod flood;
 pub mod framing;
 pub mod inbound;
+pub mod logging;
 pub mod protocol;
 pub mod quiz;
 pub mod sanitize;

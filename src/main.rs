@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::{LevelFilter, info};
+use log::info;
 
 use pollchat::app::App;
 use pollchat::chat::ChatRoom;
@@ -20,11 +20,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.server.log_level());
+            pollchat::logging::init(args.server.log_level());
             serve(args.server.config(args.port), ChatRoom::new())
         }
         Command::Quiz(args) => {
-            init_logging(args.server.log_level());
+            pollchat::logging::init(args.server.log_level());
             let questions = match &args.questions {
                 Some(path) => match questions::load(path) {
                     Ok(questions) => questions,
@@ -106,14 +106,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn start_error(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("pollchat: {e}");
     ExitCode::from(2)
-}
-
-fn init_logging(level: LevelFilter) {
-    // `.env()` lets RUST_LOG override the flags.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .env()
-        .init();
 }
 
 fn exit_with(result: std::io::Result<()>) -> ExitCode {

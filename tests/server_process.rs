@@ -304,7 +304,35 @@ fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
     );
 }
 
+/// Regression: the logger wrote with `eprintln!`, which panics once stderr
+/// is a closed pipe (`pollchat serve 2>&1 | head` after `head` exits), and
+/// the panic took the engine down at its next log line. Now the line is
+/// lost and the server keeps serving.
+fn closed_stderr_does_not_stop_the_server(engine: EngineKind) {
+    use std::io::{BufRead, BufReader};
+    let port = common::free_port();
+    let mut child = common::serve_command(engine, port, &["--max-clients", "2"])
+        .spawn()
+        .expect("start pollchat serve");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("listening on"), "{first}");
+    drop(stderr); // nobody reads the log any more
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut a, mut b) = Client::alice_and_bob(addr);
+    // A third client is refused, which the server logs: to a closed pipe.
+    let mut refused = Client::connect(addr);
+    assert_eq!(refused.read_to_close(), vec!["! server full".to_string()]);
+    a.send("still there?");
+    b.expect("<alice> still there?");
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 engine_tests!(
+    closed_stderr_does_not_stop_the_server,
     stalled_reader_is_cut_off_and_memory_stays_bounded,
     broadcast_cutting_off_many_stalled_clients_cuts_each_once,
     connection_storm_is_accepted_in_full,

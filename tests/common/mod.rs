@@ -217,21 +217,9 @@ impl ChildServer {
     /// Start `pollchat serve --engine ENGINE ARGS...` on a free loopback
     /// port and wait (bounded) for its "listening on" line.
     pub fn start(engine: EngineKind, args: &[&str]) -> ChildServer {
-        use std::process::{Command, Stdio};
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(BIN)
-                .args([
-                    "serve",
-                    "--port",
-                    &port.to_string(),
-                    "--engine",
-                    &engine.to_string(),
-                ])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
+            let mut child = serve_command(engine, port, args)
                 .spawn()
                 .expect("start pollchat serve");
             let log = forward_lines(child.stderr.take().unwrap());
@@ -298,6 +286,26 @@ impl Drop for ChildServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `pollchat serve --port PORT --engine ENGINE ARGS...`, stdin and stdout
+/// closed, stderr piped (where the server logs).
+pub fn serve_command(engine: EngineKind, port: u16, args: &[&str]) -> std::process::Command {
+    use std::process::Stdio;
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--engine",
+            &engine.to_string(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
 }
 
 /// A port that was free a moment ago.
