@@ -39,7 +39,7 @@ use super::editor::{Edit, LineEditor, MAX_TYPED_LINE};
 use super::screen::{MAX_SERVER_LINE, Screen};
 use super::terminal;
 use crate::chat::command::{self, Command};
-use crate::engine::outbuf::{BufferPool, OutBuf};
+use crate::engine::outbuf::{BufferPool, Flushed, OutBuf};
 use crate::framing::{Frame, LineFramer};
 
 const STDIN: Token = Token(0);
@@ -305,7 +305,13 @@ impl Session {
     /// is left; FIN once input has ended and nothing is left.
     fn write_server(&mut self) -> io::Result<Option<Ending>> {
         if self.unsent.pending() > 0 {
-            match self.unsent.write_once(&mut self.server, &mut self.pool) {
+            let nothing_more = std::iter::empty();
+            match self
+                .unsent
+                .write_with(&mut self.server, nothing_more, usize::MAX, &mut self.pool)
+            {
+                // The socket is full (WouldBlock): try again when writable.
+                Ok(Flushed::Written(0)) => {}
                 // Progress: the server is still taking input, so the
                 // linger time counts from here.
                 Ok(_) => {
@@ -313,7 +319,6 @@ impl Session {
                         self.linger_until = Some(Instant::now() + LINGER);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // Broken pipe or reset: the server has gone.
                 Err(_) => return Ok(Some(self.server_gone())),
             }

@@ -14,6 +14,7 @@
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
+mod broadcasts;
 mod chunks;
 mod connection;
 pub mod listen;

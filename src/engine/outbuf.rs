@@ -7,7 +7,7 @@
 //! holds none; drained buffers go back to a small shared [`BufferPool`], so a
 //! busy client does not allocate and free its queue every tick.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 
 /// Total capacity the pool keeps: enough for a busy room of a few hundred
 /// clients, a fixed cost however many are connected.
@@ -16,6 +16,19 @@ const POOL_BYTES: usize = 256 * 1024;
 const POOL_BUFFERS: usize = 1024;
 /// Bigger buffers (a slow reader's backlog) are freed, not kept.
 const POOLED_MAX: usize = 16 * 1024;
+
+/// Slices gathered into one `writev` at most; further ones wait for the
+/// next write (a tick rarely has more than a few broadcasts per client).
+const MAX_SLICES: usize = 64;
+
+/// The outcome of [`OutBuf::write_with`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// This many bytes were written; the rest, if any, is queued.
+    Written(usize),
+    /// What the socket did not take would pass the cap; not queued.
+    OverCap,
+}
 
 /// Drained queue buffers kept for reuse, bounded by `POOL_BYTES`.
 #[derive(Debug, Default)]
@@ -75,23 +88,78 @@ impl OutBuf {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// One `write()` of what is pending (retried only on `Interrupted`).
-    /// `WouldBlock` is returned as an error for the caller to treat as "later".
-    pub fn write_once(&mut self, w: &mut impl Write, pool: &mut BufferPool) -> io::Result<usize> {
-        let n = loop {
-            match w.write(&self.buf[self.pos..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
+    /// One `write()` (a gather `writev`) of what is pending followed by
+    /// `extra`, in that order; whatever the socket does not take of `extra`
+    /// is copied into this queue. `extra` is how the poll engine hands a
+    /// client the tick's shared broadcasts without copying them first.
+    ///
+    /// `WouldBlock` counts as nothing written. If what would be left queued
+    /// passes `cap`, nothing of `extra` is copied and `OverCap` is returned:
+    /// the caller decides what an overfull queue means.
+    pub fn write_with<'a, I>(
+        &mut self,
+        w: &mut impl Write,
+        extra: I,
+        cap: usize,
+        pool: &mut BufferPool,
+    ) -> io::Result<Flushed>
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
+        let offered = self.pending() + extra.clone().map(<[u8]>::len).sum::<usize>();
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        if self.pending() > 0 {
+            slices[0] = IoSlice::new(&self.buf[self.pos..]);
+            count = 1;
+        }
+        // Past MAX_SLICES, the rest is queued below for the next write.
+        for bytes in extra.clone().filter(|b| !b.is_empty()) {
+            if count == MAX_SLICES {
+                break;
+            }
+            slices[count] = IoSlice::new(bytes);
+            count += 1;
+        }
+        let written = if count == 0 {
+            0
+        } else {
+            loop {
+                // A single slice (the usual tick: one broadcast) takes the
+                // plain `send()` path, which is cheaper than `writev`.
+                let result = match count {
+                    1 => w.write(&slices[0]),
+                    _ => w.write_vectored(&slices[..count]),
+                };
+                match result {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                    Err(e) => return Err(e),
+                }
             }
         };
-        if n == 0 && self.pending() > 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        // Our own bytes went first; then skip what was taken of `extra` and
+        // queue the rest.
+        let own = written.min(self.pending());
+        self.pos += own;
+        if offered - written > cap {
+            return Ok(Flushed::OverCap);
         }
-        self.pos += n;
-        if self.pos == self.buf.len() {
+        let mut taken = written - own;
+        for bytes in extra {
+            if taken >= bytes.len() {
+                taken -= bytes.len();
+            } else {
+                self.push(&bytes[taken..], pool);
+                taken = 0;
+            }
+        }
+        if self.pending() == 0 {
             self.clear(pool);
         }
-        Ok(n)
+        Ok(Flushed::Written(written))
     }
 
     /// Drop everything; the buffer goes back to the pool.
@@ -122,20 +190,31 @@ mod tests {
         }
     }
 
+    fn trickle(cap: usize) -> Trickle {
+        Trickle {
+            got: Vec::new(),
+            cap,
+        }
+    }
+
+    /// Write everything queued, one call at a time.
+    fn drain(q: &mut OutBuf, w: &mut impl Write, pool: &mut BufferPool) {
+        while q.pending() > 0 {
+            q.write_with(w, std::iter::empty(), usize::MAX, pool)
+                .unwrap();
+        }
+    }
+
     #[test]
     fn partial_writes_keep_order_and_free_when_drained() {
         let mut q = OutBuf::default();
         let mut pool = BufferPool::default();
-        let mut w = Trickle {
-            got: Vec::new(),
-            cap: 3,
-        };
+        let mut w = trickle(3);
         q.push(b"hello\n", &mut pool);
-        q.write_once(&mut w, &mut pool).unwrap();
+        let written = q.write_with(&mut w, std::iter::empty(), usize::MAX, &mut pool);
+        assert_eq!(written.unwrap(), Flushed::Written(3));
         q.push(b"world\n", &mut pool);
-        while q.pending() > 0 {
-            q.write_once(&mut w, &mut pool).unwrap();
-        }
+        drain(&mut q, &mut w, &mut pool);
         assert_eq!(w.got, b"hello\nworld\n");
         assert_eq!(q.buf.capacity(), 0, "a drained queue holds no buffer");
         // The drained buffer was kept, and the next push reuses it.
@@ -143,6 +222,79 @@ mod tests {
         q.push(b"again\n", &mut pool);
         assert!(pool.free.is_empty());
         assert!(q.buf.capacity() >= 12);
+    }
+
+    #[test]
+    fn extra_slices_follow_the_queue_and_only_what_is_refused_is_copied() {
+        let mut q = OutBuf::default();
+        let mut pool = BufferPool::default();
+        let mut w = trickle(5);
+        q.push(b"ab", &mut pool);
+        let extra: [&[u8]; 2] = [b"cde", b"fgh"];
+        let written = q.write_with(&mut w, extra.iter().copied(), usize::MAX, &mut pool);
+        // Trickle's default `write_vectored` takes the first slice only.
+        assert_eq!(written.unwrap(), Flushed::Written(2));
+        assert_eq!(q.pending(), 6, "both extra slices were refused and queued");
+        drain(&mut q, &mut w, &mut pool);
+        assert_eq!(w.got, b"abcdefgh");
+
+        // An empty queue with everything taken copies nothing at all.
+        let mut roomy = trickle(100);
+        let extra: [&[u8]; 1] = [b"xyz"];
+        let written = q.write_with(&mut roomy, extra.iter().copied(), usize::MAX, &mut pool);
+        assert_eq!(written.unwrap(), Flushed::Written(3));
+        assert_eq!(q.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn a_rest_over_the_cap_is_not_queued() {
+        let mut q = OutBuf::default();
+        let mut pool = BufferPool::default();
+        let mut w = trickle(2);
+        let extra: [&[u8]; 1] = [b"0123456789"];
+        let flushed = q.write_with(&mut w, extra.iter().copied(), 7, &mut pool);
+        assert_eq!(flushed.unwrap(), Flushed::OverCap);
+        assert_eq!(q.pending(), 0);
+        let flushed = q.write_with(&mut w, extra.iter().copied(), 8, &mut pool);
+        assert_eq!(flushed.unwrap(), Flushed::Written(2));
+        assert_eq!(q.pending(), 8);
+    }
+
+    #[test]
+    fn slices_past_one_writev_wait_in_the_queue() {
+        let mut q = OutBuf::default();
+        let mut pool = BufferPool::default();
+        let parts: Vec<Vec<u8>> = (0..MAX_SLICES + 10)
+            .map(|i| vec![b'a' + (i % 26) as u8])
+            .collect();
+        let mut w = Gather::default();
+        let written = q.write_with(
+            &mut w,
+            parts.iter().map(Vec::as_slice),
+            usize::MAX,
+            &mut pool,
+        );
+        assert_eq!(written.unwrap(), Flushed::Written(MAX_SLICES));
+        assert_eq!(q.pending(), 10);
+        drain(&mut q, &mut w, &mut pool);
+        assert_eq!(w.0, parts.concat());
+    }
+
+    /// A writer that takes every slice of a `writev`.
+    #[derive(Default)]
+    struct Gather(Vec<u8>);
+
+    impl Write for Gather {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+            slices.iter().map(|s| self.write(s)).sum()
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - readiness is edge-triggered, so accept and read until `WouldBlock`
 //!   (retrying `Interrupted`), or remember to come back;
 //! - events for keys that are gone are ignored ("sporadic events happen");
-//! - output is queued during a tick and written once per client at its end;
+//! - output is queued during a tick and written once per client at its end:
+//!   broadcasts are kept once for everyone (`broadcasts.rs`) and gathered
+//!   into each client's single `writev`;
 //! - WRITABLE interest is registered only while a client has output pending;
 //! - clients leave the slab only at the end of a tick, so a key is never
 //!   reused while events for its old owner may still be in flight;
@@ -30,11 +32,12 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
+use super::broadcasts::Broadcasts;
 use super::listen;
-use super::outbuf::{BufferPool, OutBuf};
+use super::outbuf::{BufferPool, Flushed, OutBuf};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
-use crate::app::{App, ClientId, Outbox, Output};
+use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
@@ -54,11 +57,13 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_TICK: usize = 16;
 /// Connections accepted per tick before the others get a turn (see
 /// `accept_all`); the rest are accepted next tick, which then comes at once.
-/// A trade-off, measured with 5,000 clients connecting (`pollchat bench -n
-/// 5000 --messages 0`): 1 per tick kept ~217 B of RSS per idle client but
-/// cost 36 s of server CPU (one write to everyone per join); 8 costs ~3.9 s
-/// and ~380 B; 16 costs ~2.6 s and ~700 B.
-const ACCEPTS_PER_TICK: usize = 8;
+/// Every join is announced to everyone, so a tick's joins are one `writev`
+/// per client. Measured with 5,000 clients connecting as fast as they can
+/// (`pollchat bench -n 5000 --messages 0 --connect-rate 50000`): 8 per tick
+/// cost 3.4-4.9 s of server CPU, 32 cost 1.0-1.7 s, both at 143 B of RSS
+/// per idle client; at 64 the notices outran the clients' reading and the
+/// refused bytes left ~1 KB per client behind.
+const ACCEPTS_PER_TICK: usize = 32;
 
 /// Where a client is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +93,13 @@ struct Client {
     /// Framer + flood bucket, boxed and only while there is unfinished input
     /// or a flood pause: `None` for an idle client.
     inbound: Option<Box<Inbound>>,
-    /// Output not yet taken by the socket, capped at `--sendq`.
+    /// Output not yet taken by the socket, capped at `--sendq`: replies
+    /// meant for this client alone, and what its socket refused of the
+    /// broadcasts.
     outbound: OutBuf,
+    /// The first of this tick's broadcasts this client is owed (it may have
+    /// joined mid-tick, or had earlier ones copied into `outbound`).
+    cursor: u32,
     /// The App asked for this close itself, so it must not hear `left`.
     closed_by_app: bool,
     /// Flood control paused reading until a timer fires.
@@ -124,12 +134,17 @@ struct Loop<A> {
     scratch: Vec<u8>,
     /// Where the App puts outputs; drained after every App call.
     outbox: Outbox,
+    /// This tick's broadcasts, kept once and gathered by every recipient.
+    broadcasts: Broadcasts,
     /// Drained output buffers, reused by the next client that needs one.
     pool: BufferPool,
     /// `dispatch` is running: outputs queued meanwhile are left to it.
     dispatching: bool,
-    /// Clients that got output this tick: each gets one write at the end.
+    /// Clients that got output of their own this tick: each gets one write
+    /// at the end (with broadcasts pending, every client is visited).
     flush_list: Vec<usize>,
+    /// Writes that failed at the end of the tick, handled after the pass.
+    failed_writes: Vec<(usize, WriteFailure)>,
     /// Clients to remove at the end of this tick.
     dead: Vec<usize>,
     /// Clients to read again next tick without an event (fairness cap hit,
@@ -203,9 +218,11 @@ impl<A: App> PollServer<A> {
                 clients: Slab::with_capacity(max_clients),
                 scratch: vec![0; READ_CHUNK],
                 outbox: Outbox::new(),
+                broadcasts: Broadcasts::default(),
                 pool: BufferPool::default(),
                 dispatching: false,
                 flush_list: Vec::new(),
+                failed_writes: Vec::new(),
                 dead: Vec::new(),
                 read_again: Vec::new(),
                 throttled: Vec::new(),
@@ -247,7 +264,7 @@ impl<A: App> PollServer<A> {
             // Step 2: handle each ready source.
             for event in events.iter() {
                 match event.token() {
-                    // New connections: accept (one per tick, see `accept_all`).
+                    // New connections: accept (a slice per tick, see `accept_all`).
                     LISTENER => self.state.accept_all(&self.listener, registry, now),
                     // Another thread called `ShutdownHandle::shutdown`.
                     WAKER => {}
@@ -282,7 +299,11 @@ impl<A: App> PollServer<A> {
 impl<A: App> Loop<A> {
     /// The soonest moment any timer wants us back.
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.accept_again || !self.read_again.is_empty() || !self.flush_list.is_empty() {
+        if self.accept_again
+            || !self.read_again.is_empty()
+            || !self.flush_list.is_empty()
+            || !self.broadcasts.is_empty()
+        {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -368,6 +389,8 @@ impl<A: App> Loop<A> {
             life: Life::Open,
             inbound: None,
             outbound: OutBuf::default(),
+            // Owed only what is said from now on.
+            cursor: self.broadcasts.cursor(),
             closed_by_app: false,
             throttled: false,
             wants_write: false,
@@ -484,11 +507,13 @@ impl<A: App> Loop<A> {
     // ----- broadcast --------------------------------------------------------
 
     /// Carry out what the App asked for. Each output's bytes were encoded once
-    /// by the App; here they are appended to each recipient's queue.
+    /// by the App. A broadcast is kept once, in `broadcasts`, for every
+    /// recipient to gather at the end of the tick; a reply to one client goes
+    /// into that client's own queue.
     ///
     /// Carrying out an output can make the App say more: a client cut off as
     /// too slow leaves, and the room announces it. Those outputs are picked
-    /// up by this loop, not by a nested `dispatch`: one broadcast may cut off
+    /// up by this loop, not by a nested `dispatch`: one output may cut off
     /// thousands of stalled clients, and each announcement may cut off the
     /// next, so recursing once per client could overflow the stack.
     fn dispatch(&mut self, now: Instant) {
@@ -507,22 +532,20 @@ impl<A: App> Loop<A> {
         let mut outbox = std::mem::take(&mut self.outbox);
         for output in outbox.drain() {
             match output {
-                Output::Send { to, bytes } => {
-                    // The fan-out: one pass over the slab, one memcpy per
-                    // recipient. Slow readers are cut off after the pass.
-                    let sendq = self.limits.sendq;
-                    let flush_list = &mut self.flush_list;
-                    let pool = &mut self.pool;
-                    let too_slow = rules::fan_out(
-                        &mut self.clients,
-                        to,
-                        |client| client.life == Life::Open,
-                        |key, client| enqueue(client, key, &bytes, sendq, flush_list, pool),
-                    );
-                    for key in too_slow {
-                        self.disconnect_too_slow(key, now);
-                    }
-                }
+                // The fan-out: no per-recipient work at all until the end of
+                // the tick.
+                Output::Send {
+                    to: Recipients::All,
+                    bytes,
+                } => self.broadcasts.push(None, &bytes),
+                Output::Send {
+                    to: Recipients::AllBut(ClientId(except)),
+                    bytes,
+                } => self.broadcasts.push(Some(except), &bytes),
+                Output::Send {
+                    to: Recipients::One(ClientId(key)),
+                    bytes,
+                } => self.queue(key, &bytes, now),
                 Output::Close {
                     client: ClientId(key),
                 } => {
@@ -539,23 +562,22 @@ impl<A: App> Loop<A> {
         }
     }
 
-    /// Append bytes to one open client's queue.
+    /// Append bytes to one open client's queue, after the broadcasts it is
+    /// already owed (so it hears everything in the order it was said).
     fn queue(&mut self, key: usize, bytes: &[u8], now: Instant) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if client.life == Life::Open
-            && !enqueue(
-                client,
-                key,
-                bytes,
-                self.limits.sendq,
-                &mut self.flush_list,
-                &mut self.pool,
-            )
-        {
-            self.disconnect_too_slow(key, now);
+        if client.life != Life::Open {
+            return;
         }
+        catch_up(client, key, &mut self.broadcasts, &mut self.pool);
+        if !rules::fits_sendq(client.outbound.pending(), bytes.len(), self.limits.sendq) {
+            self.disconnect_too_slow(key, now);
+            return;
+        }
+        client.outbound.push(bytes, &mut self.pool);
+        mark_for_flush(client, key, &mut self.flush_list);
     }
 
     /// The client's queue passed `--sendq`: it is not reading. Drop the
@@ -582,7 +604,7 @@ impl<A: App> Loop<A> {
     /// A client stops being part of the room. The App hears about it (unless
     /// it asked for the close), the address slot is released, and the client
     /// becomes `Closing` (flush what is queued, then close) or `Dead`.
-    fn leave(&mut self, key: usize, now: Instant, next: Life) {
+    fn leave(&mut self, key: usize, now: Instant, mut next: Life) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
@@ -592,6 +614,14 @@ impl<A: App> Loop<A> {
                 self.dead.push(key);
             }
             return;
+        }
+        if next == Life::Closing {
+            // It still receives what was said before it left.
+            catch_up(client, key, &mut self.broadcasts, &mut self.pool);
+            if client.outbound.pending() > self.limits.sendq {
+                client.outbound.clear(&mut self.pool);
+                next = Life::Dead;
+            }
         }
         client.life = next;
         let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
@@ -695,71 +725,70 @@ impl<A: App> Loop<A> {
 
     // ----- end of tick ------------------------------------------------------
 
-    /// Step 4: every client that got output this tick gets exactly one
-    /// `write()`. What the socket did not take stays queued, and only then do
-    /// we ask for WRITABLE. Finally the dead leave the slab.
+    /// Step 4: every client with output gets exactly one `write()`: a
+    /// `writev` of its own queue followed by the broadcasts it is owed. What
+    /// the socket did not take stays queued, and only then do we ask for
+    /// WRITABLE. Finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry) {
-        // A failed write makes a client leave, which can queue "left" notices
-        // for others: those land in a fresh `flush_list` and are written
-        // next tick (which then comes at once), keeping one write per tick.
-        let flush_list = std::mem::take(&mut self.flush_list);
-        for &key in &flush_list {
-            self.flush_once(key, registry);
+        let sendq = self.limits.sendq;
+        let mut flush_list = std::mem::take(&mut self.flush_list);
+        let mut failed = std::mem::take(&mut self.failed_writes);
+        let mut flush = |key: usize, client: &mut Client| {
+            if let Err(failure) = flush_client(
+                key,
+                client,
+                &self.broadcasts,
+                &mut self.pool,
+                registry,
+                sendq,
+                &mut self.dead,
+            ) {
+                failed.push((key, failure));
+            }
+        };
+        if self.broadcasts.is_empty() {
+            for &key in &flush_list {
+                if let Some(client) = self.clients.get_mut(key) {
+                    flush(key, client);
+                }
+            }
+        } else {
+            // A broadcast is owed to (nearly) everyone: one pass over the slab.
+            for (key, client) in self.clients.iter_mut() {
+                flush(key, client);
+            }
         }
+        self.broadcasts.clear();
+        flush_list.clear();
+        self.flush_list = flush_list;
+
+        // A failed write makes a client leave, which can queue "left" notices
+        // for others: those are written next tick (which then comes at once),
+        // keeping one write per client per tick.
+        let now = Instant::now();
+        for (key, failure) in failed.drain(..) {
+            match failure {
+                WriteFailure::TooSlow => self.disconnect_too_slow(key, now),
+                WriteFailure::Io(e) => {
+                    debug!("client {key} write error: {e}");
+                    if let Some(client) = self.clients.get_mut(key) {
+                        client.outbound.clear(&mut self.pool);
+                    }
+                    self.leave(key, now, Life::Dead);
+                }
+                WriteFailure::Reregister(e) => {
+                    warn!("cannot reregister client {key}: {e}");
+                    self.leave(key, now, Life::Dead);
+                }
+            }
+        }
+        self.failed_writes = failed;
 
         for key in self.dead.drain(..) {
             if self.clients.get(key).is_some_and(|c| c.life == Life::Dead) {
                 let mut client = self.clients.remove(key);
                 let _ = registry.deregister(&mut client.stream);
                 // Dropping the stream closes the socket.
-            }
-        }
-    }
-
-    fn flush_once(&mut self, key: usize, registry: &Registry) {
-        let Some(client) = self.clients.get_mut(key) else {
-            return;
-        };
-        client.queued_for_flush = false;
-        if client.life == Life::Dead {
-            return;
-        }
-        if client.outbound.pending() > 0 {
-            match client
-                .outbound
-                .write_once(&mut client.stream, &mut self.pool)
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    debug!("client {key} write error: {e}");
-                    client.outbound.clear(&mut self.pool);
-                    self.leave(key, Instant::now(), Life::Dead);
-                    return;
-                }
-            }
-        }
-        let pending = client.outbound.pending() > 0;
-        if !pending && client.life == Life::Closing {
-            let _ = client.stream.shutdown(Shutdown::Write);
-            client.life = Life::Dead;
-            self.dead.push(key);
-            return;
-        }
-        // WRITABLE only while something is waiting for the socket.
-        if pending != client.wants_write {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            match registry.reregister(&mut client.stream, Token(key), interest) {
-                Ok(()) => client.wants_write = pending,
-                Err(e) => {
-                    warn!("cannot reregister client {key}: {e}");
-                    let now = Instant::now();
-                    self.leave(key, now, Life::Dead);
-                }
             }
         }
     }
@@ -819,21 +848,78 @@ fn inbound_of<'a>(client: &'a mut Client, limits: &Limits, now: Instant) -> &'a 
     })
 }
 
-/// Queue bytes for a client; false if that would pass `sendq`.
-fn enqueue(
-    client: &mut Client,
+/// Why a client's end-of-tick write failed; handled after the pass.
+#[derive(Debug)]
+enum WriteFailure {
+    /// What its socket refused would pass `--sendq`.
+    TooSlow,
+    /// Reset, broken pipe, ...
+    Io(io::Error),
+    /// Changing its WRITABLE interest failed.
+    Reregister(io::Error),
+}
+
+/// One client's single write of the tick (see `Loop::end_of_tick`).
+fn flush_client(
     key: usize,
-    bytes: &[u8],
-    sendq: usize,
-    flush_list: &mut Vec<usize>,
+    client: &mut Client,
+    broadcasts: &Broadcasts,
     pool: &mut BufferPool,
-) -> bool {
-    if !rules::fits_sendq(client.outbound.pending(), bytes.len(), sendq) {
-        return false;
+    registry: &Registry,
+    sendq: usize,
+    dead: &mut Vec<usize>,
+) -> Result<(), WriteFailure> {
+    client.queued_for_flush = false;
+    // The broadcasts are cleared after this pass: next tick starts at 0.
+    let cursor = std::mem::take(&mut client.cursor);
+    if client.life == Life::Dead {
+        return Ok(());
     }
-    client.outbound.push(bytes, pool);
-    mark_for_flush(client, key, flush_list);
-    true
+    // Only open clients get broadcasts; a closing one had its share copied
+    // into its queue when it left (see `leave`).
+    let share = if client.life == Life::Open {
+        usize::MAX
+    } else {
+        0
+    };
+    let owed = broadcasts.owed(key, cursor).take(share);
+    match client
+        .outbound
+        .write_with(&mut client.stream, owed, sendq, pool)
+    {
+        Ok(Flushed::Written(_)) => {}
+        Ok(Flushed::OverCap) => return Err(WriteFailure::TooSlow),
+        Err(e) => return Err(WriteFailure::Io(e)),
+    }
+    let pending = client.outbound.pending() > 0;
+    if !pending && client.life == Life::Closing {
+        let _ = client.stream.shutdown(Shutdown::Write);
+        client.life = Life::Dead;
+        dead.push(key);
+        return Ok(());
+    }
+    // WRITABLE only while something is waiting for the socket.
+    if pending != client.wants_write {
+        let interest = if pending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        registry
+            .reregister(&mut client.stream, Token(key), interest)
+            .map_err(WriteFailure::Reregister)?;
+        client.wants_write = pending;
+    }
+    Ok(())
+}
+
+/// Copy the broadcasts a client is owed so far into its own queue, so that
+/// what comes next for it alone follows them.
+fn catch_up(client: &mut Client, key: usize, broadcasts: &mut Broadcasts, pool: &mut BufferPool) {
+    for bytes in broadcasts.owed(key, client.cursor) {
+        client.outbound.push(bytes, pool);
+    }
+    client.cursor = broadcasts.cursor();
 }
 
 /// Put a client on this tick's flush list, once.
