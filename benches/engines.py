@@ -3,7 +3,7 @@
 
 The figures in docs/engines.md come from this script:
 
-    cargo build --release && python3 scripts/engines.py
+    cargo build --release && python3 benches/engines.py
 
 It starts `pollchat serve` once per engine and per scenario, on loopback,
 with `--rate 0`, and drives it from this one Python process (stdlib only,

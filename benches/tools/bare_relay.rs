@@ -1,5 +1,5 @@
 //! A bare mio relay with no features, the baseline pollchat's performance
-//! targets are set against (`scripts/compare.sh`): whatever one client sends
+//! targets are set against (`benches/compare.sh`): whatever one client sends
 //! is copied, as read, to every other client. No framing, no names, no
 //! limits, no flood control; output a socket won't take yet is buffered
 //! without bound. Not for use as a server.

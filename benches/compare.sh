@@ -6,7 +6,7 @@
 # runs (N=100 latency: RUNS_LATENCY; the 5,000-client runs: RUNS_5000).
 # About 15 minutes on 2 cores.
 #
-# Usage: scripts/compare.sh   (RUNS=3 RUNS_LATENCY=5 RUNS_5000=1 by default)
+# Usage: benches/compare.sh   (RUNS=3 RUNS_LATENCY=5 RUNS_5000=1 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,7 +4,7 @@
 # and the peak number of open fds; exits non-zero on any loss or on RSS that
 # keeps growing.
 #
-#   scripts/soak.sh [SECONDS]        (default 60; or SOAK_SECONDS)
+#   .ci/soak.sh [SECONDS]        (default 60; or SOAK_SECONDS)
 #
 # What runs, all on loopback, every process started here stopped on exit:
 # - `pollchat serve --rate 0` (flood control off: the bench's sender paces
