@@ -13,12 +13,15 @@
 //! Taking a cursor seals the last segment, so anything said afterwards goes
 //! into a new segment, which the newcomer is owed.
 
-/// Consecutive broadcasts that leave out the same client (one speaker's
-/// lines, say) share a segment, so a flood is one slice per recipient.
+use super::rules;
+use crate::app::Recipients;
+
+/// Consecutive broadcasts to the same recipients (one speaker's lines, say)
+/// share a segment, so a flood is one slice per recipient.
 #[derive(Debug)]
 struct Segment {
-    /// The client that does not receive it (the speaker), if any.
-    except: Option<usize>,
+    /// `All`, or `AllBut` the speaker.
+    to: Recipients,
     bytes: Vec<u8>,
 }
 
@@ -34,15 +37,16 @@ pub struct Broadcasts {
 }
 
 impl Broadcasts {
-    /// Queue `bytes` for every open client but `except`.
-    pub fn push(&mut self, except: Option<usize>, bytes: &[u8]) {
+    /// Queue `bytes` for every open client among `to` (`All` or `AllBut`;
+    /// a reply to one client goes to its own queue instead).
+    pub fn push(&mut self, to: Recipients, bytes: &[u8]) {
         match self.segments.last_mut() {
-            Some(last) if !self.sealed && last.except == except => {
+            Some(last) if !self.sealed && last.to == to => {
                 last.bytes.extend_from_slice(bytes);
             }
             _ => {
                 self.segments.push(Segment {
-                    except,
+                    to,
                     bytes: bytes.to_vec(),
                 });
                 self.sealed = false;
@@ -62,7 +66,7 @@ impl Broadcasts {
         self.segments
             .iter()
             .skip(cursor as usize)
-            .filter(move |s| s.except != Some(key))
+            .filter(move |s| rules::is_recipient(s.to, key))
             .map(|s| s.bytes.as_slice())
     }
 
@@ -81,6 +85,11 @@ impl Broadcasts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::ClientId;
+
+    fn all_but(key: usize) -> Recipients {
+        Recipients::AllBut(ClientId(key))
+    }
 
     fn owed(b: &Broadcasts, key: usize, cursor: u32) -> Vec<u8> {
         b.owed(key, cursor).flatten().copied().collect()
@@ -89,9 +98,9 @@ mod tests {
     #[test]
     fn the_speaker_is_left_out_and_runs_share_a_segment() {
         let mut b = Broadcasts::default();
-        b.push(Some(1), b"a1\n");
-        b.push(Some(1), b"a2\n");
-        b.push(None, b"all\n");
+        b.push(all_but(1), b"a1\n");
+        b.push(all_but(1), b"a2\n");
+        b.push(Recipients::All, b"all\n");
         assert_eq!(b.segments.len(), 2);
         assert_eq!(owed(&b, 1, 0), b"all\n");
         assert_eq!(owed(&b, 2, 0), b"a1\na2\nall\n");
@@ -100,10 +109,10 @@ mod tests {
     #[test]
     fn a_newcomer_gets_only_what_follows_its_cursor() {
         let mut b = Broadcasts::default();
-        b.push(Some(1), b"before\n");
+        b.push(all_but(1), b"before\n");
         let newcomer = b.cursor();
         // Same speaker again: without the seal this would join "before".
-        b.push(Some(1), b"after\n");
+        b.push(all_but(1), b"after\n");
         assert_eq!(owed(&b, 7, newcomer), b"after\n");
         assert_eq!(owed(&b, 7, 0), b"before\nafter\n");
     }
@@ -112,13 +121,13 @@ mod tests {
     fn clearing_starts_a_new_tick() {
         let mut b = Broadcasts::default();
         for key in 0..2 * KEPT_SEGMENTS {
-            b.push(Some(key), b"x\n");
+            b.push(all_but(key), b"x\n");
         }
         b.cursor();
         b.clear();
         assert!(b.is_empty());
         assert!(b.segments.capacity() <= KEPT_SEGMENTS);
-        b.push(None, b"next\n");
+        b.push(Recipients::All, b"next\n");
         assert_eq!(owed(&b, 0, 0), b"next\n");
     }
 }

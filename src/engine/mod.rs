@@ -2,11 +2,13 @@
 //! clock, and drives a sans-IO [`App`] with what happens on them.
 //!
 //! - `poll.rs`: the star. One thread, one `mio::Poll`, clients in a `Slab`.
-//! - `outbuf.rs`: the poll engine's per-client output queue.
+//! - `broadcasts.rs`: a tick's broadcasts, kept once for every recipient.
+//! - `outbuf.rs`: the poll engine's per-client output queue, and the one
+//!   `writev` that sends it with the broadcasts a client is owed.
 //! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
 //! - `connection.rs`: a threaded-engine client's socket and bounded queue.
 //! - `chunks.rs`: that queue's bytes, shared between recipients when large.
-//! - `rules.rs`: what both engines do the same way (fan-out, `--sendq`,
+//! - `rules.rs`: what both engines do the same way (`--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
 //!

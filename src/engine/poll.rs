@@ -535,17 +535,10 @@ impl<A: App> Loop<A> {
                 // The fan-out: no per-recipient work at all until the end of
                 // the tick.
                 Output::Send {
-                    to: Recipients::All,
-                    bytes,
-                } => self.broadcasts.push(None, &bytes),
-                Output::Send {
-                    to: Recipients::AllBut(ClientId(except)),
-                    bytes,
-                } => self.broadcasts.push(Some(except), &bytes),
-                Output::Send {
                     to: Recipients::One(ClientId(key)),
                     bytes,
                 } => self.queue(key, &bytes, now),
+                Output::Send { to, bytes } => self.broadcasts.push(to, &bytes),
                 Output::Close {
                     client: ClientId(key),
                 } => {

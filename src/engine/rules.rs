@@ -29,6 +29,16 @@ pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for output to flush.
 pub(crate) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
+/// Whether client `key` is among the recipients `to` (whether it is still
+/// open is the engine's to check). Both engines decide who hears what here.
+pub(crate) fn is_recipient(to: Recipients, key: usize) -> bool {
+    match to {
+        Recipients::One(ClientId(one)) => key == one,
+        Recipients::AllBut(ClientId(except)) => key != except,
+        Recipients::All => true,
+    }
+}
+
 /// Offer the bytes of one `Output::Send` to every open recipient of `to`, in
 /// key order. `offer(key, client)` queues them for one client and returns
 /// false when that would pass `--sendq` (then nothing is queued). Those keys
@@ -52,16 +62,11 @@ pub(crate) fn fan_out<C>(
                 visit(key, client);
             }
         }
-        Recipients::AllBut(ClientId(except)) => {
+        Recipients::AllBut(_) | Recipients::All => {
             for (key, client) in clients.iter_mut() {
-                if key != except {
+                if is_recipient(to, key) {
                     visit(key, client);
                 }
-            }
-        }
-        Recipients::All => {
-            for (key, client) in clients.iter_mut() {
-                visit(key, client);
             }
         }
     }
