@@ -13,6 +13,14 @@ use pollchat::config::Config;
 use pollchat::engine::Server;
 use pollchat::quiz::{Quiz, questions};
 
+// The unwinder (which `catch_unwind` in logging.rs needs) linked into the
+// binary, like `gcc -static-libgcc`, instead of loading libgcc_s.so: one
+// shared library less to map (84 KiB of an idle server's RSS) for 24 KB of
+// binary. It declares nothing; it only asks the linker for libgcc_eh.a.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[link(name = "gcc_eh", kind = "static")]
+unsafe extern "C" {}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
