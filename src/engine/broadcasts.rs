@@ -37,6 +37,9 @@ pub struct Broadcasts {
 }
 
 impl Broadcasts {
+    /// The cursor of a client that gets no more broadcasts (it has left).
+    pub const OWED_NOTHING: u32 = u32::MAX;
+
     /// Queue `bytes` for every open client among `to` (`All` or `AllBut`;
     /// a reply to one client goes to its own queue instead).
     pub fn push(&mut self, to: Recipients, bytes: &[u8]) {
@@ -61,11 +64,11 @@ impl Broadcasts {
         u32::try_from(self.segments.len()).unwrap_or(u32::MAX)
     }
 
-    /// What client `key` is owed from `cursor` on, in order.
+    /// What client `key` is owed from `cursor` on, in order. A cursor past
+    /// the end (such as [`Broadcasts::OWED_NOTHING`]) is owed nothing.
     pub fn owed(&self, key: usize, cursor: u32) -> impl Iterator<Item = &[u8]> + Clone {
-        self.segments
-            .iter()
-            .skip(cursor as usize)
+        let from = self.segments.get(cursor as usize..).unwrap_or_default();
+        from.iter()
             .filter(move |s| rules::is_recipient(s.to, key))
             .map(|s| s.bytes.as_slice())
     }
@@ -115,6 +118,7 @@ mod tests {
         b.push(all_but(1), b"after\n");
         assert_eq!(owed(&b, 7, newcomer), b"after\n");
         assert_eq!(owed(&b, 7, 0), b"before\nafter\n");
+        assert_eq!(owed(&b, 7, Broadcasts::OWED_NOTHING), b"");
     }
 
     #[test]

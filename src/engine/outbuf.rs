@@ -107,38 +107,14 @@ impl OutBuf {
         I: Iterator<Item = &'a [u8]> + Clone,
     {
         let offered = self.pending() + extra.clone().map(<[u8]>::len).sum::<usize>();
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        if self.pending() > 0 {
-            slices[0] = IoSlice::new(&self.buf[self.pos..]);
-            count = 1;
+        if offered == 0 {
+            return Ok(Flushed::Written(0));
         }
-        // Past MAX_SLICES, the rest is queued below for the next write.
-        for bytes in extra.clone().filter(|b| !b.is_empty()) {
-            if count == MAX_SLICES {
-                break;
-            }
-            slices[count] = IoSlice::new(bytes);
-            count += 1;
-        }
-        let written = if count == 0 {
-            0
-        } else {
-            loop {
-                // A single slice (the usual tick: one broadcast) takes the
-                // plain `send()` path, which is cheaper than `writev`.
-                let result = match count {
-                    1 => w.write(&slices[0]),
-                    _ => w.write_vectored(&slices[..count]),
-                };
-                match result {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
-                    Err(e) => return Err(e),
-                }
-            }
+        let written = match (self.pending(), only(extra.clone())) {
+            // The usual tick: nothing left over, one broadcast owed. No
+            // gathering: the plain `send()` path is also cheaper than `writev`.
+            (0, Some(bytes)) => send(|| w.write(bytes))?,
+            _ => self.send_gathered(w, extra.clone())?,
         };
         // Our own bytes went first; then skip what was taken of `extra` and
         // queue the rest.
@@ -162,10 +138,56 @@ impl OutBuf {
         Ok(Flushed::Written(written))
     }
 
+    /// One `writev` of what is pending followed by `extra` (at most
+    /// `MAX_SLICES` slices; the caller queues the rest).
+    fn send_gathered<'a>(
+        &self,
+        w: &mut impl Write,
+        extra: impl Iterator<Item = &'a [u8]>,
+    ) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        if self.pending() > 0 {
+            slices[0] = IoSlice::new(&self.buf[self.pos..]);
+            count = 1;
+        }
+        for bytes in extra.filter(|b| !b.is_empty()) {
+            if count == MAX_SLICES {
+                break;
+            }
+            slices[count] = IoSlice::new(bytes);
+            count += 1;
+        }
+        send(|| match count {
+            1 => w.write(&slices[0]),
+            _ => w.write_vectored(&slices[..count]),
+        })
+    }
+
     /// Drop everything; the buffer goes back to the pool.
     pub fn clear(&mut self, pool: &mut BufferPool) {
         pool.give(std::mem::take(&mut self.buf));
         self.pos = 0;
+    }
+}
+
+/// The only item `it` yields, if it yields exactly one.
+fn only<'a>(mut it: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
+/// Run one non-empty write: retried on `Interrupted`; `WouldBlock` is 0
+/// bytes taken (the caller queues them for later).
+fn send(mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match write() {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -870,12 +870,11 @@ fn flush_client(
     }
     // Only open clients get broadcasts; a closing one had its share copied
     // into its queue when it left (see `leave`).
-    let share = if client.life == Life::Open {
-        usize::MAX
-    } else {
-        0
+    let cursor = match client.life {
+        Life::Open => cursor,
+        _ => Broadcasts::OWED_NOTHING,
     };
-    let owed = broadcasts.owed(key, cursor).take(share);
+    let owed = broadcasts.owed(key, cursor);
     match client
         .outbound
         .write_with(&mut client.stream, owed, sendq, pool)
