@@ -25,7 +25,7 @@ const SERVERS: &[(&str, &str)] = &[
     ),
     (
         "bare-relay",
-        "bare mio relay, no features (`benches/tools/bare_relay.rs`)",
+        "bare mio relay, no features (`benches/tools/bare_relay.rs`, built with the same release profile)",
     ),
     ("ncat", "`ncat -l --chat` (nmap's C select() broker)"),
     (
