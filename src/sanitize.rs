@@ -8,6 +8,10 @@
 
 /// Sanitise raw bytes into displayable text.
 pub fn sanitize(raw: &[u8]) -> String {
+    // The usual chat line, printable ASCII only: nothing to change.
+    if raw.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
     let text = String::from_utf8_lossy(raw);
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -81,6 +85,7 @@ mod tests {
     #[test]
     fn plain_text_passes_through() {
         assert_eq!(sanitize("héllo world ✓".as_bytes()), "héllo world ✓");
+        assert_eq!(sanitize(b" ascii ~ only!"), " ascii ~ only!");
     }
 
     /// Regression (found by `adversarial::garbage_reaches_others_as_clean_text`):
@@ -129,6 +134,12 @@ mod tests {
             let text = sanitize(&raw);
             proptest::prop_assert!(!text.chars().any(char::is_control), "{:?}", text);
             proptest::prop_assert!(text.len() <= 3 * raw.len());
+        }
+
+        /// Printable ASCII (the shortcut) comes out exactly as it went in.
+        #[test]
+        fn printable_ascii_is_unchanged(raw in "[ -~]{0,200}") {
+            proptest::prop_assert_eq!(sanitize(raw.as_bytes()), raw);
         }
     }
 }
