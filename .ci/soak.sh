@@ -48,11 +48,11 @@ if [[ -n ${POLLCHAT_BIN:-} ]]; then
   BIN=$POLLCHAT_BIN
 else
   cargo build --release --quiet
-  BIN=target/release/pollchat
+  BIN=${CARGO_TARGET_DIR:-target}/release/pollchat
 fi
 
 if ! "$BIN" bench --help >/dev/null 2>&1; then
-  echo "soak: $BIN has no 'bench' subcommand (it comes with the bench branch)" >&2
+  echo "soak: $BIN has no 'bench' subcommand (is it a pollchat binary?)" >&2
   exit 2
 fi
 
