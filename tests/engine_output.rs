@@ -7,10 +7,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{Client, start_app, test_limits};
-use pollchat::app::{App, ClientId, Outbox};
+use pollchat::app::{App, ClientId, Outbox, Recipients};
 use pollchat::config::EngineKind;
 
 /// An App that answers each of two words with a fixed mix of outputs.
@@ -64,4 +64,70 @@ fn replies_and_broadcasts_keep_their_order(engine: EngineKind) {
     other.expect("?");
 }
 
-engine_tests!(replies_and_broadcasts_keep_their_order);
+/// Lines in one burst: more than one `writev` gathers (64 slices), since
+/// each line goes to a different `AllBut` and so is a slice of its own.
+const BURST: usize = 100;
+
+/// An App that answers "burst" with `BURST` numbered lines, then as many
+/// again from its timer, which is due one tick later.
+#[derive(Default)]
+struct Bursts {
+    /// When the second burst is due.
+    timer: Option<Instant>,
+    /// The number of the next line.
+    next: usize,
+}
+
+impl Bursts {
+    fn burst(&mut self, out: &mut Outbox) {
+        for _ in 0..BURST {
+            self.next += 1;
+            // Alternating ids no client has: everyone hears every line, and
+            // no two neighbours can share a broadcast segment.
+            let except = ClientId(1_000_000 + self.next % 2);
+            out.send(Recipients::AllBut(except), format!("{}\n", self.next));
+        }
+    }
+}
+
+impl App for Bursts {
+    fn handle_joined(&mut self, client: ClientId, _: SocketAddr, _: Instant, out: &mut Outbox) {
+        out.to(client, "hello");
+    }
+
+    fn handle_line(&mut self, _: ClientId, _: &str, now: Instant, out: &mut Outbox) {
+        self.burst(out);
+        self.timer = Some(now + Duration::from_nanos(1));
+    }
+
+    fn handle_left(&mut self, _: ClientId, _: Instant, _: &mut Outbox) {}
+
+    fn handle_timeout(&mut self, _: Instant, out: &mut Outbox) {
+        self.timer = None;
+        self.burst(out);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+}
+
+/// More slices than one `writev` carries, two ticks running: the poll
+/// engine's first write leaves the rest queued and asks for WRITABLE, and
+/// the second tick spends that event on another full `writev` into a socket
+/// that still has room, so no new event will come. What is left must still
+/// be written, without waiting for someone else to speak.
+fn output_past_one_writev_is_not_left_waiting(engine: EngineKind) {
+    let server = start_app(engine, test_limits(), Bursts::default());
+    let mut client = Client::connect(server.local_addr());
+    client.expect("hello");
+    client.send("burst");
+    for n in 1..=2 * BURST {
+        client.expect(&n.to_string());
+    }
+}
+
+engine_tests!(
+    replies_and_broadcasts_keep_their_order,
+    output_past_one_writev_is_not_left_waiting
+);

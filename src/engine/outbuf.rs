@@ -26,6 +26,10 @@ const MAX_SLICES: usize = 64;
 pub enum Flushed {
     /// This many bytes were written; the rest, if any, is queued.
     Written(usize),
+    /// This many bytes were written: all one `writev` could carry (see
+    /// `MAX_SLICES`), but more is queued. The socket took everything, so no
+    /// WRITABLE event will say it has room: the caller must write again.
+    NotAllOffered(usize),
     /// What the socket did not take would pass the cap; not queued.
     OverCap,
 }
@@ -110,10 +114,10 @@ impl OutBuf {
         if offered == 0 {
             return Ok(Flushed::Written(0));
         }
-        let written = match (self.pending(), only(extra.clone())) {
+        let (written, gathered) = match (self.pending(), only(extra.clone())) {
             // The usual tick: nothing left over, one broadcast owed. No
             // gathering: the plain `send()` path is also cheaper than `writev`.
-            (0, Some(bytes)) => send(|| w.write(bytes))?,
+            (0, Some(bytes)) => (send(|| w.write(bytes))?, bytes.len()),
             _ => self.send_gathered(w, extra.clone())?,
         };
         // Our own bytes went first; then skip what was taken of `extra` and
@@ -134,17 +138,20 @@ impl OutBuf {
         }
         if self.pending() == 0 {
             self.clear(pool);
+        } else if written == gathered {
+            return Ok(Flushed::NotAllOffered(written));
         }
         Ok(Flushed::Written(written))
     }
 
     /// One `writev` of what is pending followed by `extra` (at most
-    /// `MAX_SLICES` slices; the caller queues the rest).
+    /// `MAX_SLICES` slices; the caller queues the rest). Returns the bytes
+    /// written and the bytes offered to the socket.
     fn send_gathered<'a>(
         &self,
         w: &mut impl Write,
         extra: impl Iterator<Item = &'a [u8]>,
-    ) -> io::Result<usize> {
+    ) -> io::Result<(usize, usize)> {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut count = 0;
         if self.pending() > 0 {
@@ -158,10 +165,12 @@ impl OutBuf {
             slices[count] = IoSlice::new(bytes);
             count += 1;
         }
-        send(|| match count {
+        let gathered = slices[..count].iter().map(|s| s.len()).sum();
+        let written = send(|| match count {
             1 => w.write(&slices[0]),
             _ => w.write_vectored(&slices[..count]),
-        })
+        })?;
+        Ok((written, gathered))
     }
 
     /// Drop everything; the buffer goes back to the pool.
@@ -296,7 +305,7 @@ mod tests {
             usize::MAX,
             &mut pool,
         );
-        assert_eq!(written.unwrap(), Flushed::Written(MAX_SLICES));
+        assert_eq!(written.unwrap(), Flushed::NotAllOffered(MAX_SLICES));
         assert_eq!(q.pending(), 10);
         drain(&mut q, &mut w, &mut pool);
         assert_eq!(w.0, parts.concat());

@@ -726,18 +726,20 @@ impl<A: App> Loop<A> {
         let sendq = self.limits.sendq;
         let mut flush_list = std::mem::take(&mut self.flush_list);
         let mut failed = std::mem::take(&mut self.failed_writes);
-        let mut flush = |key: usize, client: &mut Client| {
-            if let Err(failure) = flush_client(
-                key,
-                client,
-                &self.broadcasts,
-                &mut self.pool,
-                registry,
-                sendq,
-                &mut self.dead,
-            ) {
-                failed.push((key, failure));
-            }
+        // Clients whose write carried all it could but left more queued.
+        let mut write_again = Vec::new();
+        let mut flush = |key: usize, client: &mut Client| match flush_client(
+            key,
+            client,
+            &self.broadcasts,
+            &mut self.pool,
+            registry,
+            sendq,
+            &mut self.dead,
+        ) {
+            Ok(WriteAgain::No) => {}
+            Ok(WriteAgain::NextTick) => write_again.push(key),
+            Err(failure) => failed.push((key, failure)),
         };
         if self.broadcasts.is_empty() {
             for &key in &flush_list {
@@ -754,6 +756,11 @@ impl<A: App> Loop<A> {
         self.broadcasts.clear();
         flush_list.clear();
         self.flush_list = flush_list;
+        // Their sockets have room, so no WRITABLE event will bring them
+        // back: the next tick (which then comes at once) writes the rest.
+        for key in write_again {
+            self.mark_for_flush(key);
+        }
 
         // A failed write makes a client leave, which can queue "left" notices
         // for others: those are written next tick (which then comes at once),
@@ -852,6 +859,15 @@ enum WriteFailure {
     Reregister(io::Error),
 }
 
+/// Whether a client needs another write without waiting for an event.
+#[derive(Debug)]
+enum WriteAgain {
+    No,
+    /// Its write carried all one `writev` can and its socket took it all,
+    /// but more is queued: no WRITABLE event will come to say there is room.
+    NextTick,
+}
+
 /// One client's single write of the tick (see `Loop::end_of_tick`).
 fn flush_client(
     key: usize,
@@ -861,12 +877,12 @@ fn flush_client(
     registry: &Registry,
     sendq: usize,
     dead: &mut Vec<usize>,
-) -> Result<(), WriteFailure> {
+) -> Result<WriteAgain, WriteFailure> {
     client.queued_for_flush = false;
     // The broadcasts are cleared after this pass: next tick starts at 0.
     let cursor = std::mem::take(&mut client.cursor);
     if client.life == Life::Dead {
-        return Ok(());
+        return Ok(WriteAgain::No);
     }
     // Only open clients get broadcasts; a closing one had its share copied
     // into its queue when it left (see `leave`).
@@ -875,20 +891,21 @@ fn flush_client(
         _ => Broadcasts::OWED_NOTHING,
     };
     let owed = broadcasts.owed(key, cursor);
-    match client
+    let again = match client
         .outbound
         .write_with(&mut client.stream, owed, sendq, pool)
     {
-        Ok(Flushed::Written(_)) => {}
+        Ok(Flushed::Written(_)) => WriteAgain::No,
+        Ok(Flushed::NotAllOffered(_)) => WriteAgain::NextTick,
         Ok(Flushed::OverCap) => return Err(WriteFailure::TooSlow),
         Err(e) => return Err(WriteFailure::Io(e)),
-    }
+    };
     let pending = client.outbound.pending() > 0;
     if !pending && client.life == Life::Closing {
         let _ = client.stream.shutdown(Shutdown::Write);
         client.life = Life::Dead;
         dead.push(key);
-        return Ok(());
+        return Ok(WriteAgain::No);
     }
     // WRITABLE only while something is waiting for the socket.
     if pending != client.wants_write {
@@ -902,7 +919,7 @@ fn flush_client(
             .map_err(WriteFailure::Reregister)?;
         client.wants_write = pending;
     }
-    Ok(())
+    Ok(again)
 }
 
 /// Copy the broadcasts a client is owed so far into its own queue, so that
