@@ -743,7 +743,11 @@ impl<A: App> Loop<A> {
         };
         if self.broadcasts.is_empty() {
             for &key in &flush_list {
-                if let Some(client) = self.clients.get_mut(key) {
+                // The flag, not just the key: a key listed for a client that
+                // has since left may belong to a newcomer by now.
+                if let Some(client) = self.clients.get_mut(key)
+                    && client.queued_for_flush
+                {
                     flush(key, client);
                 }
             }
