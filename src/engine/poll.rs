@@ -286,7 +286,7 @@ impl<A: App> PollServer<A> {
             self.state.run_timers(&self.listener, registry, now);
 
             // Step 4: one write per client that has output, then drop the dead.
-            self.state.end_of_tick(registry);
+            self.state.end_of_tick(registry, now);
 
             if self.shutdown_requested.load(Ordering::SeqCst) {
                 self.state.shut_down(&mut self.poll, &mut events);
@@ -722,7 +722,7 @@ impl<A: App> Loop<A> {
     /// `writev` of its own queue followed by the broadcasts it is owed. What
     /// the socket did not take stays queued, and only then do we ask for
     /// WRITABLE. Finally the dead leave the slab.
-    fn end_of_tick(&mut self, registry: &Registry) {
+    fn end_of_tick(&mut self, registry: &Registry, now: Instant) {
         let sendq = self.limits.sendq;
         let mut flush_list = std::mem::take(&mut self.flush_list);
         let mut failed = std::mem::take(&mut self.failed_writes);
@@ -769,7 +769,6 @@ impl<A: App> Loop<A> {
         // A failed write makes a client leave, which can queue "left" notices
         // for others: those are written next tick (which then comes at once),
         // keeping one write per client per tick.
-        let now = Instant::now();
         for (key, failure) in failed.drain(..) {
             match failure {
                 WriteFailure::TooSlow => self.disconnect_too_slow(key, now),
@@ -818,9 +817,9 @@ impl<A: App> Loop<A> {
         }
         let deadline = now + SHUTDOWN_FLUSH;
         loop {
-            self.end_of_tick(poll.registry());
-            let waiting = self.clients.iter().any(|(_, c)| c.life == Life::Closing);
             let now = Instant::now();
+            self.end_of_tick(poll.registry(), now);
+            let waiting = self.clients.iter().any(|(_, c)| c.life == Life::Closing);
             if !waiting || now >= deadline {
                 break;
             }
