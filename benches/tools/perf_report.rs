@@ -465,32 +465,42 @@ fn targets(w: &mut String, r: &Results) {
         None => "not measured",
     };
     let fmt_ratio = |x: Option<f64>| x.map_or("n/a".into(), |x| format!("{x:.2}×"));
-    let mut rows: Vec<(String, String, &str)> = Vec::new();
-
     let pc = "pollchat-poll";
-    let x = ratio(p99(pc), p99("ncat"));
-    rows.push((
-        "fan-out p99, N=100 @ 200 msgs/s ≤ 0.6× ncat".into(),
-        format!(
+    // pollchat's fan-out p99 against `peer`'s: met at most `limit` times it.
+    let latency_row = |label: &str, peer: &str, limit: f64| {
+        let x = ratio(p99(pc), p99(peer));
+        let measured = format!(
             "{} vs {} = {}{}",
             p99(pc).map_or("n/a".into(), us),
-            p99("ncat").map_or("n/a".into(), us),
+            p99(peer).map_or("n/a".into(), us),
             fmt_ratio(x),
-            best_note("ncat")
-        ),
-        verdict(x.map(|x| x <= 0.6)),
-    ));
-    let x = ratio(sat(pc), sat("ncat"));
-    rows.push((
-        "saturated deliveries/s, N=100 ≥ 1.2× ncat".into(),
-        format!(
+            best_note(peer)
+        );
+        (label.to_string(), measured, verdict(x.map(|x| x <= limit)))
+    };
+    // pollchat's saturated rate against `peer`'s: met at least `floor` times it.
+    let saturated_row = |label: &str, peer: &str, floor: f64| {
+        let x = ratio(sat(pc), sat(peer));
+        let measured = format!(
             "{} vs {} = {}{}",
             sat(pc).map_or("n/a".into(), count),
-            sat("ncat").map_or("n/a".into(), count),
+            sat(peer).map_or("n/a".into(), count),
             fmt_ratio(x),
-            cpu_note("ncat")
-        ),
-        verdict(x.map(|x| x >= 1.2)),
+            cpu_note(peer)
+        );
+        (label.to_string(), measured, verdict(x.map(|x| x >= floor)))
+    };
+    let mut rows: Vec<(String, String, &str)> = Vec::new();
+
+    rows.push(latency_row(
+        "fan-out p99, N=100 @ 200 msgs/s ≤ 0.6× ncat",
+        "ncat",
+        0.6,
+    ));
+    rows.push(saturated_row(
+        "saturated deliveries/s, N=100 ≥ 1.2× ncat",
+        "ncat",
+        1.2,
     ));
     let best_framed = ["py-select", "py-threaded"]
         .iter()
@@ -542,29 +552,15 @@ fn targets(w: &mut String, r: &Results) {
         }),
         verdict(stalled_ok),
     ));
-    let x = ratio(p99(pc), p99("bare-relay"));
-    rows.push((
-        "(issue 2) fan-out p99 @ 200 msgs/s within 1.1× the bare mio relay".into(),
-        format!(
-            "{} vs {} = {}{}",
-            p99(pc).map_or("n/a".into(), us),
-            p99("bare-relay").map_or("n/a".into(), us),
-            fmt_ratio(x),
-            best_note("bare-relay")
-        ),
-        verdict(x.map(|x| x <= 1.1)),
+    rows.push(latency_row(
+        "(issue 2) fan-out p99 @ 200 msgs/s within 1.1× the bare mio relay",
+        "bare-relay",
+        1.1,
     ));
-    let x = ratio(sat(pc), sat("bare-relay"));
-    rows.push((
-        "(issue 2) saturated deliveries/s ≥ 0.9× the bare mio relay".into(),
-        format!(
-            "{} vs {} = {}{}",
-            sat(pc).map_or("n/a".into(), count),
-            sat("bare-relay").map_or("n/a".into(), count),
-            fmt_ratio(x),
-            cpu_note("bare-relay")
-        ),
-        verdict(x.map(|x| x >= 0.9)),
+    rows.push(saturated_row(
+        "(issue 2) saturated deliveries/s ≥ 0.9× the bare mio relay",
+        "bare-relay",
+        0.9,
     ));
     let empty = mem(1000, &|m| m.rss_before_connect as f64);
     rows.push((
