@@ -82,6 +82,11 @@ impl Outbox {
         self.items.push(Output::Close { client });
     }
 
+    /// The queued outputs, oldest first, left in place.
+    pub fn iter(&self) -> std::slice::Iter<'_, Output> {
+        self.items.iter()
+    }
+
     /// Take every queued output, oldest first.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
         self.items.drain(..)

@@ -120,9 +120,23 @@ pub struct ServerArgs {
     /// Longest line accepted, in bytes; longer lines are dropped with an error.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub max_line: u64,
-    /// Bytes queued for one client before it is disconnected as too slow.
+    /// Bytes of replies and errors waiting for one client before it is
+    /// disconnected as not reading (broadcasts wait in the shared log).
     #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub sendq: u64,
+    /// Bytes of broadcasts kept for clients that are behind; a client
+    /// further behind is disconnected as too slow.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_cap: u64,
+    /// Seconds a client owed output may make no progress before it is
+    /// disconnected as too slow.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stall_timeout: u64,
+    /// Bytes all waiting output may take (the log plus every client's own
+    /// queue); past it the client furthest behind is disconnected. Worst
+    /// case at the defaults: this, plus about 200 bytes per idle client.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget: u64,
     /// Lines per second per client before reading pauses (0 = off).
     #[arg(long, default_value_t = 10)]
     pub rate: u32,
@@ -153,6 +167,9 @@ impl ServerArgs {
                 max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
                 max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
                 sendq: usize::try_from(self.sendq).unwrap_or(usize::MAX),
+                log_cap: usize::try_from(self.log_cap).unwrap_or(usize::MAX),
+                stall_timeout: Duration::from_secs(self.stall_timeout),
+                memory_budget: usize::try_from(self.memory_budget).unwrap_or(usize::MAX),
                 rate: self.rate,
                 burst: self.burst,
                 max_per_ip: self.max_per_ip,

@@ -30,8 +30,21 @@ pub struct Limits {
     pub max_clients: usize,
     /// Longest accepted line in bytes, like the tutorial's `recv(2048)`.
     pub max_line: usize,
-    /// Most bytes queued for one client before it is cut off as too slow.
+    /// Most bytes of its own (replies, errors) one client may have waiting
+    /// before it is cut off as not reading. Broadcasts are not counted here:
+    /// they wait in the shared log.
     pub sendq: usize,
+    /// Most bytes the room's fan-out log keeps for clients that are behind
+    /// (Redis's hard `client-output-buffer-limit`, shared by everyone). A
+    /// client that falls further behind is cut off as too slow.
+    pub log_cap: usize,
+    /// A client owed output that makes no progress at all for this long is
+    /// cut off as too slow (Redis's soft limit, held over time).
+    pub stall_timeout: Duration,
+    /// Most bytes all output waiting for clients may take, the log and every
+    /// private queue together (Redis 7's `maxmemory-clients`). Past it, the
+    /// client furthest behind goes first.
+    pub memory_budget: usize,
     /// Lines per second per client (0 = no flood control).
     pub rate: u32,
     /// Lines a client may send back to back before `rate` applies.
@@ -52,6 +65,9 @@ impl Default for Limits {
             max_clients: 10_000,
             max_line: 2048,
             sendq: 256 * 1024,
+            log_cap: 8 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(30),
+            memory_budget: 64 * 1024 * 1024,
             rate: 10,
             burst: 50,
             max_per_ip: 32,

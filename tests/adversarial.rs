@@ -12,7 +12,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use common::{Client, start_chat, test_limits};
-use pollchat::config::{EngineKind, Limits};
+use pollchat::config::EngineKind;
 
 /// A small deterministic generator (xorshift64*), so a failing run can be
 /// repeated exactly.
@@ -122,18 +122,14 @@ fn assert_clean(line: &str) {
 ///
 /// One thread conducts: each of 500 rounds connects a churner, lets one
 /// leave, and sends one line from every steady client, so churn and chat
-/// are interleaved throughout. `--sendq` is raised above all the traffic a
-/// steady client receives (under 1 MB), so a steady reader is never cut
-/// for being slow on a busy machine: this scenario is about churn.
+/// are interleaved throughout. All the traffic a steady client receives is
+/// under 1 MB, within the default `--log-cap`, so a steady reader is never
+/// cut for being slow on a busy machine: this scenario is about churn.
 fn churn_loses_nothing_for_steady_clients(engine: EngineKind) {
     const STEADY: usize = 20;
     const ROUNDS: usize = 500; // one churner and one line per steady client
     const MAX_LIVE_CHURNERS: usize = 30;
-    let limits = Limits {
-        sendq: 4 * 1024 * 1024,
-        ..test_limits()
-    };
-    let server = start_chat(engine, limits);
+    let server = start_chat(engine, test_limits());
     let addr = server.local_addr();
     let mut steady: Vec<Client> = (0..STEADY)
         .map(|k| Client::join_as(addr, &format!("s{k}")))

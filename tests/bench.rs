@@ -144,12 +144,12 @@ fn login_line_is_sent_first() {
     assert_eq!((report.deliveries, report.lost), (120, 0));
 }
 
-/// A client that never reads is cut off by the chat room once its queue
-/// passes `--sendq`, and the receivers lose nothing meanwhile.
+/// A client that never reads is cut off by the chat room once it falls
+/// `--log-cap` behind, and the receivers lose nothing meanwhile.
 #[test]
 fn stalled_reader_is_reported_disconnected() {
     let limits = Limits {
-        sendq: 64 * 1024,
+        log_cap: 64 * 1024,
         ..test_limits()
     };
     let server = start_chat(EngineKind::Poll, limits);

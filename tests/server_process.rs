@@ -142,7 +142,7 @@ fn signals_shut_down_gracefully(engine: EngineKind) {
 /// 1 MiB so that recursing per client would overflow here too.
 fn broadcast_cutting_off_many_stalled_clients_cuts_each_once(engine: EngineKind) {
     const STALLED: usize = 1000;
-    let mut server = ChildServer::start(engine, &["--rate", "0", "--sendq", "16384"]);
+    let mut server = ChildServer::start(engine, &["--rate", "0", "--log-cap", "16384"]);
     let status = Command::new("prlimit")
         .args(["--pid", &server.pid().to_string(), "--stack=1048576"])
         .status()
@@ -156,7 +156,7 @@ fn broadcast_cutting_off_many_stalled_clients_cuts_each_once(engine: EngineKind)
     for _ in 0..STALLED {
         common::recv_until(&heard, 0, |l| l.ends_with(" joined"));
     }
-    // 400 KB to each: far past `--sendq` plus what the kernel buffers.
+    // 400 KB to each: far past `--log-cap` plus what the kernel buffers.
     let payload = "x".repeat(2000);
     for i in 0..200 {
         sender.send(&format!("{i} {payload}"));
@@ -222,21 +222,21 @@ fn connection_storm_is_accepted_in_full(engine: EngineKind) {
 
 /// Stalled reader: one client stops reading while a sender pushes 15 MB to
 /// 20 receivers. The 20 get every line in order; the stalled client is cut
-/// off once its queue passes `--sendq` (it sees the connection close, and
-/// leaves the room); and server memory stays within its idle RSS + `--sendq`
-/// + 1 MiB throughout (sampled every 100 lines).
+/// off once it falls `--log-cap` behind (it sees the connection close, and
+/// leaves the room); and server memory stays within its idle RSS +
+/// `--log-cap` + 1 MiB throughout (sampled every 100 lines).
 ///
 /// The sender stays at most two windows (16 lines, 16 KB) ahead of the
 /// slowest receiver, so only the stalled client can fall behind, however
 /// slowly a loaded machine runs the receivers, and what the server holds
 /// for the 20 is small (the kernel's socket buffers take most of it).
 fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
-    const SENDQ: u64 = 256 * 1024;
+    const LOG_CAP: u64 = 256 * 1024;
     const RECEIVERS: usize = 20;
     const LINES: usize = 15_000;
     const LINE_BYTES: usize = 1000;
     const WINDOW: usize = 8;
-    let server = ChildServer::start(engine, &["--rate", "0", "--sendq", &SENDQ.to_string()]);
+    let server = ChildServer::start(engine, &["--rate", "0", "--log-cap", &LOG_CAP.to_string()]);
     let addr = server.addr;
     let mut sender = Client::join_as(addr, "sender");
     let mut stalled = Client::join_as(addr, "stalled");
@@ -301,7 +301,7 @@ fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
     sender.send("/who");
     let who = sender.skip_until(|l| l.contains(" here: "));
     assert!(!who.contains("stalled"), "{who}");
-    let bound = idle + SENDQ / 1024 + 1024;
+    let bound = idle + LOG_CAP / 1024 + 1024;
     common::figure(&format!(
         "stalled reader: idle {idle} KiB, peak {peak} KiB (bound {bound} KiB); \
          the stalled client got {} of {LINES} lines",

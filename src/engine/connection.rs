@@ -1,67 +1,78 @@
-//! One threaded-engine client: its blocking socket and its bounded output
-//! queue, shared by three parties:
-//! - the room, which queues output for it under the room lock ([`offer`]);
-//! - its writer thread, which empties the queue onto the socket
+//! One threaded-engine client: its blocking socket and its output, shared
+//! by three parties:
+//! - the room, which queues lines for it alone and wakes its writer when
+//!   something was broadcast (under the room lock: [`offer`], [`wake_if_idle`]);
+//! - its writer thread, which writes what it is owed, from the room's shared
+//!   [`FanoutLog`] through its own cursor, plus its private lines
 //!   ([`run_writer`]);
 //! - its reader thread, which owns the client's life and, at the end, waits
 //!   for the writer ([`wait_writer`]).
 //!
 //! This is the piece the tutorial's `broadcast()` lacks. There, the sending
 //! client's thread calls `send()` on every other socket in turn, so one
-//! client that stops reading blocks the sender, and everyone behind it. Here,
-//! queueing is a pointer copy (or a short memcpy, see `chunks.rs`) under a
-//! lock nobody holds while writing; the writing happens on the recipient's
-//! own writer thread; and a queue that would pass `--sendq` gets its client
-//! cut off instead of growing.
+//! client that stops reading blocks the sender, and everyone behind it. Here
+//! a broadcast is appended once to the log, and each recipient's own writer
+//! thread copies its share into its socket when the socket has room. A
+//! client that falls behind costs a cursor that has not moved; the room
+//! applies the same limits as the poll engine (`output_limits.rs`).
 //!
-//! `--sendq` counts what the poll engine counts: every byte the kernel has
-//! not taken yet, including what the writer is holding. So the writer never
-//! sits in a blocking `write()`, which would hide how much of its batch the
-//! kernel took until it returns: it offers the queue to the kernel with a
-//! non-blocking `sendmsg`, keeps what was not taken at the front of the
-//! queue (still counted), and, when the socket buffer is full, waits in
-//! `poll()` until there is room again — the poll engine's `WRITABLE` wait,
-//! on a thread of its own.
+//! The writer never sits in a blocking `write()`: it offers what it is owed
+//! with a non-blocking `sendmsg`, so its cursor always says exactly what the
+//! kernel has taken, and when the socket buffer is full it waits in `poll()`
+//! until there is room again — the poll engine's `WRITABLE` wait, on a
+//! thread of its own — or until `--stall-timeout` says it has waited long
+//! enough.
 //!
-//! Locking: this queue's mutex is only ever taken on its own or *after* the
-//! room lock, never the other way round, and never held across a socket call
-//! that can wait.
+//! Locking: the log's lock, then this connection's; the room's lock, if
+//! held, comes before both. The log's lock is shared by every writer (a
+//! read lock) and taken alone only to append or trim, and no lock is held
+//! across a call that can wait.
 //!
 //! [`offer`]: Connection::offer
+//! [`wake_if_idle`]: Connection::wake_if_idle
 //! [`run_writer`]: Connection::run_writer
 //! [`wait_writer`]: Connection::wait_writer
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use log::debug;
-use rustix::event::{PollFd, PollFlags, poll};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags, send, sendmsg};
 
-use super::chunks::ChunkQueue;
-use super::rules::fits_sendq;
+use super::fanout_log::FanoutLog;
+use super::out_queue::{OutQueue, Wrote};
+use super::rules::{self, fits_sendq};
+use crate::protocol;
 
-/// Most chunks one `sendmsg` is given. Their `IoSlice`s live on the
-/// writer's small stack (16 bytes each); small outputs are packed into
-/// chunks of up to 4 KiB, so this is up to 256 KiB of short lines per call,
-/// and 64 lines when each is large enough to be shared.
-const WRITE_SLICES: usize = 64;
 /// Every write: never wait (the writer waits in `poll()` instead, so the
-/// queue always says how much the kernel has taken), and no SIGPIPE on a
+/// cursor always says how much the kernel has taken), and no SIGPIPE on a
 /// peer that is gone (an error is returned instead).
 const SEND_FLAGS: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 
-/// A client's socket and output queue. See the module docs.
+/// The room's log, shared by the room (which appends) and every writer.
+pub(crate) type SharedLog = std::sync::Arc<RwLock<FanoutLog>>;
+
+/// A panicking thread must not take the others down with it: the log is
+/// valid after any partial update.
+pub(crate) fn read_log(log: &RwLock<FanoutLog>) -> RwLockReadGuard<'_, FanoutLog> {
+    log.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A client's socket and output. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Connection {
     /// The one socket (no `try_clone`: one fd per client), blocking for the
     /// reader's `read()` through `&TcpStream`; the writer never waits on it
     /// except in `poll()` (see `SEND_FLAGS`).
     stream: TcpStream,
-    /// The queue and the flags the three parties coordinate on.
+    /// The room's broadcasts, read through `state.out`'s cursor.
+    log: SharedLog,
+    /// The cursor, the private lines and the flags the three parties
+    /// coordinate on.
     state: Mutex<Outgoing>,
     /// Wakes the writer: output was queued, or the connection is ending.
     to_writer: Condvar,
@@ -82,16 +93,13 @@ pub(crate) enum Offer {
 }
 
 /// Everything behind [`Connection::state`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outgoing {
-    /// Output waiting for the writer. Unallocated while idle.
-    queued: ChunkQueue,
-    /// Bytes the writer has taken out of `queued` for its current
-    /// `sendmsg`: not yet taken by the kernel, so `--sendq` counts them.
-    with_writer: usize,
-    /// No more output will come: the writer hangs up once the queue is empty.
+    /// Where this client is in the log, and its private lines.
+    out: OutQueue,
+    /// No more output will come: the writer hangs up once drained.
     closing: bool,
-    /// Hang up now: the queue was dropped and the socket shut down.
+    /// Hang up now: what it was owed was dropped and the socket shut down.
     aborted: bool,
     /// The writer is waiting on `to_writer` and nobody has promised to wake
     /// it yet (a busy writer picks new output up by itself).
@@ -100,11 +108,30 @@ struct Outgoing {
     writer_done: bool,
 }
 
+/// A client's counters for the room's output limits (`output_limits.rs`).
+pub(crate) struct Standing {
+    /// Owed output its socket refused (it is behind).
+    pub behind: bool,
+    pub cursor: u64,
+    pub lag: u64,
+    pub private_bytes: usize,
+    pub stalled: bool,
+}
+
 impl Connection {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    /// A connection owed what the log receives from now on.
+    pub(crate) fn new(stream: TcpStream, log: SharedLog) -> Self {
+        let out = OutQueue::new(read_log(&log).head());
         Self {
             stream,
-            state: Mutex::default(),
+            log,
+            state: Mutex::new(Outgoing {
+                out,
+                closing: false,
+                aborted: false,
+                writer_idle: false,
+                writer_done: false,
+            }),
             to_writer: Condvar::new(),
             to_reader: Condvar::new(),
         }
@@ -116,33 +143,50 @@ impl Connection {
     }
 
     /// A panicking thread must not take the others down with it: the state
-    /// is a few flags and a byte queue, valid after any partial update.
+    /// is a cursor, a few flags and a byte queue, valid after any partial
+    /// update.
     fn state(&self) -> MutexGuard<'_, Outgoing> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     // ----- the room's side (called under the room lock) ---------------------
 
-    /// Queue bytes for the writer, unless that would pass `sendq`: then
-    /// nothing is queued and the caller cuts the client off. Never waits.
+    /// It joined the room just now: owed only what is broadcast from here on
+    /// (not what was said while it was being set up).
+    pub(crate) fn start_at_head(&self) {
+        let log = read_log(&self.log);
+        self.state().out = OutQueue::new(log.head());
+    }
+
+    /// Queue bytes for this client alone, after every broadcast so far,
+    /// unless that would pass `sendq`: then nothing is queued and the caller
+    /// cuts the client off. Never waits.
     ///
     /// The writer is not woken here: `Offer::WakeWriter` asks the caller to
     /// call [`Connection::wake_writer`] once it has queued everything it is
-    /// about to (the poll engine's "one write per client per tick"). Waking
-    /// at once would let a writer on another core take one line at a time
-    /// while the room is still queueing the rest of the batch.
-    pub(crate) fn offer(&self, bytes: &Arc<[u8]>, sendq: usize) -> Offer {
+    /// about to (the poll engine's "one write per client per tick").
+    pub(crate) fn offer(&self, bytes: &[u8], sendq: usize) -> Offer {
+        let log = read_log(&self.log);
         let mut state = self.state();
         if state.closing || state.aborted || state.writer_done {
             // Leaving already, or its writer failed and is gone (the reader
             // is about to tell the room): it has nowhere to go.
             return Offer::Queued;
         }
-        let unsent = state.queued.len() + state.with_writer;
-        if !fits_sendq(unsent, bytes.len(), sendq) {
+        if !fits_sendq(state.out.private_bytes(), bytes.len(), sendq) {
             return Offer::TooSlow;
         }
-        state.queued.push(bytes);
+        state.out.push_private(&log, bytes);
+        if state.writer_idle {
+            state.writer_idle = false;
+            return Offer::WakeWriter;
+        }
+        Offer::Queued
+    }
+
+    /// Something was broadcast: if the writer sleeps, it will be woken.
+    pub(crate) fn wake_if_idle(&self) -> Offer {
+        let mut state = self.state();
         if state.writer_idle {
             state.writer_idle = false;
             return Offer::WakeWriter;
@@ -155,29 +199,56 @@ impl Connection {
         self.to_writer.notify_one();
     }
 
-    /// No more output: the writer sends what is queued, then hangs up. The
-    /// reader's blocked `read()` returns at once (end of stream), so the
-    /// reader thread notices the client has left the room.
-    pub(crate) fn close(&self) {
+    /// Where it stands, for the room's output limits. Steps its cursor over
+    /// broadcasts not meant for it first, so only what it is really owed
+    /// holds the log's tail.
+    pub(crate) fn standing(
+        &self,
+        log: &FanoutLog,
+        key: usize,
+        now: Instant,
+        stall: Duration,
+    ) -> Standing {
         let mut state = self.state();
+        let out = &mut state.out;
+        out.advance(log, key, 0);
+        Standing {
+            behind: !out.is_drained(log, key),
+            cursor: out.cursor(),
+            lag: out.lag(log),
+            private_bytes: out.private_bytes(),
+            stalled: out.stalled(now, stall),
+        }
+    }
+
+    /// It left the room: the writer sends what was said until now and its
+    /// private lines, then hangs up. The reader's blocked `read()` returns
+    /// at once (end of stream), so the reader thread notices the client has
+    /// left the room.
+    pub(crate) fn close(&self) {
+        let log = read_log(&self.log);
+        let mut state = self.state();
+        state.out.stop_at_head(&log);
         state.closing = true;
         self.to_writer.notify_one();
         self.to_reader.notify_one();
         drop(state);
+        drop(log);
         let _ = self.stream.shutdown(Shutdown::Read);
     }
 
-    /// Hang up now: drop what is queued, send `last_words` only if the
+    /// Hang up now: forget what it is owed, send `last_words` only if the
     /// socket takes them without waiting, and shut the socket down, which
     /// also wakes a reader or writer blocked on it.
     pub(crate) fn cut_off(&self, last_words: &[u8]) {
+        let log = read_log(&self.log);
         let mut state = self.state();
         state.aborted = true;
-        let dropped = std::mem::take(&mut state.queued);
+        state.out.clear(&log);
         self.to_writer.notify_one();
         self.to_reader.notify_one();
         drop(state);
-        drop(dropped);
+        drop(log);
         if !last_words.is_empty() {
             // Its socket buffer is probably full, and the room lock may be
             // held: never wait for this one.
@@ -216,95 +287,82 @@ impl Connection {
 
     // ----- the writer thread ------------------------------------------------
 
-    /// The writer thread's whole life: take what is queued, offer it to the
-    /// kernel without waiting, put back what it did not take, and wait in
-    /// `poll()` while the socket buffer is full; after a close, hang up
-    /// once drained. A write error (reset, broken pipe) hangs up too, which
-    /// wakes the reader, and the reader tells the room.
-    pub(crate) fn run_writer(&self) {
-        while let Some(mut taken) = self.take_queued() {
-            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-            let filled = taken.slices(&mut slices);
-            let sent = sendmsg(
-                &self.stream,
-                &slices[..filled],
-                &mut SendAncillaryBuffer::default(),
-                SEND_FLAGS,
-            );
-            let (sent, full) = match sent {
-                Ok(0) => {
-                    debug!("write failed: the socket took nothing");
-                    break;
-                }
-                Ok(n) => (n, false),
-                Err(Errno::AGAIN) => (0, true),
-                Err(Errno::INTR) => (0, false),
-                Err(e) => {
-                    debug!("write failed: {}", io::Error::from(e));
-                    break;
-                }
-            };
-            taken.advance(sent);
-            if !self.put_back(taken) {
-                break; // cut off meanwhile: nothing more may be written
-            }
-            if full && !self.wait_writable() {
+    /// The writer thread's whole life, for client `key`: write what it is
+    /// owed without waiting, and when the socket buffer is full wait in
+    /// `poll()` for room, at most until it has made no progress for `stall`
+    /// (then it is cut off as too slow); sleep while it is owed nothing;
+    /// after a close, hang up once drained. A write error (reset, broken
+    /// pipe) hangs up too, which wakes the reader, and the reader tells the
+    /// room.
+    pub(crate) fn run_writer(&self, key: usize, stall: Duration) {
+        loop {
+            let log = read_log(&self.log);
+            let mut state = self.state();
+            if state.aborted {
                 break;
+            }
+            let now = Instant::now();
+            let wrote = state
+                .out
+                .write_to(&log, key, &mut NonBlocking(&self.stream), now);
+            match wrote {
+                Ok((_, Wrote::More)) => {}
+                Ok((_, Wrote::Drained)) => {
+                    if state.closing {
+                        break;
+                    }
+                    state.writer_idle = true;
+                    drop(log);
+                    let mut state = self
+                        .to_writer
+                        .wait_while(state, |s| s.writer_idle && !s.aborted && !s.closing)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state.writer_idle = false;
+                }
+                Ok((_, Wrote::Refused)) => {
+                    let since = state.out.behind_since().unwrap_or(now);
+                    let lag = state.out.lag(&log);
+                    drop(state);
+                    drop(log);
+                    let left = (since + stall).saturating_duration_since(now);
+                    if !self.wait_writable(left) {
+                        rules::log_too_slow(key, self.peer(), lag);
+                        self.cut_off(protocol::TOO_SLOW.as_bytes());
+                        break;
+                    }
+                }
+                Err(e) => {
+                    debug!("client {key} write failed: {e}");
+                    break;
+                }
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+        let log = read_log(&self.log);
         let mut state = self.state();
         state.writer_done = true;
-        let undeliverable = std::mem::take(&mut state.queued);
+        state.out.clear(&log);
         self.to_reader.notify_one();
-        drop(state);
-        drop(undeliverable);
     }
 
-    /// Wait for output and take all of it (it still counts for `--sendq`
-    /// until put back); `None` when there will be no more to write.
-    fn take_queued(&self) -> Option<ChunkQueue> {
-        let mut state = self.state();
-        loop {
-            if state.aborted {
-                return None;
-            }
-            if !state.queued.is_empty() {
-                state.with_writer = state.queued.len();
-                return Some(std::mem::take(&mut state.queued));
-            }
-            if state.closing {
-                return None;
-            }
-            state.writer_idle = true;
-            state = self
-                .to_writer
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.writer_idle = false;
-        }
-    }
-
-    /// Return what the kernel did not take to the front of the queue.
-    /// False if the connection was cut off meanwhile (it is dropped).
-    fn put_back(&self, rest: ChunkQueue) -> bool {
-        let mut state = self.state();
-        state.with_writer = 0;
-        if state.aborted {
-            drop(state);
-            drop(rest);
-            return false;
-        }
-        state.queued.put_back(rest);
-        true
+    /// For log lines.
+    fn peer(&self) -> String {
+        self.stream
+            .peer_addr()
+            .map_or_else(|_| "gone".into(), |a| a.to_string())
     }
 
     /// Sleep until the socket has room again (or is shut down: a cut-off
-    /// wakes this at once). False if `poll()` itself failed.
-    fn wait_writable(&self) -> bool {
+    /// wakes this at once), at most `limit`. False if the time ran out
+    /// with no room (a stall), or `poll()` itself failed.
+    fn wait_writable(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = Timespec::try_from(left).ok();
             let mut fds = [PollFd::new(&self.stream, PollFlags::OUT)];
-            match poll(&mut fds, None) {
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => return false,
                 Ok(_) => return true,
                 Err(Errno::INTR) => {}
                 Err(e) => {
@@ -316,21 +374,56 @@ impl Connection {
     }
 }
 
+/// A blocking socket written without waiting: `write` is `send()` and
+/// `write_vectored` is `sendmsg()`, both with `SEND_FLAGS`.
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(send(self.0, buf, SEND_FLAGS)?)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut control = SendAncillaryBuffer::default();
+        Ok(sendmsg(self.0, bufs, &mut control, SEND_FLAGS)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::{ClientId, Recipients};
     use std::io::Read;
     use std::net::TcpListener;
-    use std::sync::mpsc;
+    use std::sync::{Arc, mpsc};
 
-    /// A loopback pair: (our side as a Connection, the peer's socket).
+    const KEY: usize = 1;
+    const STALL: Duration = Duration::from_secs(30);
+
+    /// A loopback pair: (our side as a Connection on a fresh log, the
+    /// peer's socket).
     fn pair() -> (Arc<Connection>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let (ours, _) = listener.accept().unwrap();
-        (Arc::new(Connection::new(ours)), peer)
+        let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
+        (Arc::new(Connection::new(ours, log)), peer)
+    }
+
+    fn broadcast(conn: &Connection, bytes: &[u8]) {
+        conn.log
+            .write()
+            .unwrap()
+            .push(Recipients::AllBut(ClientId(0)), bytes);
+        if conn.wake_if_idle() == Offer::WakeWriter {
+            conn.wake_writer();
+        }
     }
 
     fn read_all(mut peer: TcpStream) -> Vec<u8> {
@@ -339,16 +432,12 @@ mod tests {
         got
     }
 
-    fn out(bytes: &[u8]) -> Arc<[u8]> {
-        Arc::from(bytes)
-    }
-
     /// Run the writer on a thread; the receiver hears when it has ended.
-    fn spawn_writer(conn: &Arc<Connection>) -> mpsc::Receiver<()> {
+    fn spawn_writer(conn: &Arc<Connection>, stall: Duration) -> mpsc::Receiver<()> {
         let (done, ended) = mpsc::channel();
         let conn = conn.clone();
         std::thread::spawn(move || {
-            conn.run_writer();
+            conn.run_writer(KEY, stall);
             let _ = done.send(());
         });
         ended
@@ -357,56 +446,38 @@ mod tests {
     #[test]
     fn sendq_refuses_what_would_not_fit_and_close_flushes_then_hangs_up() {
         let (conn, peer) = pair();
-        assert_eq!(conn.offer(&out(b"abc"), 4), Offer::Queued);
-        assert_eq!(
-            conn.offer(&out(b"de"), 4),
-            Offer::TooSlow,
-            "5 bytes with sendq 4"
-        );
-        assert_eq!(conn.offer(&out(b"\n"), 4), Offer::Queued);
-        let writer = spawn_writer(&conn);
+        assert_eq!(conn.offer(b"abc", 4), Offer::Queued);
+        assert_eq!(conn.offer(b"de", 4), Offer::TooSlow, "5 bytes with sendq 4");
+        broadcast(&conn, b"-chat-");
+        assert_eq!(conn.offer(b"\n", 4), Offer::Queued);
+        let writer = spawn_writer(&conn, STALL);
         conn.close();
-        assert_eq!(read_all(peer), b"abc\n");
+        broadcast(&conn, b"after it left");
+        assert_eq!(read_all(peer), b"abc-chat-\n");
         writer.recv_timeout(Duration::from_secs(20)).unwrap();
-        assert_eq!(
-            conn.state().queued.slots_allocated(),
-            0,
-            "idle queue holds memory"
-        );
         assert!(conn.state().writer_done);
-    }
-
-    /// What the writer holds counts until the kernel has taken it, and what
-    /// the kernel did not take goes back to the front.
-    #[test]
-    fn sendq_counts_what_the_writer_holds_until_the_kernel_takes_it() {
-        let (conn, _peer) = pair();
-        assert_eq!(conn.offer(&out(b"0123456789"), 16), Offer::Queued);
-        let mut taken = conn.take_queued().unwrap();
-        assert_eq!(conn.state().queued.len(), 0);
-        assert_eq!(conn.offer(&out(b"abcdefg"), 16), Offer::TooSlow);
-        assert_eq!(conn.offer(&out(b"abcdef"), 16), Offer::Queued);
-        taken.advance(4); // the kernel took "0123"
-        assert!(conn.put_back(taken));
-        assert_eq!(conn.state().queued.len(), 6 + 6);
-        assert_eq!(conn.offer(&out(b"xyzuvw"), 16), Offer::TooSlow);
-        assert_eq!(conn.offer(&out(b"xyzu"), 16), Offer::Queued);
+        assert_eq!(conn.state().out.private_bytes(), 0);
     }
 
     /// A reader slower than the writer: the socket fills again and again,
-    /// the writer waits for room each time, and every byte arrives in order.
+    /// the writer waits for room each time, and every byte arrives in order,
+    /// broadcasts and private lines interleaved as they were said.
     #[test]
     fn a_slow_reader_gets_every_byte_in_order() {
         let (conn, mut peer) = pair();
         let mut want = Vec::new();
+        let writer = spawn_writer(&conn, STALL);
         for i in 0..20_000usize {
-            // Short lines (copied) and long ones (shared) mixed.
             let line = format!("{i} {}\n", "x".repeat(i % 7 * 150));
             want.extend_from_slice(line.as_bytes());
-            assert_eq!(conn.offer(&out(line.as_bytes()), usize::MAX), Offer::Queued);
+            if i % 3 == 0 {
+                if conn.offer(line.as_bytes(), usize::MAX) == Offer::WakeWriter {
+                    conn.wake_writer();
+                }
+            } else {
+                broadcast(&conn, line.as_bytes());
+            }
         }
-        let writer = spawn_writer(&conn);
-        conn.wake_writer();
         let mut got = vec![0; want.len()];
         for piece in got.chunks_mut(64 * 1024) {
             peer.read_exact(piece).unwrap();
@@ -424,25 +495,42 @@ mod tests {
         socket2::SockRef::from(&peer)
             .set_recv_buffer_size(1)
             .unwrap();
-        let writer = spawn_writer(&conn);
-        let line = out(&[b'z'; 64 * 1024]);
-        // Far more than the kernel buffers, offered until the writer has
-        // put some back: it found the socket full and now waits for room.
+        let writer = spawn_writer(&conn, STALL);
+        let line = [b'z'; 64 * 1024];
+        // Far more than the kernel buffers, broadcast until the writer is
+        // behind: it found the socket full and now waits for room.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if conn.offer(&line, usize::MAX) == Offer::WakeWriter {
-                conn.wake_writer();
-            }
-            let state = conn.state();
-            if state.with_writer == 0 && state.queued.len() > line.len() {
+            broadcast(&conn, &line);
+            if conn.state().out.behind_since().is_some() {
                 break;
             }
-            drop(state);
             assert!(Instant::now() < deadline, "the socket never filled");
             std::thread::yield_now();
         }
         conn.cut_off(b"");
         writer.recv_timeout(Duration::from_secs(20)).unwrap();
+    }
+
+    /// A writer that makes no progress for the stall timeout cuts its
+    /// client off, saying why if the socket takes it.
+    #[test]
+    fn a_stalled_writer_cuts_its_client_off() {
+        let (conn, peer) = pair();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(1)
+            .unwrap();
+        let writer = spawn_writer(&conn, Duration::from_millis(200));
+        let line = [b'z'; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while conn.state().out.behind_since().is_none() {
+            broadcast(&conn, &line);
+            assert!(Instant::now() < deadline, "the socket never filled");
+            std::thread::yield_now();
+        }
+        writer.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(conn.state().aborted, "cut off");
+        drop(peer);
     }
 
     /// A writer that failed is gone: what is offered afterwards is dropped,
@@ -452,17 +540,17 @@ mod tests {
     fn after_a_write_error_offers_are_dropped() {
         let (conn, _peer) = pair();
         conn.stream().shutdown(Shutdown::Write).unwrap();
-        assert_eq!(conn.offer(&out(b"lost\n"), 8), Offer::Queued);
-        conn.run_writer(); // EPIPE: ends at once
+        assert_eq!(conn.offer(b"lost\n", 8), Offer::Queued);
+        conn.run_writer(KEY, STALL); // EPIPE: ends at once
         assert!(conn.state().writer_done);
-        assert_eq!(conn.offer(&out(b"past sendq\n"), 8), Offer::Queued);
-        assert!(conn.state().queued.is_empty());
+        assert_eq!(conn.offer(b"past sendq\n", 8), Offer::Queued);
+        assert_eq!(conn.state().out.private_bytes(), 0);
     }
 
     #[test]
     fn cut_off_drops_the_queue_says_last_words_and_ends_a_flood_pause() {
         let (conn, peer) = pair();
-        assert_eq!(conn.offer(&out(b"never sent\n"), 1024), Offer::Queued);
+        assert_eq!(conn.offer(b"never sent\n", 1024), Offer::Queued);
         let (paused, woke) = mpsc::channel();
         std::thread::spawn({
             let conn = conn.clone();
@@ -475,6 +563,6 @@ mod tests {
         let still_open = woke.recv_timeout(Duration::from_secs(20)).unwrap();
         assert!(!still_open);
         assert_eq!(read_all(peer), b"bye\n");
-        conn.run_writer(); // ends at once: nothing may be written any more
+        conn.run_writer(KEY, STALL); // ends at once: nothing may be written any more
     }
 }

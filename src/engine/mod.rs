@@ -2,12 +2,15 @@
 //! clock, and drives a sans-IO [`App`] with what happens on them.
 //!
 //! - `poll.rs`: the star. One thread, one `mio::Poll`, clients in a `Slab`.
-//! - `broadcasts.rs`: a tick's broadcasts, kept once for every recipient.
-//! - `outbuf.rs`: the poll engine's per-client output queue, and the one
-//!   `writev` that sends it with the broadcasts a client is owed.
+//! - `fanout_log.rs`: the room's broadcasts, appended once, read by every
+//!   client through a cursor of its own (both engines).
+//! - `out_queue.rs`: one client's cursor into that log plus its private
+//!   lines, and the one `writev` that sends what it is owed.
+//! - `output_limits.rs`: `--log-cap`, `--stall-timeout` and
+//!   `--memory-budget`: who is cut off when clients fall behind.
+//! - `outbuf.rs`: a plain outbound byte queue (`pollchat connect`).
 //! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
-//! - `connection.rs`: a threaded-engine client's socket and bounded queue.
-//! - `chunks.rs`: that queue's bytes, shared between recipients when large.
+//! - `connection.rs`: a threaded-engine client's socket, cursor and writer.
 //! - `rules.rs`: what both engines do the same way (`--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
@@ -16,11 +19,12 @@
 //! address, then `run()` on this thread or `spawn()` on another, and stop it
 //! from anywhere with a [`ShutdownHandle`].
 
-mod broadcasts;
-mod chunks;
 mod connection;
+mod fanout_log;
 pub mod listen;
+mod out_queue;
 pub(crate) mod outbuf;
+mod output_limits;
 pub mod poll;
 mod rules;
 pub mod threaded;

@@ -11,8 +11,14 @@
 //!   (retrying `Interrupted`), or remember to come back;
 //! - events for keys that are gone are ignored ("sporadic events happen");
 //! - output is queued during a tick and written once per client at its end:
-//!   broadcasts are kept once for everyone (`broadcasts.rs`) and gathered
-//!   into each client's single `writev`;
+//!   broadcasts are appended once to the room's fan-out log
+//!   (`fanout_log.rs`), and each client's single `writev` gathers what it is
+//!   owed straight from there, with its private lines in their place
+//!   (`out_queue.rs`);
+//! - a client that falls behind costs a cursor, not a copy; it is cut off
+//!   only when it falls off the log's capped tail, stalls for
+//!   `--stall-timeout`, or is furthest behind when all waiting output passes
+//!   `--memory-budget` (`Loop::keep_output_in_bounds`);
 //! - WRITABLE interest is registered only while a client has output pending;
 //! - clients leave the slab only at the end of a tick, so a key is never
 //!   reused while events for its old owner may still be in flight;
@@ -32,9 +38,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
-use super::broadcasts::Broadcasts;
+use super::fanout_log::FanoutLog;
 use super::listen;
-use super::outbuf::{BufferPool, Flushed, OutBuf};
+use super::out_queue::{OutQueue, Wrote};
+use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
@@ -93,13 +100,9 @@ struct Client {
     /// Framer + flood bucket, boxed and only while there is unfinished input
     /// or a flood pause: `None` for an idle client.
     inbound: Option<Box<Inbound>>,
-    /// Output not yet taken by the socket, capped at `--sendq`: replies
-    /// meant for this client alone, and what its socket refused of the
-    /// broadcasts.
-    outbound: OutBuf,
-    /// The first of this tick's broadcasts this client is owed (it may have
-    /// joined mid-tick, or had earlier ones copied into `outbound`).
-    cursor: u32,
+    /// Its cursor into the room's log, and the lines meant for it alone
+    /// (capped at `--sendq`), in the order they were said.
+    out: OutQueue,
     /// The App asked for this close itself, so it must not hear `left`.
     closed_by_app: bool,
     /// Flood control paused reading until a timer fires.
@@ -108,6 +111,8 @@ struct Client {
     wants_write: bool,
     /// Already in this tick's flush list.
     queued_for_flush: bool,
+    /// In `Outgoing::behind`: its socket refused output it is owed.
+    behind: bool,
     /// Last time a line arrived, for `--idle-timeout`.
     last_heard: Instant,
 }
@@ -124,7 +129,8 @@ pub struct PollServer<A> {
 }
 
 /// Everything the loop mutates, apart from the Poll itself (kept separate so
-/// the borrow checker lets us iterate events while changing clients).
+/// the borrow checker lets us iterate events while changing clients),
+/// grouped by concern.
 struct Loop<A> {
     app: A,
     limits: Limits,
@@ -134,19 +140,44 @@ struct Loop<A> {
     scratch: Vec<u8>,
     /// Where the App puts outputs; drained after every App call.
     outbox: Outbox,
-    /// This tick's broadcasts, kept once and gathered by every recipient.
-    broadcasts: Broadcasts,
-    /// Drained output buffers, reused by the next client that needs one.
-    pool: BufferPool,
     /// `dispatch` is running: outputs queued meanwhile are left to it.
     dispatching: bool,
-    /// Clients that got output of their own this tick: each gets one write
-    /// at the end (with broadcasts pending, every client is visited).
-    flush_list: Vec<usize>,
-    /// Writes that failed at the end of the tick, handled after the pass.
-    failed_writes: Vec<(usize, WriteFailure)>,
+    /// Everything on its way out: the log, who to write, who is behind.
+    outgoing: Outgoing,
+    /// Everything that brings the loop back at a given moment.
+    timers: Timers,
+    /// The listener's state: paused, or more to accept next tick.
+    accepting: Accepting,
     /// Clients to remove at the end of this tick.
     dead: Vec<usize>,
+    next_serial: u32,
+}
+
+/// The output half of the loop: one broadcast goes into `log` in
+/// `dispatch`, and out of it in `end_of_tick`.
+struct Outgoing {
+    /// The room's broadcasts, kept once for every client's cursor.
+    log: FanoutLog,
+    /// Something was broadcast this tick: every client is owed it, so the
+    /// end of the tick visits them all instead of `flush_list`.
+    broadcast: bool,
+    /// Clients that got output of their own this tick, or became writable:
+    /// each gets one write at the end.
+    flush_list: Vec<usize>,
+    /// Clients whose sockets refused what they are owed. Only these can
+    /// hold the log's tail, stall or cost memory, so only these are policed.
+    behind: Vec<usize>,
+    /// Writes that failed at the end of the tick, handled after the pass.
+    failed_writes: Vec<(usize, WriteFailure)>,
+    /// The log's head when every client was last given what it is owed:
+    /// what was broadcast after it (a departure announced after a failed
+    /// write, say) nobody has been given yet, so it must not be trimmed.
+    written: u64,
+}
+
+/// The loop's schedules, behind one `next_deadline()`.
+#[derive(Default)]
+struct Timers {
     /// Clients to read again next tick without an event (fairness cap hit,
     /// or a flood pause just ended).
     read_again: Vec<(usize, u32)>,
@@ -154,14 +185,35 @@ struct Loop<A> {
     throttled: Vec<(Instant, usize, u32)>,
     /// Closing clients and when they are dropped even if not drained.
     closing: Vec<(Instant, usize, u32)>,
-    /// Accepting is paused (out of fds) until then.
-    accept_paused_until: Option<Instant>,
-    /// The per-tick accept cap was hit: accept more next tick.
-    accept_again: bool,
-    /// Decides that pause, and rate-limits its warning.
-    accept_backoff: AcceptBackoff,
     next_idle_sweep: Option<Instant>,
-    next_serial: u32,
+    /// When the first client that is behind would count as stalled.
+    next_stall_check: Option<Instant>,
+}
+
+/// The listener's side of the loop.
+#[derive(Default)]
+struct Accepting {
+    /// Accepting is paused (out of fds) until then.
+    paused_until: Option<Instant>,
+    /// The per-tick accept cap was hit: accept more next tick.
+    again: bool,
+    /// Decides that pause, and rate-limits its warning.
+    backoff: AcceptBackoff,
+}
+
+impl Timers {
+    /// The soonest of the schedules, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.next_idle_sweep,
+            self.next_stall_check,
+            self.throttled.iter().map(|t| t.0).min(),
+            self.closing.iter().map(|t| t.0).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 impl<A: App> PollServer<A> {
@@ -211,25 +263,27 @@ impl<A: App> PollServer<A> {
                     limits.max_per_ip,
                     limits.per_ip_exempts_loopback,
                 ),
-                next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
+                timers: Timers {
+                    next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
+                    ..Timers::default()
+                },
+                outgoing: Outgoing {
+                    log: FanoutLog::new(limits.log_cap),
+                    broadcast: false,
+                    flush_list: Vec::new(),
+                    behind: Vec::new(),
+                    failed_writes: Vec::new(),
+                    written: 0,
+                },
                 limits,
                 // Reserved up front: untouched capacity costs address space,
                 // not memory, and the slab never has to copy itself to grow.
                 clients: Slab::with_capacity(max_clients),
                 scratch: vec![0; READ_CHUNK],
                 outbox: Outbox::new(),
-                broadcasts: Broadcasts::default(),
-                pool: BufferPool::default(),
                 dispatching: false,
-                flush_list: Vec::new(),
-                failed_writes: Vec::new(),
+                accepting: Accepting::default(),
                 dead: Vec::new(),
-                read_again: Vec::new(),
-                throttled: Vec::new(),
-                closing: Vec::new(),
-                accept_paused_until: None,
-                accept_again: false,
-                accept_backoff: AcceptBackoff::default(),
                 next_serial: 0,
             },
         })
@@ -299,25 +353,22 @@ impl<A: App> PollServer<A> {
 impl<A: App> Loop<A> {
     /// The soonest moment any timer wants us back.
     fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.accept_again
-            || !self.read_again.is_empty()
-            || !self.flush_list.is_empty()
-            || !self.broadcasts.is_empty()
+        if self.accepting.again
+            || !self.timers.read_again.is_empty()
+            || !self.outgoing.flush_list.is_empty()
+            || self.outgoing.broadcast
         {
             return Some(Duration::ZERO);
         }
-        let deadlines = [
+        [
             self.app.poll_timeout(),
-            self.accept_paused_until,
-            self.next_idle_sweep,
-            self.throttled.iter().map(|t| t.0).min(),
-            self.closing.iter().map(|t| t.0).min(),
-        ];
-        deadlines
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+            self.accepting.paused_until,
+            self.timers.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     // ----- accept ---------------------------------------------------------
@@ -329,17 +380,17 @@ impl<A: App> Loop<A> {
     /// (not an event: we would spin, or with edge triggering never hear
     /// again) brings us back.
     fn accept_all(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
-        if self.accept_paused_until.is_some() {
+        if self.accepting.paused_until.is_some() {
             return;
         }
-        self.accept_again = false;
+        self.accepting.again = false;
         let mut accepted = 0;
         loop {
             // Each join is announced to everyone, and this tick's output is
             // buffered until its end: cap the joins per tick so a connection
             // storm costs a bounded amount of memory, and come back at once.
             if accepted == ACCEPTS_PER_TICK {
-                self.accept_again = true;
+                self.accepting.again = true;
                 return;
             }
             match listener.accept() {
@@ -350,8 +401,8 @@ impl<A: App> Loop<A> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Retry at once, or (out of fds) pause: see `rules`.
                 Err(e) => {
-                    if let Some(until) = self.accept_backoff.after_error(&e, now) {
-                        self.accept_paused_until = Some(until);
+                    if let Some(until) = self.accepting.backoff.after_error(&e, now) {
+                        self.accepting.paused_until = Some(until);
                         return;
                     }
                 }
@@ -388,13 +439,13 @@ impl<A: App> Loop<A> {
             serial: self.next_serial,
             life: Life::Open,
             inbound: None,
-            outbound: OutBuf::default(),
             // Owed only what is said from now on.
-            cursor: self.broadcasts.cursor(),
+            out: OutQueue::new(self.outgoing.log.head()),
             closed_by_app: false,
             throttled: false,
             wants_write: false,
             queued_for_flush: false,
+            behind: false,
             last_heard: now,
         });
         debug!("client {key} connected from {peer}");
@@ -454,7 +505,7 @@ impl<A: App> Loop<A> {
         }
         // Fairness cap reached with data possibly left: come back next tick.
         if let Some(client) = self.clients.get(key) {
-            self.read_again.push((key, client.serial));
+            self.timers.read_again.push((key, client.serial));
         }
     }
 
@@ -484,7 +535,7 @@ impl<A: App> Loop<A> {
                 }
                 Step::Throttled(until) => {
                     client.throttled = true;
-                    self.throttled.push((until, key, client.serial));
+                    self.timers.throttled.push((until, key, client.serial));
                     return false;
                 }
                 Step::NeedMore => {
@@ -507,9 +558,9 @@ impl<A: App> Loop<A> {
     // ----- broadcast --------------------------------------------------------
 
     /// Carry out what the App asked for. Each output's bytes were encoded once
-    /// by the App. A broadcast is kept once, in `broadcasts`, for every
+    /// by the App. A broadcast is appended once to the log, for every
     /// recipient to gather at the end of the tick; a reply to one client goes
-    /// into that client's own queue.
+    /// into that client's private queue, tagged with where the log is now.
     ///
     /// Carrying out an output can make the App say more: a client cut off as
     /// too slow leaves, and the room announces it. Those outputs are picked
@@ -530,23 +581,31 @@ impl<A: App> Loop<A> {
     /// Carry out the outputs queued so far (see `dispatch`).
     fn dispatch_batch(&mut self, now: Instant) {
         let mut outbox = std::mem::take(&mut self.outbox);
+        // The App has already forgotten the clients it closes: mark them
+        // first, so that a farewell which cuts one off (its queue full)
+        // cannot report it as `left` to the App.
+        for output in outbox.iter() {
+            if let Output::Close { client } = output
+                && let Some(c) = self.clients.get_mut(client.0)
+            {
+                c.closed_by_app = true;
+            }
+        }
         for output in outbox.drain() {
             match output {
-                // The fan-out: no per-recipient work at all until the end of
-                // the tick.
                 Output::Send {
                     to: Recipients::One(ClientId(key)),
                     bytes,
                 } => self.queue(key, &bytes, now),
-                Output::Send { to, bytes } => self.broadcasts.push(to, &bytes),
+                // The fan-out: appended once, no per-recipient work at all
+                // until the end of the tick.
+                Output::Send { to, bytes } => {
+                    self.outgoing.log.push(to, &bytes);
+                    self.outgoing.broadcast = true;
+                }
                 Output::Close {
                     client: ClientId(key),
-                } => {
-                    if let Some(client) = self.clients.get_mut(key) {
-                        client.closed_by_app = true;
-                    }
-                    self.leave(key, now, Life::Closing);
-                }
+                } => self.leave(key, now, Life::Closing),
             }
         }
         // Keep the allocation, unless new outputs arrived meanwhile.
@@ -555,8 +614,8 @@ impl<A: App> Loop<A> {
         }
     }
 
-    /// Append bytes to one open client's queue, after the broadcasts it is
-    /// already owed (so it hears everything in the order it was said).
+    /// Queue bytes for one open client alone, after the broadcasts said
+    /// before them (so it hears everything in the order it was said).
     fn queue(&mut self, key: usize, bytes: &[u8], now: Instant) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
@@ -564,40 +623,45 @@ impl<A: App> Loop<A> {
         if client.life != Life::Open {
             return;
         }
-        catch_up(client, key, &mut self.broadcasts, &mut self.pool);
-        if !rules::fits_sendq(client.outbound.pending(), bytes.len(), self.limits.sendq) {
+        if !rules::fits_sendq(client.out.private_bytes(), bytes.len(), self.limits.sendq) {
             self.disconnect_too_slow(key, now);
             return;
         }
-        client.outbound.push(bytes, &mut self.pool);
-        mark_for_flush(client, key, &mut self.flush_list);
+        client.out.push_private(&self.outgoing.log, bytes);
+        mark_for_flush(client, key, &mut self.outgoing.flush_list);
     }
 
-    /// The client's queue passed `--sendq`: it is not reading. Drop the
-    /// queue, tell it why (best effort: its socket buffer is probably full),
-    /// and cut it off, so it never holds up or costs memory for anyone else.
+    /// The client is too far behind (see `keep_output_in_bounds`) or does
+    /// not read its own replies: forget what it is owed, tell it why (best
+    /// effort: its socket buffer is probably full), and cut it off, so it
+    /// never holds up or costs memory for anyone else.
     fn disconnect_too_slow(&mut self, key: usize, now: Instant) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        rules::log_too_slow(key, client.ip, self.limits.sendq);
-        client.outbound.clear(&mut self.pool);
+        if client.life == Life::Dead {
+            return;
+        }
+        let lag = client.out.lag(&self.outgoing.log);
+        rules::log_too_slow(key, client.ip, lag);
+        client.out.clear(&self.outgoing.log);
         let _ = client.stream.write(protocol::TOO_SLOW.as_bytes());
         self.leave(key, now, Life::Dead);
     }
 
     fn mark_for_flush(&mut self, key: usize) {
         if let Some(client) = self.clients.get_mut(key) {
-            mark_for_flush(client, key, &mut self.flush_list);
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
         }
     }
 
     // ----- leave ------------------------------------------------------------
 
     /// A client stops being part of the room. The App hears about it (unless
-    /// it asked for the close), the address slot is released, and the client
-    /// becomes `Closing` (flush what is queued, then close) or `Dead`.
-    fn leave(&mut self, key: usize, now: Instant, mut next: Life) {
+    /// it asked for the close), and the client becomes `Closing` (flush what
+    /// it is owed, then close) or `Dead`. Its address slot is released when
+    /// its socket is closed, at the end of the tick (`reap`).
+    fn leave(&mut self, key: usize, now: Instant, next: Life) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
@@ -608,27 +672,23 @@ impl<A: App> Loop<A> {
             }
             return;
         }
-        if next == Life::Closing {
-            // It still receives what was said before it left.
-            catch_up(client, key, &mut self.broadcasts, &mut self.pool);
-            if client.outbound.pending() > self.limits.sendq {
-                client.outbound.clear(&mut self.pool);
-                next = Life::Dead;
-            }
-        }
+        // It still receives what was said before it left, and no more.
+        client.out.stop_at_head(&self.outgoing.log);
         client.life = next;
-        let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
-        let drained = client.outbound.pending() == 0;
-        if next == Life::Closing && drained {
+        if next == Life::Closing && client.out.is_drained(&self.outgoing.log, key) {
             // Nothing left to say: close now.
             let _ = client.stream.shutdown(Shutdown::Write);
             client.life = Life::Dead;
         }
-        match client.life {
+        let (ip, serial, by_app, life) =
+            (client.ip, client.serial, client.closed_by_app, client.life);
+        match life {
             Life::Dead => self.dead.push(key),
-            _ => self.closing.push((now + CLOSE_GRACE, key, serial)),
+            _ => {
+                self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+                self.mark_for_flush(key);
+            }
         }
-        self.admission.release(ip);
         debug!("client {key} ({ip}) left");
         if !by_app {
             self.app.handle_left(ClientId(key), now, &mut self.outbox);
@@ -638,23 +698,25 @@ impl<A: App> Loop<A> {
 
     // ----- timers -----------------------------------------------------------
 
+    /// Step 3: whatever is due — the App's deadline, accepting again, flood
+    /// pauses ending, clients that never finished closing, idle clients.
     fn run_timers(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
         if self.app.poll_timeout().is_some_and(|at| at <= now) {
             self.app.handle_timeout(now, &mut self.outbox);
             self.dispatch(now);
         }
 
-        if self.accept_paused_until.is_some_and(|at| at <= now) {
-            self.accept_paused_until = None;
-            self.accept_again = true;
+        if self.accepting.paused_until.is_some_and(|at| at <= now) {
+            self.accepting.paused_until = None;
+            self.accepting.again = true;
         }
-        if self.accept_again {
+        if self.accepting.again {
             self.accept_all(listener, registry, now);
         }
 
         // Flood pauses that ended, and fairness revisits: read again now.
-        let mut due: Vec<(usize, u32)> = std::mem::take(&mut self.read_again);
-        self.throttled.retain(|&(at, key, serial)| {
+        let mut due: Vec<(usize, u32)> = std::mem::take(&mut self.timers.read_again);
+        self.timers.throttled.retain(|&(at, key, serial)| {
             if at <= now {
                 due.push((key, serial));
                 false
@@ -675,7 +737,7 @@ impl<A: App> Loop<A> {
 
         // Closing clients that never drained: drop them now.
         let mut expired = Vec::new();
-        self.closing.retain(|&(at, key, serial)| {
+        self.timers.closing.retain(|&(at, key, serial)| {
             let due = at <= now;
             if due {
                 expired.push((key, serial));
@@ -697,13 +759,14 @@ impl<A: App> Loop<A> {
 
     /// `--idle-timeout`: close clients that have been silent too long.
     fn sweep_idle(&mut self, now: Instant) {
-        let (Some(at), Some(timeout)) = (self.next_idle_sweep, self.limits.idle_timeout) else {
+        let (Some(at), Some(timeout)) = (self.timers.next_idle_sweep, self.limits.idle_timeout)
+        else {
             return;
         };
         if at > now {
             return;
         }
-        self.next_idle_sweep = Some(now + idle_sweep_interval(timeout));
+        self.timers.next_idle_sweep = Some(now + idle_sweep_interval(timeout));
         let idle: Vec<usize> = self
             .clients
             .iter()
@@ -718,30 +781,49 @@ impl<A: App> Loop<A> {
 
     // ----- end of tick ------------------------------------------------------
 
-    /// Step 4: every client with output gets exactly one `write()`: a
-    /// `writev` of its own queue followed by the broadcasts it is owed. What
-    /// the socket did not take stays queued, and only then do we ask for
-    /// WRITABLE. Finally the dead leave the slab.
+    /// Step 4: every client with output gets exactly one `write()`, then the
+    /// output limits are applied, and finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry, now: Instant) {
-        let sendq = self.limits.sendq;
-        let mut flush_list = std::mem::take(&mut self.flush_list);
-        let mut failed = std::mem::take(&mut self.failed_writes);
-        // Clients whose write carried all it could but left more queued.
+        self.write_owed(registry, now);
+        self.handle_failed_writes(now);
+        self.keep_output_in_bounds(now);
+        self.reap(registry);
+    }
+
+    /// One `writev` per client that is owed output: its private lines and
+    /// the log from its cursor, straight from the shared segments. What the
+    /// socket did not take stays owed (a cursor that did not move), and only
+    /// then do we ask for WRITABLE.
+    fn write_owed(&mut self, registry: &Registry, now: Instant) {
+        let out = &mut self.outgoing;
+        let mut flush_list = std::mem::take(&mut out.flush_list);
+        // Clients whose write carried all it could but left more owed.
         let mut write_again = Vec::new();
         let mut flush = |key: usize, client: &mut Client| match flush_client(
             key,
             client,
-            &self.broadcasts,
-            &mut self.pool,
+            &out.log,
             registry,
-            sendq,
+            now,
             &mut self.dead,
         ) {
-            Ok(WriteAgain::No) => {}
-            Ok(WriteAgain::NextTick) => write_again.push(key),
-            Err(failure) => failed.push((key, failure)),
+            Ok(wrote) => {
+                if wrote != Wrote::Drained && !client.behind && client.life != Life::Dead {
+                    client.behind = true;
+                    out.behind.push(key);
+                }
+                if wrote == Wrote::More {
+                    write_again.push(key);
+                }
+            }
+            Err(failure) => out.failed_writes.push((key, failure)),
         };
-        if self.broadcasts.is_empty() {
+        if out.broadcast {
+            // A broadcast is owed to (nearly) everyone: one pass over the slab.
+            for (key, client) in self.clients.iter_mut() {
+                flush(key, client);
+            }
+        } else {
             for &key in &flush_list {
                 // The flag, not just the key: a key listed for a client that
                 // has since left may belong to a newcomer by now.
@@ -751,31 +833,29 @@ impl<A: App> Loop<A> {
                     flush(key, client);
                 }
             }
-        } else {
-            // A broadcast is owed to (nearly) everyone: one pass over the slab.
-            for (key, client) in self.clients.iter_mut() {
-                flush(key, client);
-            }
         }
-        self.broadcasts.clear();
+        out.broadcast = false;
+        out.written = out.log.head();
         flush_list.clear();
-        self.flush_list = flush_list;
+        out.flush_list = flush_list;
         // Their sockets have room, so no WRITABLE event will bring them
         // back: the next tick (which then comes at once) writes the rest.
         for key in write_again {
             self.mark_for_flush(key);
         }
+    }
 
-        // A failed write makes a client leave, which can queue "left" notices
-        // for others: those are written next tick (which then comes at once),
-        // keeping one write per client per tick.
+    /// A failed write makes a client leave, which can queue "left" notices
+    /// for others: those are written next tick (which then comes at once),
+    /// keeping one write per client per tick.
+    fn handle_failed_writes(&mut self, now: Instant) {
+        let mut failed = std::mem::take(&mut self.outgoing.failed_writes);
         for (key, failure) in failed.drain(..) {
             match failure {
-                WriteFailure::TooSlow => self.disconnect_too_slow(key, now),
                 WriteFailure::Io(e) => {
                     debug!("client {key} write error: {e}");
                     if let Some(client) = self.clients.get_mut(key) {
-                        client.outbound.clear(&mut self.pool);
+                        client.out.clear(&self.outgoing.log);
                     }
                     self.leave(key, now, Life::Dead);
                 }
@@ -785,15 +865,69 @@ impl<A: App> Loop<A> {
                 }
             }
         }
-        self.failed_writes = failed;
+        self.outgoing.failed_writes = failed;
+    }
 
+    /// The output limits (`output_limits.rs`), applied to the clients that
+    /// are behind: everyone else has been given all they are owed.
+    fn keep_output_in_bounds(&mut self, now: Instant) {
+        self.forget_caught_up();
+        let stall = self.limits.stall_timeout;
+        let log = &self.outgoing.log;
+        let behind: Vec<Lagging> = self
+            .outgoing
+            .behind
+            .iter()
+            .map(|&key| {
+                let out = &self.clients[key].out;
+                Lagging {
+                    key,
+                    cursor: out.cursor(),
+                    lag: out.lag(log),
+                    private_bytes: out.private_bytes(),
+                    stalled: out.stalled(now, stall),
+                }
+            })
+            .collect();
+        let out = &mut self.outgoing;
+        let cut =
+            output_limits::enforce(&mut out.log, behind, self.limits.memory_budget, out.written);
+        for key in cut {
+            self.disconnect_too_slow(key, now);
+        }
+        // The next moment a client still behind could count as stalled.
+        self.forget_caught_up();
+        self.timers.next_stall_check = self
+            .outgoing
+            .behind
+            .iter()
+            .filter_map(|&key| self.clients[key].out.behind_since())
+            .min()
+            .map(|since| since + stall);
+    }
+
+    /// Drop from `behind` the clients that caught up, or are gone.
+    fn forget_caught_up(&mut self) {
+        let clients = &self.clients;
+        self.outgoing.behind.retain(|&key| {
+            clients
+                .get(key)
+                .is_some_and(|c| c.behind && c.life != Life::Dead)
+        });
+    }
+
+    /// The dead leave the slab, their sockets are closed and their address
+    /// slots released: only now are their resources really gone.
+    fn reap(&mut self, registry: &Registry) {
         for key in self.dead.drain(..) {
             if self.clients.get(key).is_some_and(|c| c.life == Life::Dead) {
                 let mut client = self.clients.remove(key);
                 let _ = registry.deregister(&mut client.stream);
+                self.admission.release(client.ip);
                 // Dropping the stream closes the socket.
             }
         }
+        self.forget_caught_up();
     }
 
     // ----- shutdown ---------------------------------------------------------
@@ -854,65 +988,42 @@ fn inbound_of<'a>(client: &'a mut Client, limits: &Limits, now: Instant) -> &'a 
 /// Why a client's end-of-tick write failed; handled after the pass.
 #[derive(Debug)]
 enum WriteFailure {
-    /// What its socket refused would pass `--sendq`.
-    TooSlow,
     /// Reset, broken pipe, ...
     Io(io::Error),
     /// Changing its WRITABLE interest failed.
     Reregister(io::Error),
 }
 
-/// Whether a client needs another write without waiting for an event.
-#[derive(Debug)]
-enum WriteAgain {
-    No,
-    /// Its write carried all one `writev` can and its socket took it all,
-    /// but more is queued: no WRITABLE event will come to say there is room.
-    NextTick,
-}
-
-/// One client's single write of the tick (see `Loop::end_of_tick`).
+/// One client's single write of the tick (see `Loop::write_owed`).
 fn flush_client(
     key: usize,
     client: &mut Client,
-    broadcasts: &Broadcasts,
-    pool: &mut BufferPool,
+    log: &FanoutLog,
     registry: &Registry,
-    sendq: usize,
+    now: Instant,
     dead: &mut Vec<usize>,
-) -> Result<WriteAgain, WriteFailure> {
+) -> Result<Wrote, WriteFailure> {
     client.queued_for_flush = false;
-    // The broadcasts are cleared after this pass: next tick starts at 0.
-    let cursor = std::mem::take(&mut client.cursor);
     if client.life == Life::Dead {
-        return Ok(WriteAgain::No);
+        return Ok(Wrote::Drained);
     }
-    // Only open clients get broadcasts; a closing one had its share copied
-    // into its queue when it left (see `leave`).
-    let cursor = match client.life {
-        Life::Open => cursor,
-        _ => Broadcasts::OWED_NOTHING,
-    };
-    let owed = broadcasts.owed(key, cursor);
-    let again = match client
-        .outbound
-        .write_with(&mut client.stream, owed, sendq, pool)
-    {
-        Ok(Flushed::Written(_)) => WriteAgain::No,
-        Ok(Flushed::NotAllOffered(_)) => WriteAgain::NextTick,
-        Ok(Flushed::OverCap) => return Err(WriteFailure::TooSlow),
-        Err(e) => return Err(WriteFailure::Io(e)),
-    };
-    let pending = client.outbound.pending() > 0;
-    if !pending && client.life == Life::Closing {
-        let _ = client.stream.shutdown(Shutdown::Write);
-        client.life = Life::Dead;
-        dead.push(key);
-        return Ok(WriteAgain::No);
+    let (_, wrote) = client
+        .out
+        .write_to(log, key, &mut client.stream, now)
+        .map_err(WriteFailure::Io)?;
+    if wrote == Wrote::Drained {
+        client.behind = false;
+        if client.life == Life::Closing {
+            let _ = client.stream.shutdown(Shutdown::Write);
+            client.life = Life::Dead;
+            dead.push(key);
+            return Ok(wrote);
+        }
     }
-    // WRITABLE only while something is waiting for the socket.
-    if pending != client.wants_write {
-        let interest = if pending {
+    // WRITABLE only while the socket has refused something.
+    let refused = wrote == Wrote::Refused;
+    if refused != client.wants_write {
+        let interest = if refused {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -920,18 +1031,9 @@ fn flush_client(
         registry
             .reregister(&mut client.stream, Token(key), interest)
             .map_err(WriteFailure::Reregister)?;
-        client.wants_write = pending;
+        client.wants_write = refused;
     }
-    Ok(again)
-}
-
-/// Copy the broadcasts a client is owed so far into its own queue, so that
-/// what comes next for it alone follows them.
-fn catch_up(client: &mut Client, key: usize, broadcasts: &mut Broadcasts, pool: &mut BufferPool) {
-    for bytes in broadcasts.owed(key, client.cursor) {
-        client.outbound.push(bytes, pool);
-    }
-    client.cursor = broadcasts.cursor();
+    Ok(wrote)
 }
 
 /// Put a client on this tick's flush list, once.

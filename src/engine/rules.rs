@@ -1,6 +1,6 @@
 //! The rules both engines apply the same way, kept in one place so the poll
 //! and threaded engines cannot drift apart: who receives an output, when a
-//! queue is over `--sendq`, how a refused connection is told, how accepting
+//! private queue is over `--sendq`, how a refused connection is told, how accepting
 //! backs off when the process is out of file descriptors, and how long
 //! closing clients and shutdown may take.
 //!
@@ -13,7 +13,6 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use slab::Slab;
 
 use crate::admission::Refusal;
 use crate::app::{ClientId, Recipients};
@@ -39,48 +38,15 @@ pub(crate) fn is_recipient(to: Recipients, key: usize) -> bool {
     }
 }
 
-/// Offer the bytes of one `Output::Send` to every open recipient of `to`, in
-/// key order. `offer(key, client)` queues them for one client and returns
-/// false when that would pass `--sendq` (then nothing is queued). Those keys
-/// are returned: the caller cuts them off after the pass, so the fan-out
-/// never changes the client table while walking it.
-pub(crate) fn fan_out<C>(
-    clients: &mut Slab<C>,
-    to: Recipients,
-    is_open: impl Fn(&C) -> bool,
-    mut offer: impl FnMut(usize, &mut C) -> bool,
-) -> Vec<usize> {
-    let mut too_slow = Vec::new();
-    let mut visit = |key: usize, client: &mut C| {
-        if is_open(client) && !offer(key, client) {
-            too_slow.push(key);
-        }
-    };
-    match to {
-        Recipients::One(ClientId(key)) => {
-            if let Some(client) = clients.get_mut(key) {
-                visit(key, client);
-            }
-        }
-        Recipients::AllBut(_) | Recipients::All => {
-            for (key, client) in clients.iter_mut() {
-                if is_recipient(to, key) {
-                    visit(key, client);
-                }
-            }
-        }
-    }
-    too_slow
-}
-
 /// True if `more` bytes may join `pending` ones without passing `sendq`.
 pub(crate) fn fits_sendq(pending: usize, more: usize, sendq: usize) -> bool {
     pending + more <= sendq
 }
 
-/// The log line for a client cut off by `--sendq`.
-pub(crate) fn log_too_slow(key: usize, peer: impl std::fmt::Display, sendq: usize) {
-    warn!("client {key} ({peer}) disconnected: too slow to read (more than {sendq} bytes queued)");
+/// The log line for a client cut off as too slow: `behind` is how many
+/// bytes it was owed (see `OutQueue::lag`).
+pub(crate) fn log_too_slow(key: usize, peer: impl std::fmt::Display, behind: u64) {
+    warn!("client {key} ({peer}) disconnected: too slow to read ({behind} bytes behind)");
 }
 
 /// Tell a connection refused by `--max-clients` or `--max-per-ip` why, then
@@ -138,63 +104,6 @@ impl AcceptBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A client in a test table: open or not, and what it was offered.
-    #[derive(Default)]
-    struct Probe {
-        open: bool,
-        got: usize,
-        full: bool,
-    }
-
-    fn table() -> Slab<Probe> {
-        let mut clients = Slab::new();
-        for (open, full) in [(true, false), (false, false), (true, true), (true, false)] {
-            clients.insert(Probe {
-                open,
-                full,
-                ..Probe::default()
-            });
-        }
-        clients
-    }
-
-    fn offer_all(clients: &mut Slab<Probe>, to: Recipients) -> Vec<usize> {
-        fan_out(
-            clients,
-            to,
-            |c| c.open,
-            |_, c| {
-                if !c.full {
-                    c.got += 1;
-                }
-                !c.full
-            },
-        )
-    }
-
-    fn received(clients: &Slab<Probe>) -> Vec<usize> {
-        clients.iter().map(|(_, c)| c.got).collect()
-    }
-
-    #[test]
-    fn fan_out_skips_closed_and_the_excepted_and_reports_full_queues() {
-        let mut clients = table();
-        assert_eq!(offer_all(&mut clients, Recipients::All), vec![2]);
-        assert_eq!(received(&clients), [1, 0, 0, 1]);
-        assert_eq!(
-            offer_all(&mut clients, Recipients::AllBut(ClientId(0))),
-            vec![2]
-        );
-        assert_eq!(received(&clients), [1, 0, 0, 2]);
-        assert!(offer_all(&mut clients, Recipients::One(ClientId(1))).is_empty());
-        assert!(offer_all(&mut clients, Recipients::One(ClientId(9))).is_empty());
-        assert_eq!(
-            offer_all(&mut clients, Recipients::One(ClientId(2))),
-            vec![2]
-        );
-        assert_eq!(received(&clients), [1, 0, 0, 2]);
-    }
 
     #[test]
     fn sendq_counts_what_is_already_pending() {

@@ -10,18 +10,19 @@
 //!   tutorial's `clientthread`: blocking `read()`, lines to the App;
 //! - `list_of_clients` is the `Room`: the same sans-IO App the poll engine
 //!   drives, with a `Slab` of members, behind one `Mutex`;
-//! - `broadcast()` is the App's output routed by the shared
-//!   `rules::fan_out`, which only *queues* bytes (a reference to the shared
-//!   output per recipient, or a short copy for a short line);
+//! - `broadcast()` is the App's output appended once to the room's shared
+//!   fan-out log (`fanout_log.rs`), which every client's writer reads
+//!   through its own cursor;
 //! - `remove()` is `Room::leave` and, when the threads are done,
 //!   `Room::forget`.
 //!
 //! What the tutorial gets wrong, and what this file does instead:
 //! - its `broadcast()` calls a blocking `send()` on every other socket, so
 //!   one client that stops reading stalls everyone. Here each client also has
-//!   a *writer thread* (`connection.rs`) that empties a bounded queue into
+//!   a *writer thread* (`connection.rs`) that writes what it is owed into
 //!   its socket, waiting for room when the socket is full, and the room lock
-//!   is never held across a call that can wait;
+//!   is never held across a call that can wait. How far behind a client may
+//!   fall is decided as in the poll engine (`output_limits.rs`);
 //! - it assumes one `recv()` is one message. Here `Inbound` frames lines,
 //!   caps their length, sanitises them and applies flood control, exactly as
 //!   in the poll engine;
@@ -33,13 +34,13 @@
 //! deadlines, e.g. the quiz's), one signal thread (the binary only), and two
 //! per client, each with a small stack (`CLIENT_STACK`).
 //!
-//! Lock order: the room, then a connection's queue; never the reverse, and
-//! no blocking socket call under either.
+//! Lock order: the room, then the log, then a connection's state; never the
+//! reverse, and no socket call that can wait under any of them.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -51,8 +52,10 @@ use signal_hook::iterator::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
-use super::connection::{Connection, Offer};
+use super::connection::{self, Connection, Offer, SharedLog};
+use super::fanout_log::FanoutLog;
 use super::listen::bind_listener;
+use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
@@ -85,6 +88,11 @@ const READ_CHUNK: usize = 4 * 1024;
 /// client whose kernel buffers still had room would never be over
 /// `--sendq` in the threaded engine when it would be in the poll engine.
 const READ_BATCH: usize = 64 * 1024;
+/// The room applies the output limits (`output_limits.rs`) each time the
+/// log has grown by this much since it last did: often enough that the log
+/// never passes its cap by more than this, rarely enough that a flood does
+/// not visit every client per line.
+const LIMITS_EVERY: usize = 64 * 1024;
 /// After shutdown has hung up on everyone, how long it waits for client
 /// threads to notice before returning anyway.
 const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -122,10 +130,13 @@ struct Room<A> {
     admission: Admission,
     /// Where the App puts outputs; drained after every App call.
     outbox: Outbox,
-    /// `--sendq`, for the fan-out.
-    sendq: usize,
-    /// `--max-line`, for the error line.
-    max_line: usize,
+    /// The room's broadcasts, appended here and read by every writer.
+    log: SharedLog,
+    /// The log's size at which the output limits are applied next.
+    next_limits_check: usize,
+    /// Something was broadcast since the writers were last woken.
+    broadcast: bool,
+    limits: Limits,
     /// Writers that were asleep when output was queued for them: woken once
     /// the whole batch is queued (`wake_writers`), so each writes it at once.
     to_wake: Vec<Arc<Connection>>,
@@ -206,8 +217,10 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
                 limits.per_ip_exempts_loopback,
             ),
             outbox: Outbox::new(),
-            sendq: limits.sendq,
-            max_line: limits.max_line,
+            log: Arc::new(RwLock::new(FanoutLog::new(limits.log_cap))),
+            next_limits_check: LIMITS_EVERY,
+            broadcast: false,
+            limits: limits.clone(),
             to_wake: Vec::new(),
             timer_deadline: None,
             shutting_down: false,
@@ -361,7 +374,8 @@ impl<A: App + Send + 'static> Shared<A> {
         }
         // Fan-out latency matters more than packet count: no Nagle.
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Connection::new(stream));
+        let log = self.with_room(|room, _| room.log.clone());
+        let conn = Arc::new(Connection::new(stream, log));
         let key = self.with_room(|room, now| room.join(peer, conn.clone(), now));
         if let Err(e) = self.start_threads(key, conn) {
             warn!("cannot start threads for client {key} ({peer}): {e}");
@@ -376,7 +390,8 @@ impl<A: App + Send + 'static> Shared<A> {
     fn start_threads(self: &Arc<Self>, key: usize, conn: Arc<Connection>) -> io::Result<()> {
         let writer = {
             let conn = conn.clone();
-            spawn_small(format!("writer {key}"), move || conn.run_writer())?
+            let stall = self.limits.stall_timeout;
+            spawn_small(format!("writer {key}"), move || conn.run_writer(key, stall))?
         };
         let shared = self.clone();
         let reader = spawn_small(format!("reader {key}"), {
@@ -409,6 +424,8 @@ impl<A: App + Send + 'static> Shared<A> {
         }
         conn.wait_writer(CLOSE_GRACE);
         let _ = writer.join();
+        // The room's reference is the last: `forget` closes the socket.
+        drop(conn);
         self.with_room(|room, _| room.forget(key));
         self.gone.notify_all();
     }
@@ -555,6 +572,12 @@ impl<A: App + Send + 'static> Shared<A> {
     }
 }
 
+/// The log, for appending or trimming. A panicking thread must not take the
+/// others down with it: the log is valid after any partial update.
+fn write_log(log: &RwLock<FanoutLog>) -> std::sync::RwLockWriteGuard<'_, FanoutLog> {
+    log.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl<A: App> Room<A> {
     fn is_open(&self, key: usize) -> bool {
         self.clients.get(key).is_some_and(|m| m.open)
@@ -569,6 +592,7 @@ impl<A: App> Room<A> {
 
     /// Add an admitted client; the App welcomes it. Its id is the slab key.
     fn join(&mut self, peer: SocketAddr, conn: Arc<Connection>, now: Instant) -> usize {
+        conn.start_at_head();
         let key = self.clients.insert(Member {
             peer,
             open: true,
@@ -600,7 +624,7 @@ impl<A: App> Room<A> {
                     self.settle(now);
                 }
                 Step::TooLong => {
-                    self.reply(key, protocol::line_too_long(self.max_line), now);
+                    self.reply(key, protocol::line_too_long(self.limits.max_line), now);
                 }
                 step => return Some(step),
             }
@@ -624,38 +648,48 @@ impl<A: App> Room<A> {
     // ----- broadcast --------------------------------------------------------
 
     /// Carry out everything the App asked for. Each output's bytes were
-    /// encoded once; `fan_out` queues them for each recipient, and
-    /// the writers do the rest. Clients cut off on the way (`--sendq`) are
-    /// announced to the App here, one after another from a worklist rather
-    /// than by recursion, so the stack depth stays flat on small stacks
-    /// however many clients fall behind at once.
+    /// encoded once: a reply is queued for its one client, a broadcast is
+    /// appended once to the log, and the writers do the rest. Clients cut
+    /// off on the way (`--sendq`, the output limits) are announced to the
+    /// App here, one after another from a worklist rather than by
+    /// recursion, so the stack depth stays flat on small stacks however
+    /// many clients fall behind at once.
     fn settle(&mut self, now: Instant) {
         let mut departed = Vec::new();
         loop {
             let mut outbox = std::mem::take(&mut self.outbox);
+            // The App has already forgotten the clients it closes: mark them
+            // gone first, so a farewell that cuts one off (its queue full)
+            // cannot report it as `left`.
+            let closed: Vec<usize> = outbox
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Close { client } => Some(client.0),
+                    Output::Send { .. } => None,
+                })
+                .collect();
             for output in outbox.drain() {
                 match output {
-                    Output::Send { to, bytes } => {
-                        let sendq = self.sendq;
-                        let to_wake = &mut self.to_wake;
-                        let too_slow = rules::fan_out(
-                            &mut self.clients,
-                            to,
-                            |m| m.open,
-                            |_, m| match m.conn.offer(&bytes, sendq) {
-                                Offer::Queued => true,
-                                Offer::WakeWriter => {
-                                    to_wake.push(m.conn.clone());
-                                    true
+                    Output::Send {
+                        to: Recipients::One(ClientId(key)),
+                        bytes,
+                    } => {
+                        let Some(member) = self.clients.get(key).filter(|m| m.open) else {
+                            continue;
+                        };
+                        match member.conn.offer(&bytes, self.limits.sendq) {
+                            Offer::Queued => {}
+                            Offer::WakeWriter => self.to_wake.push(member.conn.clone()),
+                            Offer::TooSlow => {
+                                if self.depart(key, Farewell::TooSlow) && !closed.contains(&key) {
+                                    departed.push(key);
                                 }
-                                Offer::TooSlow => false,
-                            },
-                        );
-                        for key in too_slow {
-                            if self.depart(key, Farewell::TooSlow) {
-                                departed.push(key);
                             }
                         }
+                    }
+                    Output::Send { to, bytes } => {
+                        write_log(&self.log).push(to, &bytes);
+                        self.broadcast = true;
                     }
                     // The App closed it and has forgotten it: no `left`.
                     Output::Close {
@@ -666,6 +700,7 @@ impl<A: App> Room<A> {
                 }
             }
             self.outbox = outbox;
+            departed.extend(self.keep_output_in_bounds(now));
             let Some(key) = departed.pop() else {
                 return;
             };
@@ -673,8 +708,49 @@ impl<A: App> Room<A> {
         }
     }
 
-    /// Wake every writer that was given output while asleep.
+    /// Once the log has grown by `LIMITS_EVERY`: the output limits, as the
+    /// poll engine applies them (`output_limits.rs`). Returns the clients
+    /// it cut off, for the App to hear about.
+    fn keep_output_in_bounds(&mut self, now: Instant) -> Vec<usize> {
+        let mut log = write_log(&self.log);
+        if log.retained() < self.next_limits_check {
+            return Vec::new();
+        }
+        let stall = self.limits.stall_timeout;
+        let behind: Vec<Lagging> = self
+            .clients
+            .iter()
+            .filter_map(|(key, m)| {
+                let s = m.conn.standing(&log, key, now, stall);
+                s.behind.then_some(Lagging {
+                    key,
+                    cursor: s.cursor,
+                    lag: s.lag,
+                    private_bytes: s.private_bytes,
+                    stalled: s.stalled,
+                })
+            })
+            .collect();
+        // Every member not behind has been given all of it.
+        let written = log.head();
+        let cut = output_limits::enforce(&mut log, behind, self.limits.memory_budget, written);
+        self.next_limits_check = log.retained() + LIMITS_EVERY;
+        drop(log);
+        cut.into_iter()
+            .filter(|&key| self.depart(key, Farewell::TooSlow))
+            .collect()
+    }
+
+    /// Wake every writer that was given output while asleep, and after a
+    /// broadcast every sleeping writer in the room.
     fn wake_writers(&mut self) {
+        if std::mem::take(&mut self.broadcast) {
+            for (_, member) in self.clients.iter().filter(|(_, m)| m.open) {
+                if member.conn.wake_if_idle() == Offer::WakeWriter {
+                    self.to_wake.push(member.conn.clone());
+                }
+            }
+        }
         for conn in self.to_wake.drain(..) {
             conn.wake_writer();
         }
@@ -706,19 +782,27 @@ impl<A: App> Room<A> {
             Farewell::Flush => member.conn.close(),
             Farewell::Abort => member.conn.cut_off(b""),
             Farewell::TooSlow => {
-                rules::log_too_slow(key, member.peer, self.sendq);
+                let log = connection::read_log(&self.log);
+                let lag = member
+                    .conn
+                    .standing(&log, key, Instant::now(), Duration::MAX)
+                    .lag;
+                drop(log);
+                rules::log_too_slow(key, member.peer, lag);
                 member.conn.cut_off(protocol::TOO_SLOW.as_bytes());
             }
         }
-        self.admission.release(member.peer.ip());
         debug!("client {key} ({}) left", member.peer);
         true
     }
 
-    /// The client's threads are done: its id may go to the next client.
+    /// The client's threads are done: its socket is closed (this was the
+    /// last reference), and only now are its id and its address slot free
+    /// for the next client.
     fn forget(&mut self, key: usize) {
         if let Some(member) = self.clients.try_remove(key) {
             debug_assert!(!member.open, "client {key} forgotten while in the room");
+            self.admission.release(member.peer.ip());
         }
     }
 }

@@ -1,0 +1,371 @@
+//! One client's output: its cursor into the room's [`FanoutLog`], and a
+//! small private queue for what is meant for it alone (the welcome, replies,
+//! errors). Both engines keep one per client.
+//!
+//! Each private line is tagged with the log position it was queued at, so
+//! it goes out after every broadcast said before it and before every one
+//! said after: a reply never overtakes the chat that preceded it. A write is
+//! one gather of slices straight from the shared segments and the private
+//! lines, in that interleaved order ([`OutQueue::gather`]); what the socket
+//! takes moves the cursor and the queue on ([`OutQueue::advance`]), and what
+//! it refuses stays where it is: nothing is copied per client.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::time::{Duration, Instant};
+
+use super::fanout_log::FanoutLog;
+
+/// Slices gathered into one `writev` at most. A tick rarely owes a client
+/// more than a few; a client owed more gets the rest on its next write.
+pub(crate) const MAX_SLICES: usize = 64;
+
+/// A line (or run of lines) for this client alone.
+#[derive(Debug)]
+struct Private {
+    /// The log position it follows.
+    at: u64,
+    bytes: Vec<u8>,
+    /// How much of `bytes` the socket has taken.
+    sent: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct OutQueue {
+    /// The next log byte this client has not been given.
+    cursor: u64,
+    /// Where its share of the log ends: the head when it left the room (it
+    /// still hears what was said before), `u64::MAX` while it is in it.
+    until: u64,
+    /// Its private lines; boxed and only while there are some, so an idle
+    /// client pays one pointer for them.
+    private: Option<Box<PrivateQueue>>,
+    /// Since when it has been owed output its socket would not take; `None`
+    /// while it keeps up. Behind this long without progress is a stall.
+    behind_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct PrivateQueue {
+    /// Oldest first.
+    lines: VecDeque<Private>,
+    /// Their unsent bytes, for `--sendq` and the memory budget.
+    bytes: usize,
+}
+
+/// How a write went: what the caller does next depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    /// Everything owed was written.
+    Drained,
+    /// The socket refused some: wait until it is writable.
+    Refused,
+    /// The socket took all it was offered, but more is owed than one write
+    /// carries (`MAX_SLICES`): write again without waiting for an event.
+    More,
+}
+
+/// What one write offers: the slices, and how many bytes they hold.
+pub(crate) struct Gathered<'a> {
+    pub slices: [IoSlice<'a>; MAX_SLICES],
+    pub count: usize,
+    pub bytes: usize,
+    /// More was owed than `MAX_SLICES` could carry.
+    pub more: bool,
+}
+
+impl OutQueue {
+    /// A newcomer: owed only what is broadcast from `head` on.
+    pub(crate) fn new(head: u64) -> Self {
+        Self {
+            cursor: head,
+            until: u64::MAX,
+            private: None,
+            behind_since: None,
+        }
+    }
+
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub(crate) fn private_bytes(&self) -> usize {
+        self.private.as_ref().map_or(0, |p| p.bytes)
+    }
+
+    fn private_lines(&self) -> impl Iterator<Item = &Private> {
+        self.private.iter().flat_map(|p| p.lines.iter())
+    }
+
+    /// How far behind the head it is, in log bytes (counting those not
+    /// meant for it), plus its private queue: how much it is costing.
+    pub(crate) fn lag(&self, log: &FanoutLog) -> u64 {
+        self.end(log).saturating_sub(self.cursor) + self.private_bytes() as u64
+    }
+
+    /// Since when it has been behind without progress, if it is.
+    pub(crate) fn behind_since(&self) -> Option<Instant> {
+        self.behind_since
+    }
+
+    /// Behind, with no progress for `timeout`.
+    pub(crate) fn stalled(&self, now: Instant, timeout: Duration) -> bool {
+        self.behind_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= timeout)
+    }
+
+    fn end(&self, log: &FanoutLog) -> u64 {
+        self.until.min(log.head())
+    }
+
+    /// Queue bytes for this client alone, after everything broadcast so far.
+    pub(crate) fn push_private(&mut self, log: &FanoutLog, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let at = log.head();
+        let private = self.private.get_or_insert_with(Box::default);
+        private.bytes += bytes.len();
+        match private.lines.back_mut() {
+            Some(last) if last.at == at => last.bytes.extend_from_slice(bytes),
+            _ => private.lines.push_back(Private {
+                at,
+                bytes: bytes.to_vec(),
+                sent: 0,
+            }),
+        }
+    }
+
+    /// It left the room: it is owed what was said until now, and no more.
+    pub(crate) fn stop_at_head(&mut self, log: &FanoutLog) {
+        self.until = self.until.min(log.head());
+    }
+
+    /// It is being cut off: nothing more will be written.
+    pub(crate) fn clear(&mut self, log: &FanoutLog) {
+        self.private = None;
+        self.until = self.cursor.min(log.head());
+        self.behind_since = None;
+    }
+
+    /// Nothing is owed: neither log bytes meant for it nor private lines.
+    pub(crate) fn is_drained(&self, log: &FanoutLog, key: usize) -> bool {
+        self.private.is_none() && log.owed(key, self.cursor, self.end(log)).next().is_none()
+    }
+
+    /// The slices of one write, in order: log bytes up to each private
+    /// line's position, the line, and so on, then the rest of the log.
+    pub(crate) fn gather<'a>(&'a self, log: &'a FanoutLog, key: usize) -> Gathered<'a> {
+        let mut g = Gathered {
+            slices: [IoSlice::new(&[]); MAX_SLICES],
+            count: 0,
+            bytes: 0,
+            more: false,
+        };
+        let mut add = |bytes: &'a [u8]| {
+            if g.count == MAX_SLICES {
+                g.more = true;
+                return;
+            }
+            g.slices[g.count] = IoSlice::new(bytes);
+            g.count += 1;
+            g.bytes += bytes.len();
+        };
+        let mut from = self.cursor;
+        for p in self.private_lines() {
+            let upto = p.at.min(self.end(log)).max(from);
+            log.owed(key, from, upto).for_each(&mut add);
+            add(&p.bytes[p.sent..]);
+            from = upto;
+        }
+        log.owed(key, from, self.end(log)).for_each(&mut add);
+        g
+    }
+
+    /// The socket took `written` bytes of what [`OutQueue::gather`]
+    /// offered: move on by that much. With nothing written, this still
+    /// steps the cursor over broadcasts that were not meant for it.
+    pub(crate) fn advance(&mut self, log: &FanoutLog, key: usize, mut written: usize) {
+        let progressed = written > 0;
+        let end = self.end(log);
+        loop {
+            let front = self.private.as_mut().and_then(|p| p.lines.front_mut());
+            let bound = front
+                .as_ref()
+                .map_or(end, |p| p.at.min(end).max(self.cursor));
+            let (pos, used) = log.advance(key, self.cursor, bound, written);
+            self.cursor = pos;
+            written -= used;
+            if pos < bound {
+                break; // stopped inside the log
+            }
+            let Some(front) = front else {
+                break;
+            };
+            let take = written.min(front.bytes.len() - front.sent);
+            front.sent += take;
+            written -= take;
+            let line_done = front.sent == front.bytes.len();
+            if let Some(private) = self.private.as_mut() {
+                private.bytes -= take;
+                if line_done {
+                    private.lines.pop_front();
+                }
+                if private.lines.is_empty() {
+                    self.private = None;
+                }
+            }
+            if !line_done {
+                break;
+            }
+        }
+        if progressed || self.is_drained(log, key) {
+            self.behind_since = None;
+        }
+    }
+
+    /// One write of what is owed to `w` (a non-blocking socket): gather,
+    /// write once, move on by what was taken. `WouldBlock` is nothing
+    /// taken; `Interrupted` is retried. Returns the bytes written and how
+    /// the write went.
+    pub(crate) fn write_to(
+        &mut self,
+        log: &FanoutLog,
+        key: usize,
+        w: &mut impl Write,
+        now: Instant,
+    ) -> io::Result<(usize, Wrote)> {
+        let (written, offered) = {
+            let g = self.gather(log, key);
+            let slices = &g.slices[..g.count];
+            let written = match g.count {
+                0 => 0,
+                // The usual tick: one slice, and a plain `send()` is
+                // cheaper than `writev`.
+                1 => send(|| w.write(&slices[0]))?,
+                _ => send(|| w.write_vectored(slices))?,
+            };
+            (written, g.bytes)
+        };
+        self.advance(log, key, written);
+        let wrote = if written < offered {
+            self.behind_since.get_or_insert(now);
+            Wrote::Refused
+        } else if self.is_drained(log, key) {
+            Wrote::Drained
+        } else {
+            Wrote::More
+        };
+        Ok((written, wrote))
+    }
+}
+
+/// Run one non-empty write: retried on `Interrupted`; `WouldBlock` is 0
+/// bytes taken (they stay owed).
+fn send(mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match write() {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{ClientId, Recipients};
+
+    /// Write what is gathered into `out`, at most `cap` bytes.
+    fn write(
+        q: &mut OutQueue,
+        log: &FanoutLog,
+        key: usize,
+        cap: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let g = q.gather(log, key);
+        let mut left = cap;
+        for s in &g.slices[..g.count] {
+            let n = s.len().min(left);
+            out.extend_from_slice(&s[..n]);
+            left -= n;
+        }
+        let written = cap - left;
+        q.advance(log, key, written);
+        written
+    }
+
+    #[test]
+    fn private_lines_keep_their_place_among_broadcasts() {
+        let mut log = FanoutLog::new(1 << 20);
+        let mut q = OutQueue::new(log.head());
+        log.push(Recipients::All, b"one\n");
+        q.push_private(&log, b"reply\n");
+        log.push(Recipients::AllBut(ClientId(5)), b"two\n");
+        log.push(Recipients::AllBut(ClientId(1)), b"mine\n");
+        q.push_private(&log, b"err\n");
+        let mut out = Vec::new();
+        // Trickle three bytes at a time: order must hold across every cut.
+        while write(&mut q, &log, 1, 3, &mut out) > 0 {}
+        assert_eq!(out, b"one\nreply\ntwo\nerr\n");
+        assert!(q.is_drained(&log, 1));
+        assert_eq!(q.cursor(), log.head());
+        assert_eq!(q.private_bytes(), 0);
+        assert!(q.private.is_none(), "a drained queue holds nothing");
+    }
+
+    #[test]
+    fn a_client_that_left_hears_only_what_was_said_before() {
+        let mut log = FanoutLog::new(1 << 20);
+        let mut q = OutQueue::new(log.head());
+        log.push(Recipients::All, b"before\n");
+        q.push_private(&log, b"* Bye!\n");
+        q.stop_at_head(&log);
+        log.push(Recipients::All, b"after\n");
+        let mut out = Vec::new();
+        write(&mut q, &log, 2, usize::MAX, &mut out);
+        assert_eq!(out, b"before\n* Bye!\n");
+        assert!(q.is_drained(&log, 2));
+    }
+
+    #[test]
+    fn lag_fall_off_and_stall() {
+        let mut log = FanoutLog::new(100);
+        let mut q = OutQueue::new(log.head());
+        let t0 = Instant::now();
+        for i in 0..3 {
+            log.push(Recipients::AllBut(ClientId(i + 10)), &[b'x'; 60]);
+        }
+        assert_eq!(q.lag(&log), 180);
+        let mut out = Vec::new();
+        write(&mut q, &log, 1, 10, &mut out);
+        q.behind_since = Some(t0);
+        assert!(!q.stalled(t0, Duration::from_secs(30)));
+        assert!(q.stalled(t0 + Duration::from_secs(30), Duration::from_secs(30)));
+        assert!(log.enforce_cap());
+        assert!(q.cursor() < log.tail(), "the cap left it behind");
+        // Progress resets the stall clock.
+        q.advance(&log, 1, 5);
+        assert!(!q.stalled(t0 + Duration::from_secs(60), Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn one_write_carries_at_most_max_slices() {
+        let mut log = FanoutLog::new(usize::MAX);
+        let mut q = OutQueue::new(log.head());
+        for i in 0..MAX_SLICES + 5 {
+            // Alternating speakers: every line is its own segment.
+            log.push(Recipients::AllBut(ClientId(100 + i % 2)), b"l\n");
+        }
+        let g = q.gather(&log, 1);
+        assert_eq!(g.count, MAX_SLICES);
+        assert!(g.more);
+        let bytes = g.bytes;
+        q.advance(&log, 1, bytes);
+        assert_eq!(q.lag(&log), 10);
+    }
+}
