@@ -14,6 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The most bytes one [`Recipients::One`] send may hold (issue 11): a reply
+/// must never be able to push its own recipient over `--sendq` by itself.
+/// The default `--sendq` (256 KiB) is 16 times this; an operator may set it
+/// lower, and then accepts that risk. Anything that grows with the room or
+/// with `--max-line` (`/who`, an echoed unknown command) is capped well
+/// below it.
+pub const MAX_REPLY: usize = 16 * 1024;
+
 /// An engine-assigned identifier for one connected client.
 ///
 /// The poll engine uses its slab key; an id may be reused only after the App
@@ -55,8 +63,18 @@ impl Outbox {
     }
 
     /// Queue one already-terminated line (or several) for `to`.
+    ///
+    /// A [`Recipients::One`] send over [`MAX_REPLY`] is a bug (debug builds
+    /// panic): whatever made it must be capped.
     pub fn send(&mut self, to: Recipients, text: impl Into<String>) {
         let text: String = text.into();
+        if let Recipients::One(client) = to {
+            debug_assert!(
+                text.len() <= MAX_REPLY,
+                "a {}-byte reply to {client:?} is over MAX_REPLY",
+                text.len()
+            );
+        }
         self.items.push(Output::Send {
             to,
             bytes: Arc::from(text.into_bytes()),
@@ -119,5 +137,26 @@ pub trait App {
     /// The next moment the App wants `handle_timeout`, if any.
     fn poll_timeout(&self) -> Option<Instant> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "over MAX_REPLY")]
+    fn a_reply_over_max_reply_panics_in_debug_builds() {
+        Outbox::new().send(Recipients::One(ClientId(1)), "x".repeat(MAX_REPLY + 1));
+    }
+
+    /// Only replies are capped here: a broadcast is bounded by its sender.
+    #[test]
+    fn a_reply_of_max_reply_and_a_bigger_broadcast_are_sent() {
+        let mut out = Outbox::new();
+        out.send(Recipients::One(ClientId(1)), "x".repeat(MAX_REPLY));
+        out.send(Recipients::All, "x".repeat(MAX_REPLY + 1));
+        assert_eq!(out.drain().count(), 2);
     }
 }

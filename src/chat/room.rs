@@ -10,12 +10,22 @@
 //! for names ([`ChatRoom::name`]) and hands it every command it does not
 //! handle itself ([`ChatRoom::handle_command`]).
 
+use std::cmp::Ordering;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::command::{self, Command};
 use super::names::Roster;
 use crate::app::{App, ClientId, Outbox};
+
+/// Names a `/who` reply lists before `... and N more`: names are at most
+/// 24 bytes, so the reply stays under 1.5 KiB however big the room is.
+pub const WHO_NAMES: usize = 50;
+
+/// Characters of an unknown command echoed back in the error: the line
+/// may be `--max-line` long, and the sender needs only enough to see
+/// which typo it was.
+pub const ECHOED_COMMAND_CHARS: usize = 32;
 
 /// What `/help` prints, one line each. Public so an App that embeds the
 /// room can print these and add its own.
@@ -103,7 +113,14 @@ impl ChatRoom {
             }
             Command::Usage(usage) => out.to(client, &format!("! {usage}")),
             Command::Unknown(cmd) => {
-                out.to(client, &format!("! unknown command /{cmd} (try /help)"));
+                let (shown, cut) = match cmd.char_indices().nth(ECHOED_COMMAND_CHARS) {
+                    Some((end, _)) => (&cmd[..end], "..."),
+                    None => (cmd, ""),
+                };
+                out.to(
+                    client,
+                    &format!("! unknown command /{shown}{cut} (try /help)"),
+                );
             }
         }
     }
@@ -129,15 +146,25 @@ impl ChatRoom {
         }
     }
 
+    /// The count, then the first [`WHO_NAMES`] names ignoring case.
     fn who(&self, client: ClientId, out: &mut Outbox) {
         let mut names: Vec<&str> = self.members.iter().map(|(_, n)| n.as_str()).collect();
-        names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
         let count = names.len();
+        let by_folded = |a: &&str, b: &&str| cmp_ignoring_case(a, b);
+        // Only the shown names need sorting: pick them out first, so a
+        // `/who` in a big room costs one pass, not a full sort.
+        if count > WHO_NAMES {
+            names.select_nth_unstable_by(WHO_NAMES, by_folded);
+            names.truncate(WHO_NAMES);
+        }
+        names.sort_unstable_by(by_folded);
         let noun = if count == 1 { "user" } else { "users" };
-        out.to(
-            client,
-            &format!("* {count} {noun} here: {}", names.join(", ")),
-        );
+        let mut line = format!("* {count} {noun} here: {}", names.join(", "));
+        let more = count - names.len();
+        if more > 0 {
+            line.push_str(&format!(", ... and {more} more"));
+        }
+        out.to(client, &line);
     }
 
     /// Forget a member and tell the others; `None` if it was not here.
@@ -149,6 +176,13 @@ impl ChatRoom {
         }
         Some(())
     }
+}
+
+/// The order of the lower-cased names, compared byte by byte so a sort
+/// allocates nothing per comparison.
+fn cmp_ignoring_case(a: &str, b: &str) -> Ordering {
+    let fold = |c: u8| c.to_ascii_lowercase();
+    a.bytes().map(fold).cmp(b.bytes().map(fold))
 }
 
 impl App for ChatRoom {
@@ -311,6 +345,63 @@ mod tests {
         assert_eq!(
             h.say(1, "/who"),
             vec![one(1, "* 2 users here: bob, user1\n")]
+        );
+    }
+
+    /// Issue 11: the reply to `/who` in a full server is one bounded line.
+    #[test]
+    fn who_in_a_room_of_10000_names_the_first_ones_and_counts_the_rest() {
+        let mut h = Harness::new();
+        for id in 1..=10_000 {
+            h.join(id);
+        }
+        let reply = h.say(1, "/who");
+        assert_eq!(reply.len(), 1, "one reply");
+        let (to, line) = &reply[0];
+        assert_eq!(*to, Recipients::One(ClientId(1)));
+        assert!(line.len() < 1536, "{} bytes", line.len());
+        assert!(
+            line.starts_with("* 10000 users here: user1, user10, user100, user1000, user10000, "),
+            "sorted as before: {line}"
+        );
+        let more = format!(", ... and {} more\n", 10_000 - WHO_NAMES);
+        assert!(line.ends_with(&more), "{line}");
+        assert_eq!(line.matches(", ").count(), WHO_NAMES, "{line}");
+    }
+
+    #[test]
+    fn who_lists_everyone_up_to_the_cap_then_says_how_many_more() {
+        let mut h = Harness::new();
+        for id in 1..=WHO_NAMES {
+            h.join(id);
+        }
+        let all = h.say(1, "/who");
+        assert!(!all[0].1.contains("more"), "{all:?}");
+        assert_eq!(all[0].1.matches(", ").count(), WHO_NAMES - 1);
+        // The longest names: the cap holds the line under 1.5 KiB.
+        h.join(WHO_NAMES + 1);
+        for id in 1..=WHO_NAMES + 1 {
+            h.say(id, &format!("/nick {id:0>24}"));
+        }
+        let capped = h.say(1, "/who");
+        let line = &capped[0].1;
+        assert!(line.ends_with(", ... and 1 more\n"), "{capped:?}");
+        assert!(line.len() < 1536, "{} bytes", line.len());
+    }
+
+    /// A `--max-line` long typo is not bounced back whole.
+    #[test]
+    fn an_unknown_command_is_echoed_cut_short() {
+        let mut h = Harness::new();
+        h.join(1);
+        let long = "é".repeat(50_000);
+        let shown = "é".repeat(ECHOED_COMMAND_CHARS);
+        assert_eq!(
+            h.say(1, &format!("/{long}")),
+            vec![one(
+                1,
+                &format!("! unknown command /{shown}... (try /help)\n")
+            )]
         );
     }
 

@@ -898,4 +898,25 @@ mod tests {
         assert_eq!(help[0], "* Commands:");
         assert!(help.contains(&"*   /start         start the game now".into()));
     }
+
+    /// Issue 11 through the game: nobody answers, so all 300 tie on 0 and
+    /// the final standings name five of them.
+    #[test]
+    fn a_game_where_hundreds_tie_ends_with_one_short_winner_line() {
+        let mut t = Table::new();
+        for id in 1..=300 {
+            t.join(id);
+        }
+        t.say(1, "/start");
+        t.wait(100 * SEC);
+        let lines = t.lines(1);
+        let tie: Vec<&String> = lines.iter().filter(|l| l.contains("tie")).collect();
+        assert_eq!(
+            tie,
+            [
+                "* It's a tie! user1, user10, user100, user101, user102 and 295 others \
+              share first place with 0 points."
+            ]
+        );
+    }
 }

@@ -29,6 +29,12 @@ const BUILTIN: &str = include_str!("builtin.toml");
 /// more than fit on a screen as `a)` to `f)`.
 pub const CHOICES: RangeInclusive<usize> = 2..=6;
 
+/// The longest question text or choice, in bytes. `* You answered b) ...`
+/// echoes a choice to one player, so it must stay far under
+/// [`MAX_REPLY`](crate::app::MAX_REPLY); a whole question (text and six
+/// choices) stays under 8 KiB.
+pub const MAX_TEXT: usize = 1024;
+
 /// One checked question.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Question {
@@ -107,6 +113,10 @@ pub enum Fault {
         field: String,
     },
     EmptyChoice(char),
+    /// Text or a choice is over [`MAX_TEXT`] bytes.
+    TooLong {
+        field: String,
+    },
     ChoiceCount(usize),
     /// `answer` is not the letter of one of the choices.
     BadAnswer {
@@ -124,6 +134,7 @@ impl fmt::Display for Fault {
                 write!(f, "{field} must be one line of plain text")
             }
             Fault::EmptyChoice(letter) => write!(f, "choice {letter} is empty"),
+            Fault::TooLong { field } => write!(f, "{field} is longer than {MAX_TEXT} bytes"),
             Fault::ChoiceCount(n) => write!(
                 f,
                 "needs {} to {} choices, has {n}",
@@ -271,9 +282,13 @@ fn check(table: toml::Table) -> Result<Question, Fault> {
 }
 
 /// Text shown to players must survive sanitising unchanged: one line, no
-/// control characters.
+/// control characters; and at most [`MAX_TEXT`] bytes.
 fn plain_text(text: &str, field: &str) -> Result<(), Fault> {
-    if sanitize(text.as_bytes()) == text {
+    if text.len() > MAX_TEXT {
+        Err(Fault::TooLong {
+            field: field.to_string(),
+        })
+    } else if sanitize(text.as_bytes()) == text {
         Ok(())
     } else {
         Err(Fault::NotPlainText {
@@ -454,6 +469,28 @@ answer = " A "
             "choice b must be one line of plain text",
         );
         assert_fault(r#""t""#, r#"["x", ""]"#, r#""a""#, "choice b is empty");
+    }
+
+    /// Issue 11: a choice is echoed to its player, so none may be huge.
+    #[test]
+    fn text_or_a_choice_over_max_text_is_refused() {
+        let long = format!("\"{}\"", "x".repeat(MAX_TEXT + 1));
+        let two = r#"["x", "y"]"#;
+        assert_fault(
+            &long,
+            two,
+            r#""a""#,
+            &format!("text is longer than {MAX_TEXT} bytes"),
+        );
+        assert_fault(
+            r#""t""#,
+            &format!("[\"x\", {long}]"),
+            r#""a""#,
+            &format!("choice b is longer than {MAX_TEXT} bytes"),
+        );
+        let longest = format!("\"{}\"", "é".repeat(MAX_TEXT / 2));
+        let body = format!("text = {longest}\nchoices = [\"x\", {longest}]\nanswer = \"b\"");
+        assert!(parse(&second_question(&body), "q.toml").is_ok());
     }
 
     #[test]

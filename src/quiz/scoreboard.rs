@@ -10,6 +10,10 @@ use std::collections::HashMap;
 
 use crate::app::ClientId;
 
+/// Players a tie for first place names before `and N others`: the line
+/// goes to everyone, and a tie among thousands must stay one short line.
+pub const TIE_NAMES: usize = 5;
+
 /// One game's scores.
 #[derive(Debug, Default)]
 pub struct Scoreboard {
@@ -113,23 +117,32 @@ pub fn render(standings: &[Standing]) -> String {
     text
 }
 
-/// Who won: one line naming the winner, or every player sharing first
-/// place. `None` if nobody played.
+/// Who won: one line naming the winner, or the players sharing first
+/// place: all of them, or the first [`TIE_NAMES`] and how many others.
+/// `None` if nobody played.
 pub fn winner_line(standings: &[Standing]) -> Option<String> {
     let best = standings.first()?;
-    let leaders: Vec<&str> = standings
+    let points = best.points;
+    // Rank 1 rows come first.
+    let leaders = standings.iter().take_while(|s| s.rank == 1).count();
+    let named: Vec<&str> = standings[..leaders.min(TIE_NAMES)]
         .iter()
-        .filter(|s| s.rank == 1)
         .map(|s| s.name.as_str())
         .collect();
-    Some(match leaders.as_slice() {
-        [one] => format!("* The winner is {one} with {} points!", best.points),
-        [init @ .., last] => format!(
-            "* It's a tie! {} and {last} share first place with {} points.",
-            init.join(", "),
-            best.points
+    let others = leaders - named.len();
+    Some(match (named.as_slice(), others) {
+        ([one], 0) => format!("* The winner is {one} with {points} points!"),
+        ([init @ .., last], 0) => format!(
+            "* It's a tie! {} and {last} share first place with {points} points.",
+            init.join(", ")
         ),
-        [] => unreachable!("the first row has rank 1"),
+        (named, others) => {
+            let noun = if others == 1 { "other" } else { "others" };
+            format!(
+                "* It's a tie! {} and {others} {noun} share first place with {points} points.",
+                named.join(", ")
+            )
+        }
     })
 }
 
@@ -190,6 +203,38 @@ mod tests {
             "* It's a tie! alice, bob and carol share first place with 200 points."
         );
         assert_eq!(winner_line(&[]), None);
+    }
+
+    /// Issue 11: thousands sharing first place is still one short line.
+    #[test]
+    fn a_tie_among_5000_names_the_first_few_and_counts_the_others() {
+        let names: Vec<String> = (0..=5000).map(|i| format!("player{i:04}")).collect();
+        let mut board = Scoreboard::default();
+        for id in 0..5000 {
+            board.add(ClientId(id), 400);
+        }
+        board.add(ClientId(5000), 10);
+        let standings = board.standings(|id| names.get(id.0).map(String::as_str));
+        assert_eq!(
+            winner_line(&standings).unwrap(),
+            "* It's a tie! player0000, player0001, player0002, player0003, player0004 \
+             and 4995 others share first place with 400 points."
+        );
+    }
+
+    #[test]
+    fn a_tie_one_past_the_cap_counts_one_other() {
+        let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+        let mut board = Scoreboard::default();
+        for id in 0..names.len() {
+            board.add(ClientId(id), 7);
+        }
+        let standings = board.standings(|id| names.get(id.0).copied());
+        assert_eq!(TIE_NAMES + 1, names.len());
+        assert_eq!(
+            winner_line(&standings).unwrap(),
+            "* It's a tie! p1, p2, p3, p4, p5 and 1 other share first place with 7 points."
+        );
     }
 
     #[test]
