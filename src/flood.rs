@@ -1,23 +1,37 @@
-//! Flood control: a token bucket per client. Pure; `now` is passed in.
+//! Flood control: token buckets per client. Pure; `now` is passed in.
 //!
-//! Each line costs one token. Tokens refill at `rate` per second up to
-//! `burst`, so a pasted block goes through at once and a steady flood is
-//! paced. When the bucket is empty the engine *stops reading* that client
-//! until [`TokenBucket::ready_at`]; nothing is dropped, and TCP pushes back
-//! on the sender.
+//! Each line costs one token from a bucket of lines, and its length from a
+//! bucket of bytes. Tokens refill at a steady rate up to a burst, so a
+//! pasted block goes through at once and a steady flood is paced. When a
+//! bucket is empty the engine *stops reading* that client until
+//! [`TokenBucket::ready_at`]; nothing is dropped, and TCP pushes back on the
+//! sender.
+//!
+//! Why bytes too: counting lines alone, one client may deliver 50 lines of
+//! 2 KiB in a moment, and 32 connections from one address 3 MB, all of
+//! which every reader on a slow link is then behind by. The byte burst
+//! (`BURST_BYTES`) keeps any one sender's burst far under the fan-out
+//! log's cap (`--log-cap`, 8 MiB by default).
+
+/// Bytes per second a client may send for each line per second of `--rate`:
+/// 10 KiB/s at the default 10 lines/s, five full 2 KiB lines a second.
+pub const BYTES_PER_LINE: u32 = 1024;
+/// Bytes a client may send back to back: a pasted block of ordinary lines
+/// (50 lines of 80 characters is 4 KB) goes through at once.
+pub const BURST_BYTES: u32 = 64 * 1024;
 
 use std::time::{Duration, Instant};
 
-/// One client's line budget.
+/// One client's budget of lines, or of bytes.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     /// Tokens available now (fractional so slow rates refill smoothly).
     tokens: f64,
     /// When `tokens` was last brought up to date.
     updated: Instant,
-    /// Lines per second; 0 disables flood control.
+    /// Tokens per second; 0 disables flood control.
     rate: f64,
-    /// Bucket size: how many lines may arrive back to back.
+    /// Bucket size: how many tokens may be spent back to back.
     burst: f64,
 }
 
@@ -31,23 +45,28 @@ impl TokenBucket {
         }
     }
 
-    /// Is there a token for one more line? `Err(when)`: none until `when`.
+    /// Is there a token (one more line, or byte)? `Err(when)`: none until
+    /// `when`.
     pub fn ready(&mut self, now: Instant) -> Result<(), Instant> {
         if self.rate == 0.0 {
             return Ok(());
         }
         self.refill(now);
-        if self.tokens >= 1.0 {
+        // Waking at `ready_at` must find the token, not a float a hair
+        // short of it (which would ask to wait no time at all, and spin).
+        if self.tokens >= 1.0 - 1e-9 {
             Ok(())
         } else {
             Err(self.ready_at())
         }
     }
 
-    /// Spend the token [`TokenBucket::ready`] said was there.
-    pub fn spend(&mut self) {
+    /// Spend `cost` tokens after [`TokenBucket::ready`] said one was
+    /// there. A cost over what is left (a long line) runs the bucket into
+    /// debt, repaid before the next `ready`: a line is never too big to go.
+    pub fn spend(&mut self, cost: u32) {
         if self.rate != 0.0 {
-            self.tokens -= 1.0;
+            self.tokens -= f64::from(cost);
         }
     }
 
@@ -55,7 +74,7 @@ impl TokenBucket {
     #[cfg(test)]
     fn take(&mut self, now: Instant) -> Result<(), Instant> {
         self.ready(now)?;
-        self.spend();
+        self.spend(1);
         Ok(())
     }
 
@@ -72,7 +91,9 @@ impl TokenBucket {
     /// When the next whole token will be there.
     pub fn ready_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
-        self.updated + Duration::from_secs_f64(missing / self.rate)
+        // Rounded up to whole nanoseconds, so the token is there by then.
+        let nanos = (missing / self.rate * 1e9).ceil();
+        self.updated + Duration::from_nanos(nanos as u64)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -117,6 +138,18 @@ mod tests {
         b.take(t0).unwrap();
         assert!(!b.is_full(t0 + Duration::from_millis(50)));
         assert!(b.is_full(t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_cost_past_the_burst_is_debt_repaid_before_the_next() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1000, 100, t0);
+        assert!(b.ready(t0).is_ok());
+        b.spend(300);
+        // 100 - 300 = -200: a whole token again after 201 ms.
+        let when = b.ready(t0).unwrap_err();
+        assert_eq!(when, t0 + Duration::from_millis(201));
+        assert!(b.ready(when).is_ok());
     }
 
     #[test]

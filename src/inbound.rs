@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::flood::TokenBucket;
+use crate::flood::{BURST_BYTES, BYTES_PER_LINE, TokenBucket};
 use crate::framing::{Frame, LineFramer};
 use crate::sanitize::sanitize;
 
@@ -25,11 +25,14 @@ pub enum Step {
     End,
 }
 
-/// Framer + token bucket for one client.
+/// Framer + flood buckets for one client.
 #[derive(Debug)]
 pub struct Inbound {
     framer: LineFramer,
-    bucket: TokenBucket,
+    /// Lines: `--rate` per second after a burst of `--burst`.
+    lines: TokenBucket,
+    /// Bytes: `BYTES_PER_LINE` per line of `--rate`, after `BURST_BYTES`.
+    bytes: TokenBucket,
     /// The peer sent FIN: once the buffer drains, deliver the unterminated
     /// tail and report `End`.
     eof: bool,
@@ -39,7 +42,8 @@ impl Inbound {
     pub fn new(max_line: usize, rate: u32, burst: u32, now: Instant) -> Self {
         Self {
             framer: LineFramer::new(max_line),
-            bucket: TokenBucket::new(rate, burst, now),
+            lines: TokenBucket::new(rate, burst, now),
+            bytes: TokenBucket::new(rate.saturating_mul(BYTES_PER_LINE), BURST_BYTES, now),
             eof: false,
         }
     }
@@ -62,7 +66,7 @@ impl Inbound {
     /// is the same as a fresh `Inbound`, so an engine may free it (an idle
     /// client then holds no input state at all) and make a new one later.
     pub fn is_idle(&self, now: Instant) -> bool {
-        self.framer.is_empty() && !self.eof && self.bucket.is_full(now)
+        self.framer.is_empty() && !self.eof && self.lines.is_full(now) && self.bytes.is_full(now)
     }
 
     /// Bytes held but not yet turned into lines.
@@ -76,7 +80,8 @@ impl Inbound {
             if self.framer.buffered() == 0 {
                 return if self.eof { Step::End } else { Step::NeedMore };
             }
-            if let Err(ready_at) = self.bucket.ready(now) {
+            let ready = self.lines.ready(now).and_then(|()| self.bytes.ready(now));
+            if let Err(ready_at) = ready {
                 return Step::Throttled(ready_at);
             }
             let frame = match self.framer.next_frame() {
@@ -92,7 +97,9 @@ impl Inbound {
                 Frame::Line(raw) => {
                     let text = sanitize(&raw);
                     if !text.trim().is_empty() {
-                        self.bucket.spend();
+                        self.lines.spend(1);
+                        self.bytes
+                            .spend(u32::try_from(raw.len()).unwrap_or(u32::MAX));
                         return Step::Line(text);
                     }
                 }
@@ -144,6 +151,43 @@ mod tests {
             drain(&mut inb, at),
             vec![Step::Line("c".into()), Step::NeedMore]
         );
+    }
+
+    /// Long lines run out of bytes before they run out of lines: a paste
+    /// of 40 lines of 2,000 bytes goes through `BURST_BYTES` at once (the
+    /// line that crosses it included), and the rest at the byte rate.
+    #[test]
+    fn a_paste_of_long_lines_is_paced_by_its_bytes() {
+        let t0 = Instant::now();
+        let mut inb = Inbound::new(2048, 10, 50, t0);
+        let line = [b'x'; 1999];
+        for _ in 0..40 {
+            inb.push(&line);
+            inb.push(b"\n");
+        }
+        let steps = drain(&mut inb, t0);
+        // A line's cost is its length without the newline.
+        let at_once = (BURST_BYTES as usize).div_ceil(line.len());
+        assert_eq!(steps.len(), at_once + 1);
+        let Step::Throttled(at) = steps[at_once] else {
+            panic!("{:?}", steps.last())
+        };
+        // In debt by 1,999 * 33 - 65,536 bytes, repaid (to one whole token)
+        // at 10 KiB/s.
+        let debt = (line.len() * at_once) as f64 - f64::from(BURST_BYTES) + 1.0;
+        let wait = Duration::from_secs_f64(debt / f64::from(10 * BYTES_PER_LINE));
+        assert!(at >= t0 + wait && at <= t0 + wait + Duration::from_micros(1));
+        let mut delivered = at_once;
+        let mut now = at;
+        for _ in 0..40 {
+            let steps = drain(&mut inb, now);
+            delivered += steps.iter().filter(|s| matches!(s, Step::Line(_))).count();
+            match steps.last() {
+                Some(Step::Throttled(next)) => now = *next,
+                _ => break,
+            }
+        }
+        assert_eq!(delivered, 40, "paced, never dropped");
     }
 
     #[test]
