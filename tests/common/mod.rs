@@ -91,7 +91,12 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to test server");
+        Client::from_stream(TcpStream::connect(addr).expect("connect to test server"))
+    }
+
+    /// A client on a socket connected some other way (a small window, a
+    /// source address of its own).
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
@@ -360,6 +365,65 @@ pub fn stalled_connection(addr: SocketAddr) -> TcpStream {
         .connect(&addr.into())
         .expect("connect a stalled client");
     socket.into()
+}
+
+/// A connection behind a small TCP window, as on a phone or a distant link:
+/// a 4 KiB receive buffer and 536-byte segments (set before connecting),
+/// optionally from another loopback address (`127.0.0.2`, say) so it does
+/// not count against `--max-per-ip` with the test's other clients.
+pub fn small_window_connection(addr: SocketAddr, from: Option<std::net::IpAddr>) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("set the receive buffer");
+    socket.set_tcp_mss(536).expect("ask for small segments");
+    if let Some(ip) = from {
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .expect("bind the source address");
+    }
+    socket.connect(&addr.into()).expect("connect");
+    socket.into()
+}
+
+/// Read a connection at most `bytes_per_sec`, as a slow link delivers it:
+/// each second's worth is read in tenths, and the reader waits out the
+/// rest of each tenth. Lines go to the returned channel as they complete;
+/// it closes when the connection does (or after `READ_TIMEOUT` silence).
+pub fn slow_reader(stream: TcpStream, bytes_per_sec: usize) -> std::sync::mpsc::Receiver<String> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        let slice = (bytes_per_sec / 10).max(1);
+        let mut buf = vec![0u8; slice];
+        let mut partial = Vec::new();
+        let start = Instant::now();
+        let mut taken = 0usize;
+        loop {
+            // Pace: never ahead of `bytes_per_sec` since the start.
+            let due = Duration::from_secs_f64(taken as f64 / bytes_per_sec as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let n = match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            taken += n;
+            partial.extend_from_slice(&buf[..n]);
+            while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line[..end]).into_owned();
+                if tx.send(text).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// Hand every line a client receives to a channel, from a thread, so a test
