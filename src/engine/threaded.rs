@@ -292,6 +292,40 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     }
 }
 
+/// The end of a reader thread, however it ends: if it is unwinding from a
+/// panic (a bug in the App, say), the client is cut off first; then the
+/// writer is waited for and joined, and the client forgotten, which closes
+/// its socket and frees its id and address slot. Without this a panicking
+/// reader would leak all three, and its writer.
+struct ClientDone<'a, A: App + Send + 'static> {
+    shared: &'a Shared<A>,
+    key: usize,
+    conn: Option<Arc<Connection>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl<A: App + Send + 'static> Drop for ClientDone<'_, A> {
+    fn drop(&mut self) {
+        let key = self.key;
+        if thread::panicking() {
+            // The App may be what panicked: it is not told (a second panic
+            // here would abort the process), the connection just ends.
+            warn!("client {key}: reader thread panicked; disconnecting it");
+            self.shared
+                .with_room(|room, _| room.depart(key, Farewell::Abort));
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.wait_writer(CLOSE_GRACE);
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        // The room's reference is the last: `forget` closes the socket.
+        self.shared.with_room(|room, _| room.forget(key));
+        self.shared.gone.notify_all();
+    }
+}
+
 /// After a `read()` that filled `buf`: take what else has already arrived,
 /// without waiting, up to `READ_BATCH` in all. An error is returned for the
 /// caller to report after the lines read so far.
@@ -409,8 +443,18 @@ impl<A: App + Send + 'static> Shared<A> {
 
     /// A client's reader thread: the tutorial's `clientthread`. Read lines
     /// until the client leaves, tell the room, wait for the writer to flush,
-    /// then free the client's id.
+    /// then free the client's id (`ClientDone`, which does that last part
+    /// even if this thread panics).
     fn serve_client(&self, key: usize, conn: Arc<Connection>, writer: JoinHandle<()>) {
+        let _done = ClientDone {
+            shared: self,
+            key,
+            conn: Some(conn.clone()),
+            writer: Some(writer),
+        };
+        // Declared after `_done`, so dropped before it: the room's is the
+        // last reference when `ClientDone` forgets the client.
+        let conn = conn;
         match self.read_lines(key, &conn) {
             // Every line delivered: it left, but may still read what is
             // queued for it (a half-close), so flush before hanging up.
@@ -422,12 +466,6 @@ impl<A: App + Send + 'static> Shared<A> {
             Ended::Idle => self.with_room(|room, now| room.idle_out(key, now)),
             Ended::Closed => {}
         }
-        conn.wait_writer(CLOSE_GRACE);
-        let _ = writer.join();
-        // The room's reference is the last: `forget` closes the socket.
-        drop(conn);
-        self.with_room(|room, _| room.forget(key));
-        self.gone.notify_all();
     }
 
     /// Read and hand each complete line to the App, until the client is

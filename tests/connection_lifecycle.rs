@@ -1,0 +1,187 @@
+//! How a connection ends, on both engines: its resources are released only
+//! when they really are gone, the App hears of a departure exactly when it
+//! should, and the last words a server says reach the client.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ChildServer, Client, READ_TIMEOUT, start_app, test_limits};
+use pollchat::app::{App, ClientId, MAX_REPLY, Outbox};
+use pollchat::config::{EngineKind, Limits};
+
+/// The server's open sockets, from /proc.
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list the server's fds")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// An address slot is free again only when its connection's socket is
+/// closed (and, in the threaded engine, its threads are done). Nine
+/// clients with a backlog they are not reading `/quit`: each is still
+/// flushing, with its socket open, when nine newcomers knock. The
+/// newcomers are refused until the quitters' sockets are closed, so the
+/// server never holds more client sockets than `--max-clients`.
+fn quitters_still_flushing_keep_their_slots(engine: EngineKind) {
+    const MAX: usize = 10;
+    let server = ChildServer::start(engine, &["--rate", "0", "--max-clients", &MAX.to_string()]);
+    let pid = server.pid();
+    let idle_sockets = open_sockets(pid);
+    let mut sender = Client::join_as(server.addr, "sender");
+    let mut quitters: Vec<_> = (0..MAX - 1)
+        .map(|_| common::stalled_connection(server.addr))
+        .collect();
+    for _ in 0..MAX - 1 {
+        sender.expect_suffix(" joined");
+    }
+    // A backlog far past what their kernels take, so each has output left
+    // to flush when it quits.
+    for i in 0..500 {
+        sender.send(&format!("{i} {}", "q".repeat(2000)));
+    }
+    for q in &mut quitters {
+        std::io::Write::write_all(q, b"/quit\n").unwrap();
+    }
+    for _ in 0..MAX - 1 {
+        sender.expect_suffix(" left");
+    }
+    let mut most = 0;
+    let mut newcomers = Vec::new();
+    for _ in 0..MAX - 1 {
+        let mut c = Client::connect(server.addr);
+        let first = c.line();
+        assert!(
+            first == "! server full" || first.starts_with("* Welcome"),
+            "{first}"
+        );
+        newcomers.push(c);
+        most = most.max(open_sockets(pid) - idle_sockets);
+    }
+    common::figure(&format!(
+        "{engine:?}: at most {most} client sockets open with --max-clients {MAX}"
+    ));
+    // One more than the limit: a refused connection is accepted (an fd)
+    // before it is told and closed.
+    assert!(
+        most <= MAX + 1,
+        "{most} client sockets open, --max-clients {MAX}"
+    );
+    drop(quitters);
+}
+
+/// A stand-in App for the departure rules: `quit` gets a reply as large
+/// as a reply may be, then a close; every `handle_left` is recorded.
+struct Farewells {
+    left: Arc<Mutex<Vec<ClientId>>>,
+}
+
+impl App for Farewells {
+    fn handle_joined(&mut self, client: ClientId, _: SocketAddr, _: Instant, out: &mut Outbox) {
+        out.to(client, "hello");
+    }
+
+    fn handle_line(&mut self, client: ClientId, line: &str, _: Instant, out: &mut Outbox) {
+        if line == "quit" {
+            out.to(client, &"b".repeat(MAX_REPLY - 1));
+            out.close(client);
+        }
+    }
+
+    fn handle_left(&mut self, client: ClientId, _: Instant, _: &mut Outbox) {
+        self.left.lock().unwrap().push(client);
+    }
+}
+
+/// A client the App closes itself is never reported to it as `left`, even
+/// when the farewell pushes the client over `--sendq` and the engine cuts
+/// it off for that.
+fn a_client_the_app_closed_is_never_reported_left(engine: EngineKind) {
+    let left = Arc::new(Mutex::new(Vec::new()));
+    let limits = Limits {
+        sendq: 1024,
+        ..test_limits()
+    };
+    let server = start_app(engine, limits, Farewells { left: left.clone() });
+    let mut c = Client::connect(server.local_addr());
+    c.expect("hello");
+    c.send("quit");
+    c.read_to_close();
+    // Another client's departure is still reported, so the App is being
+    // told about departures at all.
+    let mut other = Client::connect(server.local_addr());
+    other.expect("hello");
+    drop(other);
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while left.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the other client's departure was never reported"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.stop().unwrap();
+    assert_eq!(left.lock().unwrap().len(), 1, "{:?}", left.lock().unwrap());
+}
+
+engine_tests!(
+    quitters_still_flushing_keep_their_slots,
+    a_client_the_app_closed_is_never_reported_left,
+);
+
+/// An App with a bug: `boom` panics inside `handle_line`.
+struct Fragile;
+
+impl App for Fragile {
+    fn handle_joined(&mut self, client: ClientId, _: SocketAddr, _: Instant, out: &mut Outbox) {
+        out.to(client, "hello");
+    }
+
+    fn handle_line(&mut self, _: ClientId, line: &str, _: Instant, _: &mut Outbox) {
+        assert_ne!(line, "boom", "the App's bug, on purpose");
+    }
+
+    fn handle_left(&mut self, _: ClientId, _: Instant, _: &mut Outbox) {}
+}
+
+/// Threaded engine only (in the poll engine a panic ends the one thread):
+/// a reader thread that panics in the App disconnects its client and
+/// releases its slot, its socket and its writer. With `--max-clients 1`, the
+/// next client is then welcomed, not refused.
+#[test]
+fn a_panicking_reader_thread_leaks_nothing() {
+    let limits = Limits {
+        max_clients: 1,
+        ..test_limits()
+    };
+    let server = start_app(EngineKind::Threaded, limits, Fragile);
+    let mut c = Client::connect(server.local_addr());
+    c.expect("hello");
+    for round in 0..3 {
+        c.send("boom");
+        c.read_to_close();
+        // The slot comes back once the threads are done: ask a bounded
+        // number of times. The one welcomed is the next round's client.
+        let mut welcomed = None;
+        for _ in 0..100 {
+            let mut next = Client::connect(server.local_addr());
+            match next.try_line().as_deref() {
+                Some("hello") => {
+                    welcomed = Some(next);
+                    break;
+                }
+                Some("! server full") => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c = welcomed
+            .unwrap_or_else(|| panic!("round {round}: the panicked client's slot never came back"));
+    }
+}
