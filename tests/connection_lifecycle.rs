@@ -133,6 +133,9 @@ fn a_client_the_app_closed_is_never_reported_left(engine: EngineKind) {
 engine_tests!(
     quitters_still_flushing_keep_their_slots,
     a_client_the_app_closed_is_never_reported_left,
+    last_words_arrive_with_input_unread,
+    shutdown_notice_arrives_with_input_unread,
+    refusal_arrives_with_input_unread,
 );
 
 /// An App with a bug: `boom` panics inside `handle_line`.
@@ -183,5 +186,89 @@ fn a_panicking_reader_thread_leaks_nothing() {
         }
         c = welcomed
             .unwrap_or_else(|| panic!("round {round}: the panicked client's slot never came back"));
+    }
+}
+
+/// A client behind a small window, owed a backlog, with input of its own
+/// the server will not read: it has typed `/quit` and a pile more. Reading
+/// at its own pace, it gets the whole backlog, then `* Bye!`, then the end
+/// of the stream: the server shut its write side and drained the input
+/// before closing, instead of closing with input unread (which sends a
+/// reset, and the reset throws away what the kernel had not sent yet).
+fn last_words_arrive_with_input_unread(engine: EngineKind) {
+    const BACKLOG: usize = 300;
+    let server = common::start_chat(engine, test_limits());
+    let addr = server.local_addr();
+    let mut sender = Client::join_as(addr, "sender");
+    let stream = common::small_window_connection(addr, None);
+    let mut quitter = Client::from_stream(stream);
+    quitter.line(); // the welcome
+    sender.expect_suffix(" joined");
+    for i in 0..BACKLOG {
+        sender.send(&format!("{i} {}", "w".repeat(1000)));
+    }
+    // /quit, then more than the server will ever read.
+    let mut typed = b"/quit\n".to_vec();
+    typed.extend(std::iter::repeat_n(b"more typing\n".as_slice(), 100_000).flatten());
+    let mut w = quitter.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut w, &typed);
+    });
+    sender.expect_suffix(" left");
+    let got = quitter.read_to_close_strict();
+    let backlog = got.iter().filter(|l| l.starts_with("<sender> ")).count();
+    assert_eq!(backlog, BACKLOG, "backlog lost");
+    assert_eq!(got.last().map(String::as_str), Some("* Bye!"));
+}
+
+/// Start writing `lines` junk lines from a thread: more than the server
+/// will read (flood control, or it has stopped listening).
+fn keep_typing(client: &Client, lines: usize) {
+    let mut w = client.stream.try_clone().unwrap();
+    let typed: Vec<u8> = std::iter::repeat_n(b"typing on\n".as_slice(), lines)
+        .flatten()
+        .copied()
+        .collect();
+    std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut w, &typed);
+    });
+}
+
+/// The shutdown notice reaches a client whose input the server has stopped
+/// reading (flood control paused it), followed by a clean end of stream.
+fn shutdown_notice_arrives_with_input_unread(engine: EngineKind) {
+    let server = common::start_chat(engine, Limits::default());
+    let addr = server.local_addr();
+    let mut watcher = Client::join_as(addr, "watcher");
+    let mut typist = Client::join_as(addr, "typist");
+    watcher.expect_suffix("typist");
+    keep_typing(&typist, 100_000);
+    // The burst goes through, then flood control stops reading it.
+    for _ in 0..50 {
+        watcher.expect("<typist> typing on");
+    }
+    let stopping = std::thread::spawn(move || server.stop());
+    let got = typist.read_to_close_strict();
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("* server shutting down")
+    );
+    stopping.join().unwrap().unwrap();
+}
+
+/// `! server full` reaches a client that starts typing at once, followed
+/// by a clean end of stream.
+fn refusal_arrives_with_input_unread(engine: EngineKind) {
+    let limits = Limits {
+        max_clients: 1,
+        ..test_limits()
+    };
+    let server = common::start_chat(engine, limits);
+    let _member = Client::join(server.local_addr());
+    for _ in 0..20 {
+        let mut refused = Client::connect(server.local_addr());
+        keep_typing(&refused, 100_000);
+        let got = refused.read_to_close_strict();
+        assert_eq!(got, ["! server full"]);
     }
 }

@@ -79,6 +79,9 @@ pub(crate) struct Connection {
     /// Wakes the reader: the writer finished, or the connection is ending
     /// while the reader sleeps out a flood pause.
     to_reader: Condvar,
+    /// The reader thread, set when it starts: a close it makes itself
+    /// (`/quit`) need not wake it from `read()`.
+    reader: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 /// What [`Connection::offer`] did.
@@ -134,7 +137,13 @@ impl Connection {
             }),
             to_writer: Condvar::new(),
             to_reader: Condvar::new(),
+            reader: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Called by the reader thread as it starts.
+    pub(crate) fn set_reader(&self) {
+        let _ = self.reader.set(std::thread::current().id());
     }
 
     /// The socket, for the reader's `read()`.
@@ -222,9 +231,12 @@ impl Connection {
     }
 
     /// It left the room: the writer sends what was said until now and its
-    /// private lines, then hangs up. The reader's blocked `read()` returns
-    /// at once (end of stream), so the reader thread notices the client has
-    /// left the room.
+    /// private lines, then shuts our side. If another thread closes it (the
+    /// server shutting down, say), the reader's blocked `read()` is made to
+    /// return at once (end of stream), so the reader notices the client has
+    /// left; a reader closing its own client (`/quit`) is not in `read()`,
+    /// and keeps the socket readable, to drain it afterwards
+    /// ([`Connection::drain_input`]).
     pub(crate) fn close(&self) {
         let log = read_log(&self.log);
         let mut state = self.state();
@@ -234,7 +246,9 @@ impl Connection {
         self.to_reader.notify_one();
         drop(state);
         drop(log);
-        let _ = self.stream.shutdown(Shutdown::Read);
+        if self.reader.get() != Some(&std::thread::current().id()) {
+            let _ = self.stream.shutdown(Shutdown::Read);
+        }
     }
 
     /// Hang up now: forget what it is owed, send `last_words` only if the
@@ -271,6 +285,25 @@ impl Connection {
         !state.closing && !state.aborted
     }
 
+    /// After the writer has shut our side: read what the client still sends
+    /// and throw it away, until it closes its side too or `linger` passes.
+    /// Closing a socket with input unread sends a reset, and a reset throws
+    /// away whatever the kernel has not delivered yet: the last words.
+    pub(crate) fn drain_input(&self, linger: Duration) {
+        let deadline = Instant::now() + linger;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match std::io::Read::read(&mut &self.stream, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Wait for the writer to finish, at most `grace`; if it has not by
     /// then (the client stopped reading), hang up, which ends the writer.
     pub(crate) fn wait_writer(&self, grace: Duration) {
@@ -295,6 +328,9 @@ impl Connection {
     /// pipe) hangs up too, which wakes the reader, and the reader tells the
     /// room.
     pub(crate) fn run_writer(&self, key: usize, stall: Duration) {
+        // Everything it was owed was written: only our side is shut, so the
+        // FIN follows the last words and the reader can drain the input.
+        let mut written_all = false;
         loop {
             let log = read_log(&self.log);
             let mut state = self.state();
@@ -309,6 +345,7 @@ impl Connection {
                 Ok((_, Wrote::More)) => {}
                 Ok((_, Wrote::Drained)) => {
                     if state.closing {
+                        written_all = true;
                         break;
                     }
                     state.writer_idle = true;
@@ -337,7 +374,11 @@ impl Connection {
                 }
             }
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown(if written_all {
+            Shutdown::Write
+        } else {
+            Shutdown::Both
+        });
         let log = read_log(&self.log);
         let mut state = self.state();
         state.writer_done = true;

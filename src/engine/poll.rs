@@ -42,7 +42,7 @@ use super::fanout_log::FanoutLog;
 use super::listen;
 use super::out_queue::{OutQueue, Wrote};
 use super::output_limits::{self, Lagging};
-use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
+use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
@@ -72,15 +72,28 @@ const READS_PER_TICK: usize = 16;
 /// refused bytes left ~1 KB per client behind.
 const ACCEPTS_PER_TICK: usize = 32;
 
-/// Where a client is in its life.
+/// Where a client is in its life:
+///
+/// ```text
+///  Open ──leave (FIN, /quit, idle)──▶ Closing ──all written──▶ Draining ──its FIN──▶ Dead ──▶ reaped
+///   │                                  │ CLOSE_GRACE             │ LINGER                 (end of tick:
+///   └── reset, write error, too slow ──┴─────────────────────────┴──────────────▶ Dead     socket closed,
+///                                                                                         slot released)
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
     /// In the room: receives broadcasts, its input is read.
     Open,
-    /// Gone from the App (it sent FIN, `/quit`, ...), but what was already
-    /// queued for it is still being written. A half-closed socket can still
-    /// receive, so we flush before closing.
+    /// Gone from the App (it sent FIN, `/quit`, ...), but what it is owed is
+    /// still being written. A half-closed socket can still receive, so we
+    /// flush before closing.
     Closing,
+    /// Everything was written and our side is shut (a FIN follows the last
+    /// words). What it still sends is read and thrown away until it closes
+    /// too: closing a socket with input unread sends a reset, and a reset
+    /// throws away whatever the kernel has not delivered yet, the last
+    /// words included.
+    Draining,
     /// Finished; removed from the slab at the end of this tick.
     Dead,
 }
@@ -466,7 +479,7 @@ impl<A: App> Loop<A> {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_client(key, now);
+            self.read_ready(key, now);
         }
         if event.is_writable() {
             self.mark_for_flush(key);
@@ -507,6 +520,39 @@ impl<A: App> Loop<A> {
         if let Some(client) = self.clients.get(key) {
             self.timers.read_again.push((key, client.serial));
         }
+    }
+
+    /// Its socket is readable (or a timer says read it again).
+    fn read_ready(&mut self, key: usize, now: Instant) {
+        match self.clients.get(key).map(|c| c.life) {
+            Some(Life::Draining) => self.drain_input(key),
+            Some(Life::Open) => self.read_client(key, now),
+            _ => {}
+        }
+    }
+
+    /// A `Draining` client sent something: read it and throw it away, until
+    /// `WouldBlock`, or its end of stream (then it is done). `LINGER` bounds
+    /// how long it may keep this up.
+    fn drain_input(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        for _ in 0..READS_PER_TICK {
+            match client.stream.read(&mut self.scratch) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Its end of stream (or a reset): done with it.
+                _ => {
+                    client.life = Life::Dead;
+                    self.dead.push(key);
+                    return;
+                }
+            }
+        }
+        // Fairness cap reached: come back next tick.
+        self.timers.read_again.push((key, client.serial));
     }
 
     /// Hand buffered lines to the App. Returns false when reading this client
@@ -659,14 +705,14 @@ impl<A: App> Loop<A> {
 
     /// A client stops being part of the room. The App hears about it (unless
     /// it asked for the close), and the client becomes `Closing` (flush what
-    /// it is owed, then close) or `Dead`. Its address slot is released when
+    /// it is owed, then drain and close; see `Life`) or `Dead`. Its address slot is released when
     /// its socket is closed, at the end of the tick (`reap`).
     fn leave(&mut self, key: usize, now: Instant, next: Life) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
         if client.life != Life::Open {
-            if next == Life::Dead && client.life == Life::Closing {
+            if next == Life::Dead && client.life != Life::Dead {
                 client.life = Life::Dead;
                 self.dead.push(key);
             }
@@ -675,19 +721,15 @@ impl<A: App> Loop<A> {
         // It still receives what was said before it left, and no more.
         client.out.stop_at_head(&self.outgoing.log);
         client.life = next;
-        if next == Life::Closing && client.out.is_drained(&self.outgoing.log, key) {
-            // Nothing left to say: close now.
-            let _ = client.stream.shutdown(Shutdown::Write);
-            client.life = Life::Dead;
-        }
-        let (ip, serial, by_app, life) =
-            (client.ip, client.serial, client.closed_by_app, client.life);
-        match life {
-            Life::Dead => self.dead.push(key),
-            _ => {
-                self.timers.closing.push((now + CLOSE_GRACE, key, serial));
-                self.mark_for_flush(key);
-            }
+        let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
+        if next == Life::Dead {
+            self.dead.push(key);
+        } else if client.out.is_drained(&self.outgoing.log, key) {
+            // Nothing left to say: shut our side now.
+            start_draining(client, key, now, &mut self.timers.closing);
+        } else {
+            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            self.mark_for_flush(key);
         }
         debug!("client {key} ({ip}) left");
         if !by_app {
@@ -732,10 +774,11 @@ impl<A: App> Loop<A> {
                 continue;
             }
             client.throttled = false;
-            self.read_client(key, now);
+            self.read_ready(key, now);
         }
 
-        // Closing clients that never drained: drop them now.
+        // Closing clients that never drained, and draining ones that never
+        // closed their side: drop them now.
         let mut expired = Vec::new();
         self.timers.closing.retain(|&(at, key, serial)| {
             let due = at <= now;
@@ -747,7 +790,7 @@ impl<A: App> Loop<A> {
         for (key, serial) in expired {
             if let Some(client) = self.clients.get_mut(key)
                 && client.serial == serial
-                && client.life == Life::Closing
+                && matches!(client.life, Life::Closing | Life::Draining)
             {
                 client.life = Life::Dead;
                 self.dead.push(key);
@@ -799,13 +842,9 @@ impl<A: App> Loop<A> {
         let mut flush_list = std::mem::take(&mut out.flush_list);
         // Clients whose write carried all it could but left more owed.
         let mut write_again = Vec::new();
+        let draining = &mut self.timers.closing;
         let mut flush = |key: usize, client: &mut Client| match flush_client(
-            key,
-            client,
-            &out.log,
-            registry,
-            now,
-            &mut self.dead,
+            key, client, &out.log, registry, now, draining,
         ) {
             Ok(wrote) => {
                 if wrote != Wrote::Drained && !client.behind && client.life != Life::Dead {
@@ -953,7 +992,10 @@ impl<A: App> Loop<A> {
         loop {
             let now = Instant::now();
             self.end_of_tick(poll.registry(), now);
-            let waiting = self.clients.iter().any(|(_, c)| c.life == Life::Closing);
+            let waiting = self
+                .clients
+                .iter()
+                .any(|(_, c)| matches!(c.life, Life::Closing | Life::Draining));
             if !waiting || now >= deadline {
                 break;
             }
@@ -966,6 +1008,14 @@ impl<A: App> Loop<A> {
                 let Token(key) = event.token();
                 if event.is_writable() && self.clients.contains(key) {
                     self.mark_for_flush(key);
+                }
+                if event.is_readable()
+                    && self
+                        .clients
+                        .get(key)
+                        .is_some_and(|c| c.life == Life::Draining)
+                {
+                    self.drain_input(key);
                 }
             }
         }
@@ -1001,10 +1051,10 @@ fn flush_client(
     log: &FanoutLog,
     registry: &Registry,
     now: Instant,
-    dead: &mut Vec<usize>,
+    draining: &mut Vec<(Instant, usize, u32)>,
 ) -> Result<Wrote, WriteFailure> {
     client.queued_for_flush = false;
-    if client.life == Life::Dead {
+    if matches!(client.life, Life::Dead | Life::Draining) {
         return Ok(Wrote::Drained);
     }
     let (_, wrote) = client
@@ -1014,10 +1064,7 @@ fn flush_client(
     if wrote == Wrote::Drained {
         client.behind = false;
         if client.life == Life::Closing {
-            let _ = client.stream.shutdown(Shutdown::Write);
-            client.life = Life::Dead;
-            dead.push(key);
-            return Ok(wrote);
+            start_draining(client, key, now, draining);
         }
     }
     // WRITABLE only while the socket has refused something.
@@ -1034,6 +1081,20 @@ fn flush_client(
         client.wants_write = refused;
     }
     Ok(wrote)
+}
+
+/// Everything owed has been written: shut our side (the FIN follows the
+/// last words) and read what it still sends until it closes, for at most
+/// `LINGER` (see `Life::Draining`).
+fn start_draining(
+    client: &mut Client,
+    key: usize,
+    now: Instant,
+    draining: &mut Vec<(Instant, usize, u32)>,
+) {
+    let _ = client.stream.shutdown(Shutdown::Write);
+    client.life = Life::Draining;
+    draining.push((now + LINGER, key, client.serial));
 }
 
 /// Put a client on this tick's flush list, once.

@@ -25,6 +25,10 @@ pub(crate) const FD_WARN_EVERY: Duration = Duration::from_secs(5);
 /// How long a closing client (FIN received, `/quit`, idle) may take to drain
 /// what was queued for it before it is dropped anyway.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a client that has been told everything may take to close its
+/// side, while what it still sends is read and thrown away (closing with
+/// input unread would send a reset, which can destroy the last words).
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// How long shutdown waits for output to flush.
 pub(crate) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
@@ -55,6 +59,16 @@ pub(crate) fn log_too_slow(key: usize, peer: impl std::fmt::Display, behind: u64
 pub(crate) fn refuse<S: Write + AsFd>(mut stream: S, peer: SocketAddr, refusal: Refusal) {
     let _ = stream.write(refusal.line().as_bytes());
     let _ = rustix::net::shutdown(&stream, rustix::net::Shutdown::Write);
+    // Whatever it has sent already is read, so the close is a FIN after
+    // the refusal, not a reset that could destroy it. (Not waiting for
+    // more: a refusal must cost nothing.)
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match rustix::net::recv(&stream, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((n, _)) if n > 0 => {}
+            _ => break,
+        }
+    }
     info!("refused {peer}: {}", refusal.line().trim_end());
 }
 

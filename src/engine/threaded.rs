@@ -56,7 +56,7 @@ use super::connection::{self, Connection, Offer, SharedLog};
 use super::fanout_log::FanoutLog;
 use super::listen::bind_listener;
 use super::output_limits::{self, Lagging};
-use super::rules::{self, AcceptBackoff, CLOSE_GRACE, SHUTDOWN_FLUSH};
+use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
@@ -314,13 +314,17 @@ impl<A: App + Send + 'static> Drop for ClientDone<'_, A> {
             self.shared
                 .with_room(|room, _| room.depart(key, Farewell::Abort));
         }
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = &self.conn {
             conn.wait_writer(CLOSE_GRACE);
         }
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        if let Some(conn) = &self.conn {
+            conn.drain_input(LINGER);
+        }
         // The room's reference is the last: `forget` closes the socket.
+        self.conn = None;
         self.shared.with_room(|room, _| room.forget(key));
         self.shared.gone.notify_all();
     }
@@ -455,6 +459,7 @@ impl<A: App + Send + 'static> Shared<A> {
         // Declared after `_done`, so dropped before it: the room's is the
         // last reference when `ClientDone` forgets the client.
         let conn = conn;
+        conn.set_reader();
         match self.read_lines(key, &conn) {
             // Every line delivered: it left, but may still read what is
             // queued for it (a half-close), so flush before hanging up.

@@ -190,6 +190,34 @@ impl Client {
         panic!("expected line not seen in 10,000 lines")
     }
 
+    /// Read until the server closes the connection cleanly (end of stream;
+    /// a reset fails the test); returns what arrived.
+    #[track_caller]
+    pub fn read_to_close_strict(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            let mut buf = Vec::new();
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return lines,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    lines.push(String::from_utf8_lossy(&buf).into_owned());
+                }
+                Err(e) => {
+                    let last = lines.last().map(|l| &l[..l.len().min(40)]);
+                    panic!("{e} after {} lines, the last {last:?}", lines.len())
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not close the connection"
+            );
+        }
+    }
+
     /// Read until the server closes the connection; returns what arrived.
     #[track_caller]
     pub fn read_to_close(&mut self) -> Vec<String> {
