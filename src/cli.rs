@@ -10,7 +10,7 @@ use log::LevelFilter;
 
 use crate::chat::names::{self, NameError};
 use crate::client::address::ServerAddress;
-use crate::config::{Config, EngineKind, Limits};
+use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS};
 use crate::quiz::Settings;
 
 #[derive(Debug, Parser)]
@@ -146,8 +146,9 @@ pub struct ServerArgs {
     /// Most connections from one address; loopback is exempt (0 = off).
     #[arg(long, default_value_t = 32)]
     pub max_per_ip: u32,
-    /// Disconnect clients silent for this many seconds (default: never).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Disconnect clients silent for this many seconds (1 to 315360000, ten
+    /// years; default: never).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_TIMEOUT_SECS))]
     pub idle_timeout: Option<u64>,
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -188,5 +189,35 @@ impl ServerArgs {
             (_, 1) => LevelFilter::Warn,
             _ => LevelFilter::Error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn idle_timeout(secs: u64) -> Result<Option<Duration>, clap::Error> {
+        let cli = Cli::try_parse_from(["pollchat", "serve", "--idle-timeout", &secs.to_string()])?;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
+        Ok(args.server.config(args.port).limits.idle_timeout)
+    }
+
+    /// The longest accepted `--idle-timeout` is one the engines can add to
+    /// the clock (`Instant + Duration` panics where it cannot); one second
+    /// more, or 0, is a usage error.
+    #[test]
+    fn idle_timeout_range_fits_the_clock() {
+        let longest = idle_timeout(MAX_IDLE_TIMEOUT_SECS)
+            .expect("the maximum parses")
+            .expect("and is set");
+        assert_eq!(longest, Duration::from_secs(315_360_000));
+        assert!(Instant::now().checked_add(longest).is_some());
+        assert!(idle_timeout(1).is_ok());
+        assert!(idle_timeout(0).is_err());
+        assert!(idle_timeout(MAX_IDLE_TIMEOUT_SECS + 1).is_err());
+        assert!(idle_timeout(u64::MAX).is_err());
     }
 }

@@ -77,6 +77,13 @@ impl Default for Limits {
     }
 }
 
+/// The longest `--idle-timeout`, in seconds: ten years of 365 days. The
+/// engines add the timeout (or a tenth of it) to `Instant::now()`, which
+/// panics past what the clock can represent: `--idle-timeout
+/// 18446744073709551615` killed each threaded reader as its client joined.
+/// Ten years is far inside that, and longer than any server stays up.
+pub const MAX_IDLE_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 60 * 60;
+
 /// Everything an engine needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {

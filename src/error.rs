@@ -16,6 +16,8 @@ pub enum StartError {
     Setup(io::Error),
     /// A configuration value that flags cannot catch alone.
     Config(String),
+    /// The logging thread could not be started.
+    Logging(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -27,6 +29,7 @@ impl fmt::Display for StartError {
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Setup(e) => write!(f, "cannot start the server: {e}"),
             StartError::Config(msg) => f.write_str(msg),
+            StartError::Logging(e) => write!(f, "cannot start the logging thread: {e}"),
         }
     }
 }

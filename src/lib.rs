@@ -14,7 +14,7 @@
 //! - [`protocol`]: the lines engines send on their own (refusals, errors).
 //! - [`config`]: addresses, engine choice and limits.
 //! - [`error`]: typed start-up errors.
-//! - [`logging`]: the stderr logger, which never panics.
+//! - [`logging`]: the stderr logger, which never blocks or panics.
 //! - [`engine`]: the I/O. `engine::poll` is the event loop this project is
 //!   about; `engine::threaded` is its thread-per-client twin
 //!   (`docs/engines.md` compares them).

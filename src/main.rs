@@ -28,11 +28,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
-            pollchat::logging::init(args.server.log_level());
+            if let Err(e) = pollchat::logging::init(args.server.log_level()) {
+                return start_error(&e);
+            }
             serve(args.server.config(args.port), ChatRoom::new())
         }
         Command::Quiz(args) => {
-            pollchat::logging::init(args.server.log_level());
+            if let Err(e) = pollchat::logging::init(args.server.log_level()) {
+                return start_error(&e);
+            }
             let questions = match &args.questions {
                 Some(path) => match questions::load(path) {
                     Ok(questions) => questions,
@@ -111,12 +115,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Before any exit, the log is flushed, so that its last lines come out
+/// (the logging thread writes them) and come before this one.
 fn start_error(e: &dyn std::fmt::Display) -> ExitCode {
+    log::logger().flush();
     eprintln!("pollchat: {e}");
     ExitCode::from(2)
 }
 
 fn exit_with(result: std::io::Result<()>) -> ExitCode {
+    log::logger().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

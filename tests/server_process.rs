@@ -340,8 +340,52 @@ fn closed_stderr_does_not_stop_the_server(engine: EngineKind) {
     let _ = child.wait();
 }
 
+/// Issue 11: logging never blocks the loop. With `-vv` every connect and
+/// leave is logged, and stderr is a pipe the test does not read: it fills
+/// (64 KiB) within a few hundred cycles, and a logger that waited for room
+/// stopped the server there (the next welcome never came). Now lines that
+/// cannot be written are dropped and counted: after enough cycles to
+/// overflow the pipe and the logger's queue twice over, two clients still
+/// chat, and once the test reads the pipe a line says how many were lost.
+fn unread_stderr_does_not_block_the_server(engine: EngineKind) {
+    // A connect line and a leave line are over 100 bytes together; the log
+    // can hold the pipe, one batch being written and one queued.
+    const BYTES_PER_CYCLE: usize = 100;
+    const CAN_HOLD: usize = 64 * 1024 + 2 * pollchat::logging::QUEUE_BYTES;
+    const CYCLES: usize = 2 * CAN_HOLD / BYTES_PER_CYCLE;
+    let (server, stderr) = ChildServer::start_unread(engine, &["-vv", "--rate", "0"]);
+    for i in 0..CYCLES {
+        let mut c = Client::connect(server.addr);
+        let welcome = c.line();
+        assert!(welcome.starts_with("* Welcome"), "cycle {i}: {welcome}");
+    }
+    let (mut a, mut b) = Client::alice_and_bob(server.addr);
+    a.send("still serving?");
+    b.expect("<alice> still serving?");
+
+    // Reading again: the queued lines come out, then how many were lost.
+    let log = common::forward_lines(stderr);
+    let notice = (0..1_000_000)
+        .map(|_| {
+            log.recv_timeout(common::READ_TIMEOUT)
+                .expect("no dropped-lines notice in the log")
+        })
+        .find(|l| l.contains("log lines dropped"))
+        .expect("no dropped-lines notice in the log");
+    let dropped: u64 = notice
+        .strip_prefix("WARN  [pollchat::logging] ")
+        .and_then(|rest| rest.strip_suffix(" log lines dropped: stderr was not being read"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected notice {notice:?}"));
+    assert!(dropped > 0, "{notice}");
+    common::figure(&format!(
+        "unread stderr ({engine}): {CYCLES} connect/leave cycles, {dropped} log lines dropped"
+    ));
+}
+
 engine_tests!(
     closed_stderr_does_not_stop_the_server,
+    unread_stderr_does_not_block_the_server,
     stalled_reader_is_cut_off_and_memory_stays_bounded,
     broadcast_cutting_off_many_stalled_clients_cuts_each_once,
     connection_storm_is_accepted_in_full,

@@ -2,13 +2,36 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use common::{ChildServer, Client};
+use pollchat::config::{EngineKind, MAX_IDLE_TIMEOUT_SECS};
+
+/// Run pollchat to its exit, or for 10 s: arguments that should have been
+/// refused but start a server get it killed then (and no exit code).
 fn run(args: &[&str]) -> Output {
-    Command::new(common::BIN)
+    let child = Command::new(common::BIN)
         .args(args)
-        .output()
-        .expect("run pollchat")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pollchat");
+    let pid = child.id().to_string();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    let output = match done.recv_timeout(Duration::from_secs(10)) {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            done.recv()
+                .expect("the waiting thread ends once pollchat does")
+        }
+    };
+    output.expect("wait for pollchat")
 }
 
 #[track_caller]
@@ -45,6 +68,38 @@ fn bad_ports() {
 #[test]
 fn zero_max_line() {
     assert_usage_error(&["serve", "--max-line", "0"], "--max-line");
+}
+
+/// `--idle-timeout` past ten years is refused, as is 0 (leaving the flag
+/// out means no timeout). The engines add the timeout to the clock, and
+/// 18446744073709551615 used to be accepted: the server started, and each
+/// threaded reader panicked on `Instant + Duration` as its client joined.
+#[test]
+fn idle_timeout_out_of_range() {
+    let port = common::free_port().to_string();
+    let too_long = (MAX_IDLE_TIMEOUT_SECS + 1).to_string();
+    for command in ["serve", "quiz"] {
+        for secs in ["18446744073709551615", too_long.as_str(), "0"] {
+            assert_usage_error(
+                &[command, "--port", &port, "--idle-timeout", secs],
+                "--idle-timeout",
+            );
+        }
+    }
+}
+
+/// The longest accepted `--idle-timeout` starts, and serves: the threaded
+/// engine's reader adds it to the clock for each read, the poll engine a
+/// tenth of it at start-up and at each sweep.
+#[test]
+fn longest_idle_timeout_serves_clients() {
+    let longest = MAX_IDLE_TIMEOUT_SECS.to_string();
+    for engine in [EngineKind::Poll, EngineKind::Threaded] {
+        let server = ChildServer::start(engine, &["--idle-timeout", &longest]);
+        let (mut client, name) = Client::join(server.addr);
+        client.send("/who");
+        client.expect(&format!("* 1 user here: {name}"));
+    }
 }
 
 /// A host that isn't an address.

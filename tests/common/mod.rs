@@ -274,6 +274,49 @@ impl ChildServer {
         panic!("pollchat serve did not start");
     }
 
+    /// Like [`ChildServer::start`], but stderr is handed back unread after
+    /// the "listening on" line (`log` receives nothing): for tests of a log
+    /// that nobody reads. The server is already guarded (killed on drop)
+    /// while that first line is awaited.
+    pub fn start_unread(
+        engine: EngineKind,
+        args: &[&str],
+    ) -> (ChildServer, BufReader<std::process::ChildStderr>) {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = serve_command(engine, port, args)
+                .spawn()
+                .expect("start pollchat serve");
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            let (first_tx, first_rx) = std::sync::mpsc::channel();
+            // Up to the "listening on" line (`-vv` logs mio's first).
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                for _ in 0..100 {
+                    line.clear();
+                    match stderr.read_line(&mut line) {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                    if line.contains("listening on") || line.contains("in use") {
+                        break;
+                    }
+                }
+                let _ = first_tx.send((line, stderr));
+            });
+            let (_, log) = std::sync::mpsc::channel();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let server = ChildServer { child, addr, log };
+            match first_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((first, stderr)) if first.contains("listening on") => return (server, stderr),
+                Ok((first, _)) if first.contains("in use") => continue, // lost a race for the port
+                Ok((first, _)) => panic!("pollchat serve did not start: {first:?}"),
+                Err(_) => panic!("pollchat serve said nothing within 10 s"),
+            }
+        }
+        panic!("pollchat serve did not start");
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
