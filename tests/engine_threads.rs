@@ -1,6 +1,7 @@
 //! What each engine's model costs in threads and file descriptors, read from
 //! `/proc` of a child server process (in-process tests would count the test
-//! harness's threads too): the poll engine stays on one thread whatever the
+//! harness's threads too): the poll engine serves every client from one
+//! thread (beside the logger's), whatever the
 //! number of clients; the threaded engine runs a reader and a writer thread
 //! per client. Both hold one socket per client, and both return to their
 //! baseline, threads and fds, once the clients leave.
@@ -18,12 +19,14 @@ const CLIENTS: usize = 16;
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// The documented thread model: (threads with no client, threads per client).
-/// Poll: the event loop's one thread. Threaded: the accepting thread, the
-/// App's timer and the signal watcher, then a reader and a writer per client.
+/// Both binaries have the logger's thread (`logging.rs`: a full stderr must
+/// never block the server). Poll: then the event loop's one thread.
+/// Threaded: the accepting thread, the App's timer and the signal watcher,
+/// then a reader and a writer per client.
 fn thread_model(engine: EngineKind) -> (usize, usize) {
     match engine {
-        EngineKind::Poll => (1, 0),
-        EngineKind::Threaded => (3, 2),
+        EngineKind::Poll => (2, 0),
+        EngineKind::Threaded => (4, 2),
     }
 }
 

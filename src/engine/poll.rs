@@ -277,7 +277,9 @@ impl<A: App> PollServer<A> {
                     limits.per_ip_exempts_loopback,
                 ),
                 timers: Timers {
-                    next_idle_sweep: limits.idle_timeout.map(|t| now + idle_sweep_interval(t)),
+                    next_idle_sweep: limits
+                        .idle_timeout
+                        .and_then(|t| now.checked_add(idle_sweep_interval(t))),
                     ..Timers::default()
                 },
                 outgoing: Outgoing {
@@ -809,7 +811,8 @@ impl<A: App> Loop<A> {
         if at > now {
             return;
         }
-        self.timers.next_idle_sweep = Some(now + idle_sweep_interval(timeout));
+        // A timeout past the clock's range never comes.
+        self.timers.next_idle_sweep = now.checked_add(idle_sweep_interval(timeout));
         let idle: Vec<usize> = self
             .clients
             .iter()

@@ -507,7 +507,10 @@ impl<A: App + Send + 'static> Shared<A> {
             }
             // `--idle-timeout` is a read timeout measured from the last line.
             if let Some(idle) = limits.idle_timeout {
-                let left = (last_heard + idle).saturating_duration_since(Instant::now());
+                // A timeout past the clock's range never comes.
+                let left = last_heard.checked_add(idle).map_or(Duration::MAX, |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
                 if left.is_zero() {
                     return Ended::Idle;
                 }
