@@ -23,7 +23,8 @@ impl std::fmt::Display for EngineKind {
 }
 
 /// The limits that keep one client from hurting the others.
-/// See `shared/guide/design.md` for where each default comes from.
+/// The README's flag table says what each one does for a client, and what
+/// the defaults cost at worst.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most clients at once; new ones get `! server full`.

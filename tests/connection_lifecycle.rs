@@ -41,10 +41,11 @@ fn quitters_still_flushing_keep_their_slots(engine: EngineKind) {
     for _ in 0..MAX - 1 {
         sender.expect_suffix(" joined");
     }
-    // A backlog far past what their kernels take, so each has output left
-    // to flush when it quits.
-    for i in 0..500 {
-        sender.send(&format!("{i} {}", "q".repeat(2000)));
+    // A backlog past what their kernels take (tens of KB), so each has
+    // output left to flush when it quits, and under any limit that would
+    // cut them off first (200 KB).
+    for i in 0..200 {
+        sender.send(&format!("{i} {}", "q".repeat(1000)));
     }
     for q in &mut quitters {
         std::io::Write::write_all(q, b"/quit\n").unwrap();

@@ -212,13 +212,26 @@ fn main() {
     let dir = Path::new(&args[1]);
     let results = load(dir);
     let machine = fs::read_to_string(dir.join("machine.txt")).unwrap_or_default();
-    let md = markdown(&results, &machine);
+    let mut md = markdown(&results, &machine);
+    // The hand-kept notes at the end of the report survive regeneration.
+    if let Some(notes) = fs::read_to_string(&args[2])
+        .ok()
+        .and_then(|old| old.find(NOTES).map(|at| old[at..].to_string()))
+    {
+        md.push('\n');
+        md.push_str(&notes);
+    }
     let svg = plot(&results);
     if let Err(e) = fs::write(&args[2], md).and_then(|()| fs::write(&args[3], svg)) {
         eprintln!("perf_report: cannot write the report: {e}");
         std::process::exit(1);
     }
 }
+
+/// The heading of the report's last section, written by hand (measurement
+/// notes behind choices in the code) and kept when the report is written
+/// again.
+const NOTES: &str = "## Measurement notes";
 
 /// Plot scenario N values.
 const PLOT_N: &[usize] = &[1, 10, 100, 1000];

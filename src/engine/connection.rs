@@ -1,7 +1,7 @@
 //! One threaded-engine client: its blocking socket and its output, shared
 //! by three parties:
 //! - the room, which queues lines for it alone and wakes its writer when
-//!   something was broadcast (under the room lock: [`offer`], [`wake_if_idle`]);
+//!   something was broadcast (under the room lock: [`queue`], [`wake_if_idle`]);
 //! - its writer thread, which writes what it is owed, from the room's shared
 //!   [`FanoutLog`] through its own cursor, plus its private lines
 //!   ([`run_writer`]);
@@ -28,7 +28,7 @@
 //! read lock) and taken alone only to append or trim, and no lock is held
 //! across a call that can wait.
 //!
-//! [`offer`]: Connection::offer
+//! [`queue`]: Connection::queue
 //! [`wake_if_idle`]: Connection::wake_if_idle
 //! [`run_writer`]: Connection::run_writer
 //! [`wait_writer`]: Connection::wait_writer
@@ -84,11 +84,11 @@ pub(crate) struct Connection {
     reader: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
-/// What [`Connection::offer`] did.
+/// What [`Connection::queue`] (or [`Connection::wake_if_idle`]) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Offer {
+pub(crate) enum Queued {
     /// Queued; the writer is busy or already due to be woken.
-    Queued,
+    Done,
     /// Queued, and the writer sleeps: wake it when done queueing.
     WakeWriter,
     /// Not queued: it would pass `--sendq`.
@@ -171,39 +171,39 @@ impl Connection {
     /// unless that would pass `sendq`: then nothing is queued and the caller
     /// cuts the client off. Never waits.
     ///
-    /// The writer is not woken here: `Offer::WakeWriter` asks the caller to
+    /// The writer is not woken here: `Queued::WakeWriter` asks the caller to
     /// call [`Connection::wake_writer`] once it has queued everything it is
     /// about to (the poll engine's "one write per client per tick").
-    pub(crate) fn offer(&self, bytes: &[u8], sendq: usize) -> Offer {
+    pub(crate) fn queue(&self, bytes: &[u8], sendq: usize) -> Queued {
         let log = read_log(&self.log);
         let mut state = self.state();
         if state.closing || state.aborted || state.writer_done {
             // Leaving already, or its writer failed and is gone (the reader
             // is about to tell the room): it has nowhere to go.
-            return Offer::Queued;
+            return Queued::Done;
         }
         if !fits_sendq(state.out.private_bytes(), bytes.len(), sendq) {
-            return Offer::TooSlow;
+            return Queued::TooSlow;
         }
         state.out.push_private(&log, bytes);
         if state.writer_idle {
             state.writer_idle = false;
-            return Offer::WakeWriter;
+            return Queued::WakeWriter;
         }
-        Offer::Queued
+        Queued::Done
     }
 
     /// Something was broadcast: if the writer sleeps, it will be woken.
-    pub(crate) fn wake_if_idle(&self) -> Offer {
+    pub(crate) fn wake_if_idle(&self) -> Queued {
         let mut state = self.state();
         if state.writer_idle {
             state.writer_idle = false;
-            return Offer::WakeWriter;
+            return Queued::WakeWriter;
         }
-        Offer::Queued
+        Queued::Done
     }
 
-    /// Wake the writer after an `Offer::WakeWriter`.
+    /// Wake the writer after a `Queued::WakeWriter`.
     pub(crate) fn wake_writer(&self) {
         self.to_writer.notify_one();
     }
@@ -462,7 +462,7 @@ mod tests {
             .write()
             .unwrap()
             .push(Recipients::AllBut(ClientId(0)), bytes);
-        if conn.wake_if_idle() == Offer::WakeWriter {
+        if conn.wake_if_idle() == Queued::WakeWriter {
             conn.wake_writer();
         }
     }
@@ -487,10 +487,14 @@ mod tests {
     #[test]
     fn sendq_refuses_what_would_not_fit_and_close_flushes_then_hangs_up() {
         let (conn, peer) = pair();
-        assert_eq!(conn.offer(b"abc", 4), Offer::Queued);
-        assert_eq!(conn.offer(b"de", 4), Offer::TooSlow, "5 bytes with sendq 4");
+        assert_eq!(conn.queue(b"abc", 4), Queued::Done);
+        assert_eq!(
+            conn.queue(b"de", 4),
+            Queued::TooSlow,
+            "5 bytes with sendq 4"
+        );
         broadcast(&conn, b"-chat-");
-        assert_eq!(conn.offer(b"\n", 4), Offer::Queued);
+        assert_eq!(conn.queue(b"\n", 4), Queued::Done);
         let writer = spawn_writer(&conn, STALL);
         conn.close();
         broadcast(&conn, b"after it left");
@@ -512,7 +516,7 @@ mod tests {
             let line = format!("{i} {}\n", "x".repeat(i % 7 * 150));
             want.extend_from_slice(line.as_bytes());
             if i % 3 == 0 {
-                if conn.offer(line.as_bytes(), usize::MAX) == Offer::WakeWriter {
+                if conn.queue(line.as_bytes(), usize::MAX) == Queued::WakeWriter {
                     conn.wake_writer();
                 }
             } else {
@@ -581,17 +585,17 @@ mod tests {
     fn after_a_write_error_offers_are_dropped() {
         let (conn, _peer) = pair();
         conn.stream().shutdown(Shutdown::Write).unwrap();
-        assert_eq!(conn.offer(b"lost\n", 8), Offer::Queued);
+        assert_eq!(conn.queue(b"lost\n", 8), Queued::Done);
         conn.run_writer(KEY, STALL); // EPIPE: ends at once
         assert!(conn.state().writer_done);
-        assert_eq!(conn.offer(b"past sendq\n", 8), Offer::Queued);
+        assert_eq!(conn.queue(b"past sendq\n", 8), Queued::Done);
         assert_eq!(conn.state().out.private_bytes(), 0);
     }
 
     #[test]
     fn cut_off_drops_the_queue_says_last_words_and_ends_a_flood_pause() {
         let (conn, peer) = pair();
-        assert_eq!(conn.offer(b"never sent\n", 1024), Offer::Queued);
+        assert_eq!(conn.queue(b"never sent\n", 1024), Queued::Done);
         let (paused, woke) = mpsc::channel();
         std::thread::spawn({
             let conn = conn.clone();

@@ -65,11 +65,9 @@ const READS_PER_TICK: usize = 16;
 /// Connections accepted per tick before the others get a turn (see
 /// `accept_all`); the rest are accepted next tick, which then comes at once.
 /// Every join is announced to everyone, so a tick's joins are one `writev`
-/// per client. Measured with 5,000 clients connecting as fast as they can
-/// (`pollchat bench -n 5000 --messages 0 --connect-rate 50000`): 8 per tick
-/// cost 3.4-4.9 s of server CPU, 32 cost 1.0-1.7 s, both at 143 B of RSS
-/// per idle client; at 64 the notices outran the clients' reading and the
-/// refused bytes left ~1 KB per client behind.
+/// per client: fewer per tick costs a join storm far more CPU, more lets the
+/// notices outrun the clients' reading (measured: docs/performance.md,
+/// "Measurement notes").
 const ACCEPTS_PER_TICK: usize = 32;
 
 /// Where a client is in its life:

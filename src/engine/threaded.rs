@@ -52,7 +52,7 @@ use signal_hook::iterator::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
-use super::connection::{self, Connection, Offer, SharedLog};
+use super::connection::{self, Connection, Queued, SharedLog};
 use super::fanout_log::FanoutLog;
 use super::listen::bind_listener;
 use super::output_limits::{self, Lagging};
@@ -67,13 +67,10 @@ use crate::protocol;
 /// Stack size for client threads. Rust's default is 2 MiB: only touched
 /// pages count in RSS, but 2,000 threads would reserve 4 GiB of address
 /// space, so the default hides what a thread really costs and lets a
-/// runaway recursion go far. A client thread needs little: its read buffer
-/// (`READ_CHUNK`), a few App frames, and the thread's own bookkeeping at the
-/// top of its stack. The most any thread touched, over every chat command
-/// and a quiz game with `-vv` logging, was 12 KiB in a release build and
-/// 20 KiB in a debug one (smaps `Rss` of the stack mappings). The room never
-/// recurses (see [`Room::settle`]), so the depth does not grow with the
-/// number of clients. 64 KiB leaves three times the debug need.
+/// runaway recursion go far. A client thread needs little (its read
+/// buffer, a few App frames), and the room never recurses (see
+/// [`Room::dispatch`]): 64 KiB is about three times the most a thread was
+/// measured to touch (docs/performance.md, "Measurement notes").
 const CLIENT_STACK: usize = 64 * 1024;
 /// Each reader's buffer, on its stack. It is zeroed when the thread starts,
 /// so even an idle client pays for it in RSS: one page. A longer line just
@@ -554,7 +551,7 @@ impl<A: App + Send + 'static> Shared<A> {
             if room.app.poll_timeout().is_some_and(|at| at <= now) {
                 let room = &mut *room;
                 room.app.handle_timeout(now, &mut room.outbox);
-                room.settle(now);
+                room.dispatch(now);
                 room.wake_writers();
             }
             room.timer_deadline = room.app.poll_timeout();
@@ -583,7 +580,7 @@ impl<A: App + Send + 'static> Shared<A> {
         self.timer.notify_one();
         let now = Instant::now();
         room.outbox.send(Recipients::All, protocol::SHUTTING_DOWN);
-        room.settle(now);
+        room.dispatch(now);
         room.wake_writers();
         let open: Vec<usize> = room.open_keys().collect();
         let count = open.len();
@@ -647,7 +644,7 @@ impl<A: App> Room<A> {
         debug!("client {key} connected from {peer}");
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);
-        self.settle(now);
+        self.dispatch(now);
         key
     }
 
@@ -667,7 +664,7 @@ impl<A: App> Room<A> {
                     *last_heard = now;
                     self.app
                         .handle_line(ClientId(key), &line, now, &mut self.outbox);
-                    self.settle(now);
+                    self.dispatch(now);
                 }
                 Step::TooLong => {
                     self.reply(key, protocol::line_too_long(self.limits.max_line), now);
@@ -681,7 +678,7 @@ impl<A: App> Room<A> {
     /// A line from the engine itself to one client.
     fn reply(&mut self, key: usize, text: impl Into<String>, now: Instant) {
         self.outbox.send(Recipients::One(ClientId(key)), text);
-        self.settle(now);
+        self.dispatch(now);
     }
 
     /// `--idle-timeout` ran out: say so, then leave like any departure
@@ -700,7 +697,7 @@ impl<A: App> Room<A> {
     /// App here, one after another from a worklist rather than by
     /// recursion, so the stack depth stays flat on small stacks however
     /// many clients fall behind at once.
-    fn settle(&mut self, now: Instant) {
+    fn dispatch(&mut self, now: Instant) {
         let mut departed = Vec::new();
         loop {
             let mut outbox = std::mem::take(&mut self.outbox);
@@ -723,10 +720,10 @@ impl<A: App> Room<A> {
                         let Some(member) = self.clients.get(key).filter(|m| m.open) else {
                             continue;
                         };
-                        match member.conn.offer(&bytes, self.limits.sendq) {
-                            Offer::Queued => {}
-                            Offer::WakeWriter => self.to_wake.push(member.conn.clone()),
-                            Offer::TooSlow => {
+                        match member.conn.queue(&bytes, self.limits.sendq) {
+                            Queued::Done => {}
+                            Queued::WakeWriter => self.to_wake.push(member.conn.clone()),
+                            Queued::TooSlow => {
                                 if self.depart(key, Farewell::TooSlow) && !closed.contains(&key) {
                                     departed.push(key);
                                 }
@@ -792,7 +789,7 @@ impl<A: App> Room<A> {
     fn wake_writers(&mut self) {
         if std::mem::take(&mut self.broadcast) {
             for (_, member) in self.clients.iter().filter(|(_, m)| m.open) {
-                if member.conn.wake_if_idle() == Offer::WakeWriter {
+                if member.conn.wake_if_idle() == Queued::WakeWriter {
                     self.to_wake.push(member.conn.clone());
                 }
             }
@@ -810,7 +807,7 @@ impl<A: App> Room<A> {
     fn leave(&mut self, key: usize, how: Farewell, now: Instant) {
         if self.depart(key, how) {
             self.app.handle_left(ClientId(key), now, &mut self.outbox);
-            self.settle(now);
+            self.dispatch(now);
         }
     }
 
