@@ -182,6 +182,16 @@ impl OutQueue {
         g
     }
 
+    /// What is owed, if it is one slice of the log and nothing private.
+    fn only_slice<'a>(&self, log: &'a FanoutLog, key: usize) -> Option<&'a [u8]> {
+        if self.private.is_some() {
+            return None;
+        }
+        let mut owed = log.owed(key, self.cursor, self.end(log));
+        let first = owed.next()?;
+        owed.next().is_none().then_some(first)
+    }
+
     /// The socket took `written` bytes of what [`OutQueue::gather`]
     /// offered: move on by that much. With nothing written, this still
     /// steps the cursor over broadcasts that were not meant for it.
@@ -235,17 +245,20 @@ impl OutQueue {
         w: &mut impl Write,
         now: Instant,
     ) -> io::Result<(usize, Wrote)> {
-        let (written, offered) = {
-            let g = self.gather(log, key);
-            let slices = &g.slices[..g.count];
-            let written = match g.count {
-                0 => 0,
-                // The usual tick: one slice, and a plain `send()` is
-                // cheaper than `writev`.
-                1 => send(|| w.write(&slices[0]))?,
-                _ => send(|| w.write_vectored(slices))?,
-            };
-            (written, g.bytes)
+        let (written, offered) = match self.only_slice(log, key) {
+            // The usual tick: one broadcast owed and nothing of its own. No
+            // gathering: a plain `send()` is also cheaper than `writev`.
+            Some(bytes) => (send(|| w.write(bytes))?, bytes.len()),
+            None => {
+                let g = self.gather(log, key);
+                let slices = &g.slices[..g.count];
+                let written = match g.count {
+                    0 => 0,
+                    1 => send(|| w.write(&slices[0]))?,
+                    _ => send(|| w.write_vectored(slices))?,
+                };
+                (written, g.bytes)
+            }
         };
         self.advance(log, key, written);
         let wrote = if written < offered {
