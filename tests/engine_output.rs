@@ -1,8 +1,9 @@
 //! How an engine carries out an App's outputs: every client hears what is
 //! addressed to it, in the order the App said it, whatever mix of replies
-//! and broadcasts one line produces. The poll engine keeps a tick's
-//! broadcasts apart from each client's replies (`engine/broadcasts.rs`), so
-//! this is where their interleaving is checked, on both engines.
+//! and broadcasts one line produces. Both engines keep broadcasts in the
+//! shared log and each client's replies in its private queue, tagged with
+//! the log position they follow (`engine/out_queue.rs`), so this is where
+//! their interleaving is checked, on both engines.
 
 mod common;
 

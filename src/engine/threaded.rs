@@ -78,12 +78,9 @@ const CLIENT_STACK: usize = 64 * 1024;
 const READ_CHUNK: usize = 4 * 1024;
 /// Most bytes a reader takes in one go, in `READ_CHUNK` pieces, before it
 /// hands their lines to the room under one lock: the poll engine's read
-/// size. A burst then reaches each recipient's queue in pieces of the same
-/// size in both engines, so `--sendq` (which counts what the kernel has not
-/// taken) judges it the same way. One `READ_CHUNK` at a time would let the
-/// writers drain each 4 KiB into the kernel before the next arrives, and a
-/// client whose kernel buffers still had room would never be over
-/// `--sendq` in the threaded engine when it would be in the poll engine.
+/// size. A burst then reaches the log in pieces of the same size in both
+/// engines, and one lock (and one round of writer wake-ups) carries a read's
+/// worth of lines instead of 4 KiB of them.
 const READ_BATCH: usize = 64 * 1024;
 /// The room applies the output limits (`output_limits.rs`) each time the
 /// log has grown by this much since it last did: often enough that the log
