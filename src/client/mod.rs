@@ -7,6 +7,7 @@
 //! - [`editor`]: the half-typed line, when a person types at a terminal.
 //! - [`screen`]: what is printed: server lines made safe, the prompt.
 //! - [`terminal`]: key-at-a-time terminal mode, restored on exit.
+//! - [`unsent`]: what the server has not taken yet.
 
 pub mod address;
 pub mod connect;
@@ -14,6 +15,7 @@ pub mod editor;
 pub mod poll;
 pub mod screen;
 pub mod terminal;
+pub mod unsent;
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;

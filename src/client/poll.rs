@@ -38,8 +38,8 @@ use signal_hook_mio::v1_0::Signals;
 use super::editor::{Edit, LineEditor, MAX_TYPED_LINE};
 use super::screen::{MAX_SERVER_LINE, Screen};
 use super::terminal;
+use super::unsent::Unsent;
 use crate::chat::command::{self, Command};
-use crate::engine::outbuf::{BufferPool, Flushed, OutBuf};
 use crate::framing::{Frame, LineFramer};
 
 const STDIN: Token = Token(0);
@@ -101,9 +101,7 @@ pub struct Session {
     server_lines: LineFramer,
     screen: Screen,
     /// Bytes for the server not yet taken by the socket.
-    unsent: OutBuf,
-    /// Keeps `unsent`'s buffer between lines instead of freeing it.
-    pool: BufferPool,
+    unsent: Unsent,
     /// WRITABLE is part of the socket's registration.
     wants_write: bool,
     /// We sent FIN (input ended and everything was sent).
@@ -144,8 +142,7 @@ impl Session {
             input_lines: LineFramer::new(MAX_TYPED_LINE),
             server_lines: LineFramer::new(MAX_SERVER_LINE),
             screen: Screen::new(interactive),
-            unsent: OutBuf::default(),
-            pool: BufferPool::default(),
+            unsent: Unsent::default(),
             wants_write: false,
             write_shut: false,
             quit_sent: false,
@@ -162,8 +159,8 @@ impl Session {
         {
             self.quit_sent = true;
         }
-        self.unsent.push(line, &mut self.pool);
-        self.unsent.push(b"\n", &mut self.pool);
+        self.unsent.push(line);
+        self.unsent.push(b"\n");
     }
 
     /// The event loop. Each pass is one *tick*: wait → read the server →
@@ -305,13 +302,9 @@ impl Session {
     /// is left; FIN once input has ended and nothing is left.
     fn write_server(&mut self) -> io::Result<Option<Ending>> {
         if self.unsent.pending() > 0 {
-            let nothing_more = std::iter::empty();
-            match self
-                .unsent
-                .write_with(&mut self.server, nothing_more, usize::MAX, &mut self.pool)
-            {
+            match self.unsent.write_to(&mut self.server) {
                 // The socket is full (WouldBlock): try again when writable.
-                Ok(Flushed::Written(0)) => {}
+                Ok(0) => {}
                 // Progress: the server is still taking input, so the
                 // linger time counts from here.
                 Ok(_) => {

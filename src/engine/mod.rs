@@ -8,7 +8,6 @@
 //!   lines, and the one `writev` that sends what it is owed.
 //! - `output_limits.rs`: `--log-cap`, `--stall-timeout` and
 //!   `--memory-budget`: who is cut off when clients fall behind.
-//! - `outbuf.rs`: a plain outbound byte queue (`pollchat connect`).
 //! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
 //! - `connection.rs`: a threaded-engine client's socket, cursor and writer.
 //! - `rules.rs`: what both engines do the same way (`--sendq`,
@@ -23,7 +22,7 @@ mod connection;
 mod fanout_log;
 pub mod listen;
 mod out_queue;
-pub(crate) mod outbuf;
+pub(crate) use out_queue::write_once;
 mod output_limits;
 pub mod poll;
 mod rules;

@@ -248,14 +248,14 @@ impl OutQueue {
         let (written, offered) = match self.only_slice(log, key) {
             // The usual tick: one broadcast owed and nothing of its own. No
             // gathering: a plain `send()` is also cheaper than `writev`.
-            Some(bytes) => (send(|| w.write(bytes))?, bytes.len()),
+            Some(bytes) => (write_once(|| w.write(bytes))?, bytes.len()),
             None => {
                 let g = self.gather(log, key);
                 let slices = &g.slices[..g.count];
                 let written = match g.count {
                     0 => 0,
-                    1 => send(|| w.write(&slices[0]))?,
-                    _ => send(|| w.write_vectored(slices))?,
+                    1 => write_once(|| w.write(&slices[0]))?,
+                    _ => write_once(|| w.write_vectored(slices))?,
                 };
                 (written, g.bytes)
             }
@@ -273,9 +273,10 @@ impl OutQueue {
     }
 }
 
-/// Run one non-empty write: retried on `Interrupted`; `WouldBlock` is 0
-/// bytes taken (they stay owed).
-fn send(mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+/// Run one non-empty write to a non-blocking socket: retried on
+/// `Interrupted`; `WouldBlock` is 0 bytes taken (they stay owed); a write
+/// of 0 bytes is an error (the peer can take no more, ever).
+pub(crate) fn write_once(mut write: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
         match write() {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
