@@ -335,7 +335,37 @@ fn memory_budget_cuts_the_furthest_behind_first(engine: EngineKind) {
     assert!(peak <= bound, "peak {peak} KiB over {bound} KiB");
 }
 
+/// One paste far larger than `--log-cap` arrives in a single read: the
+/// members who read promptly are not behind, only not written to yet, and
+/// none of them is cut off or loses a line.
+fn prompt_readers_survive_one_paste_larger_than_the_log_cap(engine: EngineKind) {
+    const READERS: usize = 5;
+    const LINES: usize = 100;
+    let limits = Limits {
+        log_cap: 16 * 1024,
+        ..test_limits()
+    };
+    let server = start_chat(engine, limits);
+    let addr = server.local_addr();
+    let mut sender = Client::join_as(addr, "sender");
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let (reader, _) = Client::join(addr);
+        sender.expect_suffix(" joined");
+        readers.push(reader);
+    }
+    let heard: Vec<_> = readers.iter().map(common::lines_of).collect();
+    let paste: String = (0..LINES)
+        .map(|i| numbered_line(0, i, 1000) + "\n")
+        .collect();
+    sender.send_raw(paste.as_bytes());
+    for (r, lines) in heard.iter().enumerate() {
+        assert_all_in_order(lines, 1, LINES, &format!("reader {r}"));
+    }
+}
+
 engine_tests!(
+    prompt_readers_survive_one_paste_larger_than_the_log_cap,
     prompt_reader_behind_a_small_window_survives_a_paste_storm,
     slow_links_share_one_copy_of_a_burst,
     stalled_reader_is_cut_off_by_the_stall_timeout,

@@ -113,8 +113,10 @@ struct Outgoing {
 
 /// A client's counters for the room's output limits (`output_limits.rs`).
 pub(crate) struct Standing {
-    /// Owed output its socket refused (it is behind).
-    pub behind: bool,
+    /// It is owed output (its writer may simply not have got to it yet).
+    pub owed: bool,
+    /// Its socket refused what it is owed: it is behind.
+    pub refused: bool,
     pub cursor: u64,
     pub lag: u64,
     pub private_bytes: usize,
@@ -222,12 +224,30 @@ impl Connection {
         let out = &mut state.out;
         out.advance(log, key, 0);
         Standing {
-            behind: !out.is_drained(log, key),
+            owed: !out.is_drained(log, key),
+            refused: out.behind_since().is_some(),
             cursor: out.cursor(),
             lag: out.lag(log),
             private_bytes: out.private_bytes(),
             stalled: out.stalled(now, stall),
         }
+    }
+
+    /// How many bytes it is owed (for log lines).
+    pub(crate) fn lag(&self) -> u64 {
+        let log = read_log(&self.log);
+        self.state().out.lag(&log)
+    }
+
+    /// The output limits cut it off: from now on the writer writes nothing
+    /// (called under the log's write lock, before the room lets it go, so
+    /// no writer can be served past what the log forgot).
+    pub(crate) fn forget_owed(&self, log: &FanoutLog) {
+        let mut state = self.state();
+        state.aborted = true;
+        state.out.clear(log);
+        self.to_writer.notify_one();
+        self.to_reader.notify_one();
     }
 
     /// It left the room: the writer sends what was said until now and its

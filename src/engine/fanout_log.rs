@@ -123,11 +123,16 @@ impl FanoutLog {
         }
     }
 
-    /// Hold at most `cap` bytes: drop the oldest segments past it. Returns
-    /// true if any went; cursors before `tail()` have then fallen off.
-    pub(crate) fn enforce_cap(&mut self) -> bool {
+    /// Hold at most `cap` bytes: drop the oldest segments past it, but none
+    /// that reaches past `written` (what some client not yet written to is
+    /// owed: it is not too slow, just not served yet). Returns true if any
+    /// went; cursors before `tail()` have then fallen off.
+    pub(crate) fn enforce_cap(&mut self, written: u64) -> bool {
         let mut dropped = false;
-        while self.retained > self.cap && self.segments.len() > 1 {
+        while self.retained > self.cap
+            && self.segments.len() > 1
+            && self.segments.front().is_some_and(|s| s.end() <= written)
+        {
             self.pop_front();
             dropped = true;
         }
@@ -142,6 +147,12 @@ impl FanoutLog {
 
     /// The segments overlapping `[from, to)`, in order (none if it is empty).
     fn overlapping(&self, from: u64, to: u64) -> impl Iterator<Item = &Segment> {
+        // A cursor before the tail lost bytes: its client must have been cut
+        // off by the output limits, not served what is left.
+        debug_assert!(
+            from >= to || from >= self.tail(),
+            "cursor {from} fell off the log"
+        );
         let first = self.segments.partition_point(|s| s.end() <= from);
         self.segments
             .range(first..)
@@ -253,14 +264,18 @@ mod tests {
         for i in 0..5 {
             log.push(all_but(i), &[b'x'; 100]);
         }
-        assert!(log.enforce_cap());
-        assert_eq!(log.retained(), 200);
+        // Nothing some client has not been written yet goes.
+        assert!(log.enforce_cap(100));
+        assert_eq!((log.tail(), log.retained()), (100, 400));
+        assert!(log.enforce_cap(300));
         assert_eq!(log.tail(), 300);
-        assert!(!log.enforce_cap());
+        assert!(!log.enforce_cap(300));
+        assert!(!log.enforce_cap(log.head()));
+        assert_eq!(log.retained(), 200);
         // One segment bigger than the cap is still kept: it is the newest.
         let mut small = FanoutLog::new(10);
         small.push(Recipients::All, &[b'y'; 50]);
-        assert!(!small.enforce_cap());
+        assert!(!small.enforce_cap(small.head()));
         assert_eq!(small.retained(), 50);
     }
 

@@ -360,11 +360,13 @@ mod tests {
         q.behind_since = Some(t0);
         assert!(!q.stalled(t0, Duration::from_secs(30)));
         assert!(q.stalled(t0 + Duration::from_secs(30), Duration::from_secs(30)));
-        assert!(log.enforce_cap());
-        assert!(q.cursor() < log.tail(), "the cap left it behind");
         // Progress resets the stall clock.
         q.advance(&log, 1, 5);
         assert!(!q.stalled(t0 + Duration::from_secs(60), Duration::from_secs(30)));
+        assert_eq!(q.lag(&log), 165);
+        // The cap drops what it was still owed: it has fallen off.
+        assert!(log.enforce_cap(log.head()));
+        assert!(q.cursor() < log.tail(), "the cap left it behind");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) fn enforce(
         !c.stalled
     });
     trim(log, &behind, written);
-    if log.enforce_cap() {
+    if log.enforce_cap(written) {
         let tail = log.tail();
         behind.retain(|c| {
             if c.cursor < tail {

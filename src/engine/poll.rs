@@ -197,6 +197,9 @@ struct Timers {
     /// Closing clients and when they are dropped even if not drained.
     closing: Vec<(Instant, usize, u32)>,
     next_idle_sweep: Option<Instant>,
+    /// Clients that started draining this tick: read once at its end,
+    /// because a peer whose FIN was already read sends no new event.
+    to_drain: Vec<usize>,
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
 }
@@ -726,7 +729,7 @@ impl<A: App> Loop<A> {
             self.dead.push(key);
         } else if client.out.is_drained(&self.outgoing.log, key) {
             // Nothing left to say: shut our side now.
-            start_draining(client, key, now, &mut self.timers.closing);
+            start_draining(client, key, now, &mut self.timers);
         } else {
             self.timers.closing.push((now + CLOSE_GRACE, key, serial));
             self.mark_for_flush(key);
@@ -826,11 +829,21 @@ impl<A: App> Loop<A> {
     // ----- end of tick ------------------------------------------------------
 
     /// Step 4: every client with output gets exactly one `write()`, then the
-    /// output limits are applied, and finally the dead leave the slab.
+    /// output limits are applied, clients that just shut their side read
+    /// what is waiting, and finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry, now: Instant) {
         self.write_owed(registry, now);
         self.handle_failed_writes(now);
         self.keep_output_in_bounds(now);
+        for key in std::mem::take(&mut self.timers.to_drain) {
+            if self
+                .clients
+                .get(key)
+                .is_some_and(|c| c.life == Life::Draining)
+            {
+                self.drain_input(key);
+            }
+        }
         self.reap(registry);
     }
 
@@ -843,9 +856,9 @@ impl<A: App> Loop<A> {
         let mut flush_list = std::mem::take(&mut out.flush_list);
         // Clients whose write carried all it could but left more owed.
         let mut write_again = Vec::new();
-        let draining = &mut self.timers.closing;
+        let timers = &mut self.timers;
         let mut flush = |key: usize, client: &mut Client| match flush_client(
-            key, client, &out.log, registry, now, draining,
+            key, client, &out.log, registry, now, timers,
         ) {
             Ok(wrote) => {
                 if wrote != Wrote::Drained && !client.behind && client.life != Life::Dead {
@@ -1052,7 +1065,7 @@ fn flush_client(
     log: &FanoutLog,
     registry: &Registry,
     now: Instant,
-    draining: &mut Vec<(Instant, usize, u32)>,
+    timers: &mut Timers,
 ) -> Result<Wrote, WriteFailure> {
     client.queued_for_flush = false;
     if matches!(client.life, Life::Dead | Life::Draining) {
@@ -1065,7 +1078,7 @@ fn flush_client(
     if wrote == Wrote::Drained {
         client.behind = false;
         if client.life == Life::Closing {
-            start_draining(client, key, now, draining);
+            start_draining(client, key, now, timers);
         }
     }
     // WRITABLE only while the socket has refused something.
@@ -1087,15 +1100,11 @@ fn flush_client(
 /// Everything owed has been written: shut our side (the FIN follows the
 /// last words) and read what it still sends until it closes, for at most
 /// `LINGER` (see `Life::Draining`).
-fn start_draining(
-    client: &mut Client,
-    key: usize,
-    now: Instant,
-    draining: &mut Vec<(Instant, usize, u32)>,
-) {
+fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Timers) {
     let _ = client.stream.shutdown(Shutdown::Write);
     client.life = Life::Draining;
-    draining.push((now + LINGER, key, client.serial));
+    timers.closing.push((now + LINGER, key, client.serial));
+    timers.to_drain.push(key);
 }
 
 /// Put a client on this tick's flush list, once.

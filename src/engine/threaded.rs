@@ -52,7 +52,7 @@ use signal_hook::iterator::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
-use super::connection::{self, Connection, Queued, SharedLog};
+use super::connection::{Connection, Queued, SharedLog};
 use super::fanout_log::FanoutLog;
 use super::listen::bind_listener;
 use super::output_limits::{self, Lagging};
@@ -159,8 +159,9 @@ enum Farewell {
     Flush,
     /// Hang up now; nothing more can be delivered (reset, write error).
     Abort,
-    /// Over `--sendq`: drop the queue, try to say why, hang up now.
-    TooSlow,
+    /// Over `--sendq`, or past the output limits: drop what it is owed
+    /// (this many bytes, for the log line), try to say why, hang up now.
+    TooSlow(u64),
 }
 
 /// Why a reader thread stopped reading.
@@ -721,7 +722,10 @@ impl<A: App> Room<A> {
                             Queued::Done => {}
                             Queued::WakeWriter => self.to_wake.push(member.conn.clone()),
                             Queued::TooSlow => {
-                                if self.depart(key, Farewell::TooSlow) && !closed.contains(&key) {
+                                let lag = member.conn.lag();
+                                if self.depart(key, Farewell::TooSlow(lag))
+                                    && !closed.contains(&key)
+                                {
                                     departed.push(key);
                                 }
                             }
@@ -757,27 +761,43 @@ impl<A: App> Room<A> {
             return Vec::new();
         }
         let stall = self.limits.stall_timeout;
-        let behind: Vec<Lagging> = self
-            .clients
-            .iter()
-            .filter_map(|(key, m)| {
-                let s = m.conn.standing(&log, key, now, stall);
-                s.behind.then_some(Lagging {
+        // Behind: its socket refused what it is owed. A member merely owed
+        // what its writer has not got to yet (it is woken after this batch)
+        // is not judged, but nothing it is owed may be forgotten.
+        let mut written = log.head();
+        let mut behind = Vec::new();
+        let mut lags = Vec::new();
+        for (key, m) in self.clients.iter() {
+            let s = m.conn.standing(&log, key, now, stall);
+            lags.push((key, s.lag));
+            if s.refused {
+                behind.push(Lagging {
                     key,
                     cursor: s.cursor,
                     lag: s.lag,
                     private_bytes: s.private_bytes,
                     stalled: s.stalled,
-                })
-            })
-            .collect();
-        // Every member not behind has been given all of it.
-        let written = log.head();
+                });
+            } else if s.owed {
+                written = written.min(s.cursor);
+            }
+        }
         let cut = output_limits::enforce(&mut log, behind, self.limits.memory_budget, written);
         self.next_limits_check = log.retained() + LIMITS_EVERY;
+        // Before the log is let go: no writer may serve them what is left
+        // after the part the log forgot.
+        for &key in &cut {
+            if let Some(member) = self.clients.get(key) {
+                member.conn.forget_owed(&log);
+            }
+        }
         drop(log);
+        // Those that had left already are cut off, but not announced again.
         cut.into_iter()
-            .filter(|&key| self.depart(key, Farewell::TooSlow))
+            .filter(|&key| {
+                let lag = lags.iter().find(|l| l.0 == key).map_or(0, |l| l.1);
+                self.depart(key, Farewell::TooSlow(lag))
+            })
             .collect()
     }
 
@@ -814,26 +834,24 @@ impl<A: App> Room<A> {
         let Some(member) = self.clients.get_mut(key) else {
             return false;
         };
-        if !member.open {
-            return false;
-        }
-        member.open = false;
+        let was_open = std::mem::replace(&mut member.open, false);
         match how {
+            // Already left: nothing more to do.
+            _ if !was_open && !matches!(how, Farewell::TooSlow(_)) => return false,
             Farewell::Flush => member.conn.close(),
             Farewell::Abort => member.conn.cut_off(b""),
-            Farewell::TooSlow => {
-                let log = connection::read_log(&self.log);
-                let lag = member
-                    .conn
-                    .standing(&log, key, Instant::now(), Duration::MAX)
-                    .lag;
-                drop(log);
+            // Even a client that has left and is still being flushed is cut
+            // off when the output limits say so: the log no longer holds
+            // what it is owed.
+            Farewell::TooSlow(lag) => {
                 rules::log_too_slow(key, member.peer, lag);
                 member.conn.cut_off(protocol::TOO_SLOW.as_bytes());
             }
         }
-        debug!("client {key} ({}) left", member.peer);
-        true
+        if was_open {
+            debug!("client {key} ({}) left", member.peer);
+        }
+        was_open
     }
 
     /// The client's threads are done: its socket is closed (this was the
