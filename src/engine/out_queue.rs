@@ -70,8 +70,6 @@ pub(crate) struct Gathered<'a> {
     pub slices: [IoSlice<'a>; MAX_SLICES],
     pub count: usize,
     pub bytes: usize,
-    /// More was owed than `MAX_SLICES` could carry.
-    pub more: bool,
 }
 
 impl OutQueue {
@@ -160,12 +158,10 @@ impl OutQueue {
             slices: [IoSlice::new(&[]); MAX_SLICES],
             count: 0,
             bytes: 0,
-            more: false,
         };
         let mut add = |bytes: &'a [u8]| {
             if g.count == MAX_SLICES {
-                g.more = true;
-                return;
+                return; // the rest goes with the next write
             }
             g.slices[g.count] = IoSlice::new(bytes);
             g.count += 1;
@@ -379,7 +375,6 @@ mod tests {
         }
         let g = q.gather(&log, 1);
         assert_eq!(g.count, MAX_SLICES);
-        assert!(g.more);
         let bytes = g.bytes;
         q.advance(&log, 1, bytes);
         assert_eq!(q.lag(&log), 10);
