@@ -239,9 +239,9 @@ impl Connection {
         self.state().out.lag(&log)
     }
 
-    /// The output limits cut it off: from now on the writer writes nothing
-    /// (called under the log's write lock, before the room lets it go, so
-    /// no writer can be served past what the log forgot).
+    /// From now on the writer writes nothing. The output limits call this
+    /// under the log's write lock, before the room lets it go, so no writer
+    /// can be served past what the log forgot; `cut_off` starts with it.
     pub(crate) fn forget_owed(&self, log: &FanoutLog) {
         let mut state = self.state();
         state.aborted = true;
@@ -275,14 +275,7 @@ impl Connection {
     /// socket takes them without waiting, and shut the socket down, which
     /// also wakes a reader or writer blocked on it.
     pub(crate) fn cut_off(&self, last_words: &[u8]) {
-        let log = read_log(&self.log);
-        let mut state = self.state();
-        state.aborted = true;
-        state.out.clear(&log);
-        self.to_writer.notify_one();
-        self.to_reader.notify_one();
-        drop(state);
-        drop(log);
+        self.forget_owed(&read_log(&self.log));
         if !last_words.is_empty() {
             // Its socket buffer is probably full, and the room lock may be
             // held: never wait for this one.
