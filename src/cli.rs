@@ -10,7 +10,7 @@ use log::LevelFilter;
 
 use crate::chat::names::{self, NameError};
 use crate::client::address::ServerAddress;
-use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS};
+use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS, TlsListen};
 use crate::quiz::Settings;
 
 #[derive(Debug, Parser)]
@@ -150,6 +150,8 @@ pub struct ServerArgs {
     /// years; default: never).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_IDLE_TIMEOUT_SECS))]
     pub idle_timeout: Option<u64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -158,11 +160,47 @@ pub struct ServerArgs {
     pub quiet: u8,
 }
 
+/// The TLS listener's flags, shared by `serve` and `quiz`. They exist in the
+/// lean build too, which then refuses them at start-up.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Also listen for TLS clients on this port (same room). Needs
+    /// --tls-cert and --tls-key; SIGHUP reloads both files.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"], value_parser = clap::value_parser!(u16).range(1..))]
+    pub tls_port: Option<u16>,
+    /// Certificate chain for --tls-port (PEM, as certbot or `openssl req` write it).
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS only: no plain listener.
+    #[arg(long, requires = "tls_port")]
+    pub tls_only: bool,
+    /// Seconds a TLS client may take to finish its handshake before it is
+    /// disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
+}
+
+impl TlsArgs {
+    fn listen(&self, host: IpAddr) -> Option<TlsListen> {
+        Some(TlsListen {
+            addr: SocketAddr::new(host, self.tls_port?),
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+        })
+    }
+}
+
 impl ServerArgs {
     /// The engine configuration for these flags on `port`.
     pub fn config(&self, port: u16) -> Config {
         Config {
             addr: SocketAddr::new(self.host, port),
+            plain: !self.tls.tls_only,
+            tls: self.tls.listen(self.host),
             engine: self.engine,
             limits: Limits {
                 max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),

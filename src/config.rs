@@ -2,6 +2,7 @@
 //! the per-client limits. Built by `cli.rs` from flags, or by tests directly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which I/O model drives the App.
@@ -85,10 +86,33 @@ impl Default for Limits {
 /// Ten years is far inside that, and longer than any server stays up.
 pub const MAX_IDLE_TIMEOUT_SECS: u64 = 10 * 365 * 24 * 60 * 60;
 
+/// A second listener whose clients speak TLS (`--tls-port`), joining the
+/// same room as the plain ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A connection that has not finished its handshake by then is closed
+    /// (the slowloris defence); until then it holds a slot, not a seat in
+    /// the room.
+    pub handshake_timeout: Duration,
+}
+
+/// The default `--handshake-timeout`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything an engine needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The plain listener's address.
     pub addr: SocketAddr,
+    /// Open the plain listener (`--tls-only` turns it off).
+    pub plain: bool,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsListen>,
     pub engine: EngineKind,
     pub limits: Limits,
     /// Turn SIGINT/SIGTERM into a graceful shutdown. The binary sets this;
@@ -101,6 +125,8 @@ impl Config {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
+            plain: true,
+            tls: None,
             engine: EngineKind::Poll,
             limits: Limits::default(),
             handle_signals: false,

@@ -18,6 +18,8 @@ pub enum StartError {
     Config(String),
     /// The logging thread could not be started.
     Logging(io::Error),
+    /// The TLS certificate or key cannot be used (or TLS is not built in).
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for StartError {
@@ -30,6 +32,7 @@ impl fmt::Display for StartError {
             StartError::Setup(e) => write!(f, "cannot start the server: {e}"),
             StartError::Config(msg) => f.write_str(msg),
             StartError::Logging(e) => write!(f, "cannot start the logging thread: {e}"),
+            StartError::Tls(e) => e.fmt(f),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`quiz`]: the quiz game, a second `App` on the same engines.
 //! - [`framing`]: bytes → lines, with a length cap.
 //! - [`sanitize`]: lines → text safe to show on a terminal.
+//! - [`tls`]: rustls sessions in front of sockets, certificates, reload.
 //! - [`flood`]: the token bucket behind `--rate`/`--burst`.
 //! - [`inbound`]: framing + flood control + sanitising for one client.
 //! - [`admission`]: `--max-clients` and `--max-per-ip`.
@@ -42,3 +43,4 @@ pub mod logging;
 pub mod protocol;
 pub mod quiz;
 pub mod sanitize;
+pub mod tls;

@@ -9,8 +9,45 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::tls::Acceptor;
+
+/// What a server listens on: the plain port (unless `--tls-only`) and the
+/// TLS port (with `--tls-port`), both joining the same room.
+pub(crate) struct Listeners {
+    pub plain: Option<std::net::TcpListener>,
+    pub tls: Option<(std::net::TcpListener, Arc<Acceptor>)>,
+}
+
+/// Bind what `config` asks for. The certificate and key are loaded first, so
+/// a bad file stops start-up before any port is taken.
+pub(crate) fn bind_all(config: &Config) -> Result<Listeners, StartError> {
+    let acceptor = match &config.tls {
+        Some(tls) => Some(Arc::new(
+            Acceptor::load(&tls.cert, &tls.key).map_err(StartError::Tls)?,
+        )),
+        None => None,
+    };
+    let bind = |addr| bind_listener(addr).map_err(|e| StartError::from_bind(addr, e));
+    let plain = if config.plain {
+        Some(bind(config.addr)?)
+    } else {
+        None
+    };
+    let tls = match (&config.tls, acceptor) {
+        (Some(tls), Some(acceptor)) => Some((bind(tls.addr)?, acceptor)),
+        _ => None,
+    };
+    if plain.is_none() && tls.is_none() {
+        return Err(StartError::Config("--tls-only needs --tls-port".into()));
+    }
+    Ok(Listeners { plain, tls })
+}
 
 /// Connections the kernel may hold fully opened, waiting for `accept`.
 pub const BACKLOG: i32 = 1024;

@@ -88,11 +88,20 @@ impl<A: App + Send + 'static> Server<A> {
         }
     }
 
-    /// The address actually bound (the real port when asked for port 0).
+    /// The address actually bound (the real port when asked for port 0):
+    /// the plain listener's, or with `--tls-only` the TLS one's.
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             Server::Poll(s) => s.local_addr(),
             Server::Threaded(s) => s.local_addr(),
+        }
+    }
+
+    /// The TLS listener's address, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Server::Poll(s) => s.tls_addr(),
+            Server::Threaded(s) => s.tls_addr(),
         }
     }
 
@@ -115,12 +124,14 @@ impl<A: App + Send + 'static> Server<A> {
     /// Run on a new thread; for tests and embedding.
     pub fn spawn(self) -> io::Result<RunningServer> {
         let addr = self.local_addr();
+        let tls_addr = self.tls_addr();
         let handle = self.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("pollchat-server".into())
             .spawn(move || self.run())?;
         Ok(RunningServer {
             addr,
+            tls_addr,
             handle,
             thread: Some(thread),
         })
@@ -131,6 +142,7 @@ impl<A: App + Send + 'static> Server<A> {
 /// and waits for it, so a test can never leak a running server.
 pub struct RunningServer {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -138,6 +150,10 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

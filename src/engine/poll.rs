@@ -234,6 +234,11 @@ impl<A: App> PollServer<A> {
     /// Step 1 of the tutorial: create the socket, bind, listen (with a
     /// backlog for connection storms: see `listen.rs`).
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        if config.tls.is_some() {
+            return Err(StartError::Config(
+                "TLS is not wired into this engine yet".into(),
+            ));
+        }
         let poll = Poll::new().map_err(StartError::Setup)?;
         let mut listener = listen::bind_listener(config.addr)
             .map(TcpListener::from_std)
@@ -307,6 +312,10 @@ impl<A: App> PollServer<A> {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        None
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

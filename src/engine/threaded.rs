@@ -179,6 +179,11 @@ enum Ended {
 impl<A: App + Send + 'static> ThreadedServer<A> {
     /// The tutorial's first steps: create the socket, bind, listen.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        if config.tls.is_some() {
+            return Err(StartError::Config(
+                "TLS is not wired into this engine yet".into(),
+            ));
+        }
         let listener = bind_listener(config.addr)
             .and_then(|l| l.set_nonblocking(false).map(|()| l))
             .map_err(|e| StartError::from_bind(config.addr, e))?;
@@ -237,6 +242,10 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        None
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

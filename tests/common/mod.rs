@@ -83,10 +83,49 @@ pub fn name_in_welcome(welcome: &str) -> String {
         .to_string()
 }
 
-/// A blocking line client with bounded reads.
+#[cfg(feature = "tls")]
+pub mod tls;
+
+/// A blocking line client with bounded reads, plain or TLS.
 pub struct Client {
+    /// The TCP socket itself (for shutdown, socket options, a reader
+    /// thread). On a TLS client, writing to it directly breaks the session.
     pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Conn>,
+}
+
+/// What a [`Client`] reads lines from and writes lines to.
+enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl Client {
@@ -99,7 +138,7 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
+        let reader = BufReader::new(Conn::Plain(stream.try_clone().unwrap()));
         Client { stream, reader }
     }
 
@@ -132,7 +171,9 @@ impl Client {
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to server");
+        let conn = self.reader.get_mut();
+        conn.write_all(bytes).expect("write to server");
+        conn.flush().expect("write to server");
     }
 
     /// The next line (without `\n`), or panic after `READ_TIMEOUT`.
