@@ -23,6 +23,12 @@
 //! - clients leave the slab only at the end of a tick, so a key is never
 //!   reused while events for its old owner may still be in flight;
 //! - every per-client buffer is capped, and freed when it drains.
+//!
+//! TLS clients (`--tls-port`) keep every rule: a boxed rustls session sits
+//! between the socket and the framing (`tls::Pipe`), the handshake runs in
+//! the loop before the client joins the room (`Life::Handshaking`, with a
+//! deadline), WRITABLE is also wanted while the session holds ciphertext,
+//! and the broadcast log is encrypted per client as it is written.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -33,13 +39,13 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
 use super::fanout_log::FanoutLog;
-use super::listen;
+use super::listen::{self, Listeners};
 use super::out_queue::{OutQueue, Wrote};
 use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
@@ -49,12 +55,14 @@ use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
+use crate::tls::{Acceptor, Pipe, Session};
 
 /// Tokens for the non-client sources. Client tokens are slab keys, which
 /// start at 0 and stay far below these.
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 
 /// One shared read buffer for the whole loop: clients only keep what is left
 /// of an unfinished line, so an idle client holds no read buffer at all.
@@ -73,6 +81,9 @@ const ACCEPTS_PER_TICK: usize = 32;
 /// Where a client is in its life:
 ///
 /// ```text
+///  Handshaking ──done──▶ Open      (TLS clients only; a failed or
+///   └── error, EOF, deadline ──▶ Dead    overdue handshake never joins)
+///
 ///  Open ──leave (FIN, /quit, idle)──▶ Closing ──all written──▶ Draining ──its FIN──▶ Dead ──▶ reaped
 ///   │                                  │ CLOSE_GRACE             │ LINGER                 (end of tick:
 ///   └── reset, write error, too slow ──┴─────────────────────────┴──────────────▶ Dead     socket closed,
@@ -80,6 +91,10 @@ const ACCEPTS_PER_TICK: usize = 32;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
+    /// A TLS client whose handshake has not finished: it holds a slot and
+    /// an address count, but is not in the room yet, so a slowloris
+    /// connection is never announced to anyone.
+    Handshaking,
     /// In the room: receives broadcasts, its input is read.
     Open,
     /// Gone from the App (it sent FIN, `/quit`, ...), but what it is owed is
@@ -100,6 +115,9 @@ enum Life {
 /// 100 bytes), its socket, and the App's entry for it; no heap buffers.
 struct Client {
     stream: TcpStream,
+    /// The TLS session in front of the socket, boxed (a session is over
+    /// 1 KiB): a plain client pays one pointer.
+    tls: Option<Box<Session>>,
     /// For per-address accounting and log lines (the port is only logged
     /// at connect; 17 bytes instead of a 32-byte `SocketAddr`).
     ip: IpAddr,
@@ -131,8 +149,12 @@ struct Client {
 /// A bound poll-engine server. See [`crate::engine::Server`].
 pub struct PollServer<A> {
     poll: Poll,
-    listener: TcpListener,
+    /// The plain port (absent with `--tls-only`).
+    listener: Option<TcpListener>,
+    /// The TLS port, and where its sessions come from (SIGHUP reloads it).
+    tls_listener: Option<(TcpListener, Arc<Acceptor>)>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     handle: ShutdownHandle,
@@ -202,15 +224,28 @@ struct Timers {
     to_drain: Vec<usize>,
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
+    /// TLS clients still handshaking: when they are given up on, and their
+    /// peer address, which the App hears when they join.
+    handshakes: Vec<Handshake>,
 }
 
-/// The listener's side of the loop.
+/// A TLS client's handshake in progress (see `Life::Handshaking`).
+struct Handshake {
+    deadline: Instant,
+    key: usize,
+    serial: u32,
+    peer: SocketAddr,
+}
+
+/// The listeners' side of the loop.
 #[derive(Default)]
 struct Accepting {
     /// Accepting is paused (out of fds) until then.
     paused_until: Option<Instant>,
-    /// The per-tick accept cap was hit: accept more next tick.
+    /// A listener hit the per-tick accept cap: accept more next tick.
     again: bool,
+    /// How long a TLS client may take over its handshake.
+    handshake_timeout: Duration,
     /// Decides that pause, and rate-limits its warning.
     backoff: AcceptBackoff,
 }
@@ -223,6 +258,7 @@ impl Timers {
             self.next_stall_check,
             self.throttled.iter().map(|t| t.0).min(),
             self.closing.iter().map(|t| t.0).min(),
+            self.handshakes.iter().map(|h| h.deadline).min(),
         ]
         .into_iter()
         .flatten()
@@ -234,19 +270,31 @@ impl<A: App> PollServer<A> {
     /// Step 1 of the tutorial: create the socket, bind, listen (with a
     /// backlog for connection storms: see `listen.rs`).
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
-        if config.tls.is_some() {
-            return Err(StartError::Config(
-                "TLS is not wired into this engine yet".into(),
-            ));
-        }
         let poll = Poll::new().map_err(StartError::Setup)?;
-        let mut listener = listen::bind_listener(config.addr)
-            .map(TcpListener::from_std)
-            .map_err(|e| StartError::from_bind(config.addr, e))?;
-        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(StartError::Setup)?;
+        // The plain port and/or the TLS port (its certificate loaded first),
+        // each a source in the same Poll.
+        let Listeners { plain, tls } = listen::bind_all(&config)?;
+        let register = |listener: std::net::TcpListener, token| {
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, token, Interest::READABLE)
+                .map_err(StartError::Setup)?;
+            let addr = listener.local_addr().map_err(StartError::Setup)?;
+            Ok::<_, StartError>((listener, addr))
+        };
+        let listener = plain.map(|l| register(l, LISTENER)).transpose()?;
+        let tls_listener = match tls {
+            Some((l, acceptor)) => Some((register(l, TLS_LISTENER)?, acceptor)),
+            None => None,
+        };
+        let tls_addr = tls_listener.as_ref().map(|((_, addr), _)| *addr);
+        let local_addr = match (&listener, tls_addr) {
+            (Some((_, addr)), _) => *addr,
+            (None, Some(addr)) => addr,
+            (None, None) => unreachable!("bind_all opens at least one listener"),
+        };
+        let listener = listener.map(|(l, _)| l);
+        let tls_listener = tls_listener.map(|((l, _), acceptor)| (l, acceptor));
 
         // The waker lets another thread interrupt `poll()`; the shutdown
         // handle owns it.
@@ -256,7 +304,13 @@ impl<A: App> PollServer<A> {
         }));
 
         let signals = if config.handle_signals {
-            let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(StartError::Setup)?;
+            // SIGHUP reloads the certificate, when there is one.
+            let wanted: &[i32] = if tls_listener.is_some() {
+                &[SIGINT, SIGTERM, SIGHUP]
+            } else {
+                &[SIGINT, SIGTERM]
+            };
+            let mut signals = Signals::new(wanted).map_err(StartError::Setup)?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)
                 .map_err(StartError::Setup)?;
@@ -265,13 +319,19 @@ impl<A: App> PollServer<A> {
             None
         };
 
+        let handshake_timeout = config
+            .tls
+            .as_ref()
+            .map_or(Duration::ZERO, |t| t.handshake_timeout);
         let limits = config.limits;
         let max_clients = rules::max_clients(&limits);
         let now = Instant::now();
         Ok(Self {
             poll,
             listener,
+            tls_listener,
             local_addr,
+            tls_addr,
             signals,
             shutdown_requested,
             handle,
@@ -303,7 +363,10 @@ impl<A: App> PollServer<A> {
                 scratch: vec![0; READ_CHUNK],
                 outbox: Outbox::new(),
                 dispatching: false,
-                accepting: Accepting::default(),
+                accepting: Accepting {
+                    handshake_timeout,
+                    ..Accepting::default()
+                },
                 dead: Vec::new(),
                 next_serial: 0,
             },
@@ -315,7 +378,7 @@ impl<A: App> PollServer<A> {
     }
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        None
+        self.tls_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -344,12 +407,26 @@ impl<A: App> PollServer<A> {
             for event in events.iter() {
                 match event.token() {
                     // New connections: accept (a slice per tick, see `accept_all`).
-                    LISTENER => self.state.accept_all(&self.listener, registry, now),
+                    LISTENER => {
+                        if let Some(listener) = &self.listener {
+                            self.state.accept_all(listener, None, registry, now);
+                        }
+                    }
+                    TLS_LISTENER => {
+                        if let Some((listener, acceptor)) = &self.tls_listener {
+                            self.state
+                                .accept_all(listener, Some(acceptor), registry, now);
+                        }
+                    }
                     // Another thread called `ShutdownHandle::shutdown`.
                     WAKER => {}
                     SIGNALS => {
                         if let Some(signals) = self.signals.as_mut() {
                             for signal in signals.pending() {
+                                if signal == SIGHUP {
+                                    reload_certificate(self.tls_listener.as_ref());
+                                    continue;
+                                }
                                 info!("signal {signal} received, shutting down");
                                 self.shutdown_requested.store(true, Ordering::SeqCst);
                             }
@@ -362,7 +439,12 @@ impl<A: App> PollServer<A> {
 
             // Step 3: timers — the App's deadline, flood pauses ending,
             // accept back-off ending, idle clients, closing clients.
-            self.state.run_timers(&self.listener, registry, now);
+            self.state.run_timers(
+                self.listener.as_ref(),
+                self.tls_listener.as_ref(),
+                registry,
+                now,
+            );
 
             // Step 4: one write per client that has output, then drop the dead.
             self.state.end_of_tick(registry, now);
@@ -404,11 +486,16 @@ impl<A: App> Loop<A> {
     /// moment: pending connections stay queued in the kernel and a timer
     /// (not an event: we would spin, or with edge triggering never hear
     /// again) brings us back.
-    fn accept_all(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
+    fn accept_all(
+        &mut self,
+        listener: &TcpListener,
+        tls: Option<&Arc<Acceptor>>,
+        registry: &Registry,
+        now: Instant,
+    ) {
         if self.accepting.paused_until.is_some() {
             return;
         }
-        self.accepting.again = false;
         let mut accepted = 0;
         loop {
             // Each join is announced to everyone, and this tick's output is
@@ -421,7 +508,7 @@ impl<A: App> Loop<A> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     accepted += 1;
-                    self.admit(stream, peer, registry, now);
+                    self.admit(stream, peer, tls, registry, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Retry at once, or (out of fds) pause: see `rules`.
@@ -435,18 +522,31 @@ impl<A: App> Loop<A> {
         }
     }
 
-    /// A new connection: check the limits, register it, tell the App.
+    /// A new connection: check the limits, register it, tell the App (a
+    /// TLS client: once its handshake is done, in `handshake`).
     fn admit(
         &mut self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        tls: Option<&Arc<Acceptor>>,
         registry: &Registry,
         now: Instant,
     ) {
         if let Err(refusal) = self.admission.admit(peer.ip()) {
-            rules::refuse(stream, peer, refusal);
+            match tls {
+                None => rules::refuse(stream, peer, refusal),
+                Some(_) => rules::refuse_silently(stream, peer, refusal),
+            }
             return;
         }
+        let session = match tls.map(|acceptor| acceptor.accept()).transpose() {
+            Ok(session) => session,
+            Err(e) => {
+                warn!("cannot start a TLS session for {peer}: {e}");
+                self.admission.release(peer.ip());
+                return;
+            }
+        };
         // Fan-out latency matters more than packet count, and we already
         // coalesce output per tick, so turn Nagle off.
         let _ = stream.set_nodelay(true);
@@ -458,11 +558,25 @@ impl<A: App> Loop<A> {
             return;
         }
         self.next_serial = self.next_serial.wrapping_add(1);
+        let life = if session.is_some() {
+            // Not in the room until the handshake is done, and not for
+            // longer than `--handshake-timeout` if it never is.
+            self.timers.handshakes.push(Handshake {
+                deadline: now + self.accepting.handshake_timeout,
+                key,
+                serial: self.next_serial,
+                peer,
+            });
+            Life::Handshaking
+        } else {
+            Life::Open
+        };
         entry.insert(Client {
             stream,
+            tls: session,
             ip: peer.ip(),
             serial: self.next_serial,
-            life: Life::Open,
+            life,
             inbound: None,
             // Owed only what is said from now on.
             out: OutQueue::new(self.outgoing.log.head()),
@@ -474,9 +588,85 @@ impl<A: App> Loop<A> {
             last_heard: now,
         });
         debug!("client {key} connected from {peer}");
+        if life == Life::Open {
+            self.join(key, peer, now);
+        }
+    }
+
+    /// The client enters the room: the App greets it and tells the others.
+    fn join(&mut self, key: usize, peer: SocketAddr, now: Instant) {
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);
         self.dispatch(now);
+    }
+
+    // ----- TLS handshake ----------------------------------------------------
+
+    /// A handshaking client's socket is ready: feed the session until
+    /// `WouldBlock`, send its replies, and once the handshake is done, join
+    /// the room and read on (the client's first line may have come with its
+    /// last handshake message). A failed handshake (garbage, plain text to
+    /// the TLS port) closes the connection; nobody else ever knew of it.
+    fn handshake(&mut self, key: usize, now: Instant) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let Some(session) = client.tls.as_deref_mut() else {
+            return;
+        };
+        let mut result = Ok(());
+        // Fairness: a peer that keeps talking is read again next tick.
+        let mut capped = true;
+        for _ in 0..READS_PER_TICK {
+            if !session.is_handshaking() {
+                capped = false;
+                break;
+            }
+            match session.receive(&mut client.stream) {
+                Ok(0) => result = Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => result = Err(e),
+            }
+            capped = false;
+            break;
+        }
+        // Our half of the handshake, or the alert that ends it.
+        let sent = session.send(&mut client.stream);
+        let done = !session.is_handshaking();
+        let waiting = session.wants_write();
+        if let Err(e) = result.and(sent) {
+            debug!("TLS handshake with {} failed: {e}", client.ip);
+            client.life = Life::Dead;
+            self.dead.push(key);
+            return;
+        }
+        if waiting {
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
+        }
+        if !done {
+            if capped {
+                self.timers.read_again.push((key, client.serial));
+            }
+            return;
+        }
+        let serial = client.serial;
+        let Some(at) = self
+            .timers
+            .handshakes
+            .iter()
+            .position(|h| h.key == key && h.serial == serial)
+        else {
+            return;
+        };
+        let peer = self.timers.handshakes.swap_remove(at).peer;
+        client.life = Life::Open;
+        // Owed only what is said from now on.
+        client.out = OutQueue::new(self.outgoing.log.head());
+        client.last_heard = now;
+        debug!("client {key} finished its TLS handshake");
+        self.join(key, peer, now);
+        self.read_client(key, now);
     }
 
     // ----- read -----------------------------------------------------------
@@ -513,7 +703,7 @@ impl<A: App> Loop<A> {
             if client.life != Life::Open || client.inbound.as_ref().is_some_and(|i| i.is_eof()) {
                 return;
             }
-            match client.stream.read(&mut self.scratch) {
+            match read_plaintext(client, &mut self.scratch) {
                 // FIN: the peer will send no more. Deliver any last line.
                 Ok(0) => inbound_of(client, &self.limits, now).push_eof(),
                 Ok(n) => inbound_of(client, &self.limits, now).push(&self.scratch[..n]),
@@ -539,7 +729,15 @@ impl<A: App> Loop<A> {
         match self.clients.get(key).map(|c| c.life) {
             Some(Life::Draining) => self.drain_input(key),
             Some(Life::Open) => self.read_client(key, now),
+            Some(Life::Handshaking) => self.handshake(key, now),
             _ => {}
+        }
+        // A TLS record may have asked for an answer (a key update, an
+        // alert) that the socket could not take at once.
+        if let Some(client) = self.clients.get_mut(key)
+            && client.tls.as_ref().is_some_and(|s| s.wants_write())
+        {
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
         }
     }
 
@@ -703,7 +901,7 @@ impl<A: App> Loop<A> {
         let lag = client.out.lag(&self.outgoing.log);
         rules::log_too_slow(key, client.ip, lag);
         client.out.clear(&self.outgoing.log);
-        let _ = client.stream.write(protocol::TOO_SLOW.as_bytes());
+        last_words(client, protocol::TOO_SLOW.as_bytes());
         self.leave(key, now, Life::Dead);
     }
 
@@ -754,7 +952,13 @@ impl<A: App> Loop<A> {
 
     /// Step 3: whatever is due — the App's deadline, accepting again, flood
     /// pauses ending, clients that never finished closing, idle clients.
-    fn run_timers(&mut self, listener: &TcpListener, registry: &Registry, now: Instant) {
+    fn run_timers(
+        &mut self,
+        listener: Option<&TcpListener>,
+        tls_listener: Option<&(TcpListener, Arc<Acceptor>)>,
+        registry: &Registry,
+        now: Instant,
+    ) {
         if self.app.poll_timeout().is_some_and(|at| at <= now) {
             self.app.handle_timeout(now, &mut self.outbox);
             self.dispatch(now);
@@ -765,7 +969,13 @@ impl<A: App> Loop<A> {
             self.accepting.again = true;
         }
         if self.accepting.again {
-            self.accept_all(listener, registry, now);
+            self.accepting.again = false;
+            if let Some(listener) = listener {
+                self.accept_all(listener, None, registry, now);
+            }
+            if let Some((listener, acceptor)) = tls_listener {
+                self.accept_all(listener, Some(acceptor), registry, now);
+            }
         }
 
         // Flood pauses that ended, and fairness revisits: read again now.
@@ -809,7 +1019,30 @@ impl<A: App> Loop<A> {
             }
         }
 
+        self.expire_handshakes(now);
         self.sweep_idle(now);
+    }
+
+    /// `--handshake-timeout`: a TLS client that has not finished its
+    /// handshake by now (half a ClientHello, or nothing at all) is closed.
+    fn expire_handshakes(&mut self, now: Instant) {
+        let clients = &mut self.clients;
+        let dead = &mut self.dead;
+        self.timers.handshakes.retain(|h| {
+            if h.deadline > now {
+                return true;
+            }
+            if let Some(client) = clients.get_mut(h.key)
+                && client.serial == h.serial
+                && client.life == Life::Handshaking
+            {
+                debug!("TLS client {} did not finish its handshake in time", h.peer);
+                last_words(client, b"");
+                client.life = Life::Dead;
+                dead.push(h.key);
+            }
+            false
+        });
     }
 
     /// `--idle-timeout`: close clients that have been silent too long.
@@ -1003,6 +1236,14 @@ impl<A: App> Loop<A> {
             .filter(|(_, c)| c.life == Life::Open)
             .map(|(k, _)| k)
             .collect();
+        for h in std::mem::take(&mut self.timers.handshakes) {
+            if let Some(client) = self.clients.get_mut(h.key)
+                && client.life == Life::Handshaking
+            {
+                client.life = Life::Dead;
+                self.dead.push(h.key);
+            }
+        }
         for key in open {
             self.queue(key, protocol::SHUTTING_DOWN.as_bytes(), now);
             if let Some(client) = self.clients.get_mut(key) {
@@ -1080,18 +1321,45 @@ fn flush_client(
     if matches!(client.life, Life::Dead | Life::Draining) {
         return Ok(Wrote::Drained);
     }
-    let (_, wrote) = client
-        .out
-        .write_to(log, key, &mut client.stream, now)
-        .map_err(WriteFailure::Io)?;
+    let (wrote, tls_waiting) = match client.tls.as_deref_mut() {
+        None => (
+            client
+                .out
+                .write_to(log, key, &mut client.stream, now)
+                .map_err(WriteFailure::Io)?
+                .1,
+            false,
+        ),
+        Some(session) => {
+            // Ciphertext left over from last time goes first: the session
+            // takes new plaintext only as its buffer empties.
+            session.send(&mut client.stream).map_err(WriteFailure::Io)?;
+            let wrote = if client.life == Life::Handshaking {
+                // Nothing of the room's until it has joined.
+                Wrote::Drained
+            } else {
+                let mut pipe = Pipe {
+                    session,
+                    sock: &mut client.stream,
+                };
+                client
+                    .out
+                    .write_to(log, key, &mut pipe, now)
+                    .map_err(WriteFailure::Io)?
+                    .1
+            };
+            (wrote, session.wants_write())
+        }
+    };
     if wrote == Wrote::Drained {
         client.behind = false;
-        if client.life == Life::Closing {
+        if client.life == Life::Closing && !tls_waiting {
             start_draining(client, key, now, timers);
         }
     }
-    // WRITABLE only while the socket has refused something.
-    let refused = wrote == Wrote::Refused;
+    // WRITABLE only while the socket has refused something, or the TLS
+    // session holds ciphertext the socket has no room for yet.
+    let refused = wrote == Wrote::Refused || tls_waiting;
     if refused != client.wants_write {
         let interest = if refused {
             Interest::READABLE | Interest::WRITABLE
@@ -1110,10 +1378,59 @@ fn flush_client(
 /// last words) and read what it still sends until it closes, for at most
 /// `LINGER` (see `Life::Draining`).
 fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Timers) {
+    // A TLS client hears `close_notify` first: this end closed on purpose.
+    last_words(client, b"");
     let _ = client.stream.shutdown(Shutdown::Write);
     client.life = Life::Draining;
     timers.closing.push((now + LINGER, key, client.serial));
     timers.to_drain.push(key);
+}
+
+/// Read plaintext: straight from the socket, or through the TLS session.
+fn read_plaintext(client: &mut Client, buf: &mut [u8]) -> io::Result<usize> {
+    match client.tls.as_deref_mut() {
+        None => client.stream.read(buf),
+        Some(session) => Pipe {
+            session,
+            sock: &mut client.stream,
+        }
+        .read(buf),
+    }
+}
+
+/// Best effort, never waiting: `bytes` (a reason), then for a TLS client a
+/// `close_notify`, just before the connection is closed.
+fn last_words(client: &mut Client, bytes: &[u8]) {
+    match client.tls.as_deref_mut() {
+        None if !bytes.is_empty() => {
+            let _ = client.stream.write(bytes);
+        }
+        None => {}
+        Some(session) => {
+            let mut pipe = Pipe {
+                session,
+                sock: &mut client.stream,
+            };
+            if !bytes.is_empty() {
+                let _ = pipe.write(bytes);
+            }
+            pipe.session.close();
+            let _ = pipe.session.send(pipe.sock);
+        }
+    }
+}
+
+/// SIGHUP: new handshakes use the certificate and key as the files hold
+/// them now; sessions already running keep theirs. A pair that fails to
+/// load changes nothing.
+fn reload_certificate(tls: Option<&(TcpListener, Arc<Acceptor>)>) {
+    let Some((_, acceptor)) = tls else {
+        return;
+    };
+    match acceptor.reload() {
+        Ok(()) => info!("SIGHUP: TLS certificate and key reloaded"),
+        Err(e) => warn!("SIGHUP: TLS reload failed, keeping the old pair: {e}"),
+    }
 }
 
 /// Put a client on this tick's flush list, once.

@@ -72,6 +72,14 @@ pub(crate) fn refuse<S: Write + AsFd>(mut stream: S, peer: SocketAddr, refusal: 
     info!("refused {peer}: {}", refusal.line().trim_end());
 }
 
+/// The TLS port's refusal: a plain-text line would be garbage to a TLS
+/// client, and a handshake just to say "full" would cost what refusing
+/// saves, so the connection is closed without a word.
+pub(crate) fn refuse_silently<S>(stream: S, peer: SocketAddr, refusal: Refusal) {
+    drop(stream);
+    info!("refused TLS {peer}: {}", refusal.line().trim_end());
+}
+
 /// `--max-clients`, lowered (with a warning) to fit the open-file limit.
 pub(crate) fn max_clients(limits: &Limits) -> usize {
     let max_clients = effective_max_clients(limits.max_clients);
