@@ -11,26 +11,13 @@ use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::numbered::{assert_all_in_order, assert_in_order_from, numbered_line};
 use common::{ChildServer, Client, READ_TIMEOUT, start_chat, test_limits};
 use pollchat::config::{EngineKind, Limits};
 
 /// A second loopback address, so a member does not count against
 /// `--max-per-ip` with clients from 127.0.0.1.
 const OTHER_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-/// A line of `len` bytes (newline excluded) that says who sent it and its
-/// number: `K:I:zzzz...`.
-fn numbered_line(k: usize, i: usize, len: usize) -> String {
-    let head = format!("{k}:{i}:");
-    format!("{head}{}", "z".repeat(len - head.len()))
-}
-
-/// `(k, i)` from a chat line `<name> K:I:zzz...`, if it is one.
-fn numbers_in(line: &str) -> Option<(usize, usize)> {
-    let text = line.split_once("> ")?.1;
-    let mut parts = text.splitn(3, ':');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
 
 /// Read every other connection's broadcasts and throw them away, so only
 /// the clients a scenario means to be slow are slow.
@@ -40,51 +27,6 @@ fn drain_in_background(stream: &TcpStream) {
         let mut buf = [0u8; 64 * 1024];
         while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
     });
-}
-
-/// Check that `lines` holds, for each of `senders`, lines `0..per_sender`
-/// in order, and nothing lost or repeated. Returns the chat lines seen.
-#[track_caller]
-fn assert_all_in_order(
-    lines: &Receiver<String>,
-    senders: usize,
-    per_sender: usize,
-    who: &str,
-) -> usize {
-    assert_in_order_from(lines, senders, 0, per_sender, who)
-}
-
-/// The same for lines `from..to` of each sender.
-#[track_caller]
-fn assert_in_order_from(
-    lines: &Receiver<String>,
-    senders: usize,
-    from: usize,
-    to: usize,
-    who: &str,
-) -> usize {
-    let per_sender = to - from;
-    let mut next = vec![from; senders];
-    let mut seen = 0;
-    while seen < senders * per_sender {
-        let line = lines
-            .recv_timeout(READ_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{who}: only {seen} of {} lines", senders * per_sender));
-        assert!(
-            !line.starts_with("! disconnected"),
-            "{who} was cut off: {line}"
-        );
-        let Some((k, i)) = numbers_in(&line) else {
-            continue; // joins, leaves and other notices
-        };
-        assert_eq!(
-            i, next[k],
-            "{who}: from sender {k}, line {i} came out of turn"
-        );
-        next[k] += 1;
-        seen += 1;
-    }
-    seen
 }
 
 /// The case the issue measured. A member reads promptly through a small
@@ -288,7 +230,8 @@ fn memory_budget_cuts_the_furthest_behind_first(engine: EngineKind) {
                 *peak = (*peak).max(server.rss_kib());
             }
         }
-        assert_in_order_from(&heard, 1, sent - count, sent, "reader");
+        let mut next = || heard.recv_timeout(READ_TIMEOUT).ok();
+        assert_in_order_from(&mut next, 1, sent - count, sent, "reader");
     };
     // 3 MB the early group is behind by: under the budget.
     flood(&mut sender, 1500, &mut peak);

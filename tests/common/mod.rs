@@ -83,6 +83,7 @@ pub fn name_in_welcome(welcome: &str) -> String {
         .to_string()
 }
 
+pub mod numbered;
 #[cfg(feature = "tls")]
 pub mod tls;
 

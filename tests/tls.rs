@@ -1,0 +1,286 @@
+//! TLS beside plain TCP (issue 12): one room with clients on both ports,
+//! hostile peers on the TLS port, TLS members on slow links, certificate
+//! reload, and real TLS tools as clients. Each scenario runs on both
+//! engines; certificates are made by rcgen.
+
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::numbered::{assert_in_order_from, numbered_line};
+use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
+use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
+use pollchat::chat::ChatRoom;
+use pollchat::config::{EngineKind, Limits};
+
+/// A real ClientHello, as rustls' client sends it first.
+fn client_hello(cert: &TestCert) -> Vec<u8> {
+    let name = "localhost".try_into().unwrap();
+    let mut conn = rustls::ClientConnection::new(cert.client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// Read until the server closes the connection (end of stream or reset),
+/// skipping what it sends first (an alert); fails if it stays open.
+#[track_caller]
+fn assert_closed_by_server(stream: &mut TcpStream, what: &str) {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..1000 {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: the server did not close it: {e}"),
+        }
+    }
+    panic!("{what}: endless bytes from the server");
+}
+
+/// A plain client and a TLS client in one room: chat goes both ways,
+/// `/nick` is announced across, and `/quit` over TLS says goodbye and
+/// closes with `close_notify` (the TLS client's read sees a clean end; a
+/// bare TCP close would be an "unexpected EOF" error).
+fn plain_and_tls_clients_share_a_room(engine: EngineKind) {
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, test_limits(), &cert);
+    let mut plain = Client::join_as(server.local_addr(), "alice");
+    let mut tls = Client::join_tls_as(tls_addr(&server), &cert, "bob");
+    plain.expect_suffix("is now known as bob");
+
+    plain.send("hello over tcp");
+    tls.expect("<alice> hello over tcp");
+    tls.send("hello over tls");
+    plain.expect("<bob> hello over tls");
+
+    tls.send("/nick robert");
+    plain.expect("* bob is now known as robert");
+    tls.expect("* bob is now known as robert");
+
+    tls.send("/quit");
+    let last = tls.read_to_close_strict();
+    assert!(last.iter().any(|l| l.contains("Bye")), "{last:?}");
+    plain.expect("* robert left");
+}
+
+/// Plain text, random bytes and a record header that claims 64 KiB, each
+/// sent to the TLS port: the handshake fails and the connection is closed,
+/// and the room never hears of any of them.
+fn garbage_to_the_tls_port_is_closed_and_nobody_notices(engine: EngineKind) {
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, test_limits(), &cert);
+    let mut alice = Client::join_as(server.local_addr(), "alice");
+    let mut bob = Client::join_tls_as(tls_addr(&server), &cert, "bob");
+    alice.expect_suffix("is now known as bob");
+
+    let mut noise = Vec::with_capacity(4096);
+    let mut x: u32 = 12345;
+    for _ in 0..4096 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        noise.push((x >> 16) as u8);
+    }
+    let mut huge_record = vec![0x16, 0x03, 0x01, 0xff, 0xff];
+    huge_record.extend_from_slice(&[0u8; 1000]);
+    let junk: [(&str, &[u8]); 3] = [
+        ("plain text", b"hello, is this the chat?\r\n"),
+        ("random bytes", &noise),
+        ("an oversized record", &huge_record),
+    ];
+    for (what, bytes) in junk {
+        let mut s = TcpStream::connect(tls_addr(&server)).unwrap();
+        // The server may close before it has read it all.
+        let _ = s.write_all(bytes);
+        assert_closed_by_server(&mut s, what);
+    }
+    alice.send("still here");
+    bob.expect("<alice> still here");
+    bob.send("/who");
+    let who = bob.line();
+    assert!(who.starts_with("* 2 users here"), "{who}");
+}
+
+/// 500 connections to the TLS port that send nothing, or half a
+/// ClientHello. While they hang, a plain and a TLS client join and chat,
+/// and hear of nobody else; once the handshake deadline passes, each of
+/// the 500 is closed by the server.
+fn slowloris_handshakes_are_closed_at_the_deadline(engine: EngineKind) {
+    const SLOW: usize = 500;
+    common::ensure_fd_limit(3 * SLOW);
+    let cert = TestCert::new();
+    let mut tls = cert.listen();
+    tls.handshake_timeout = Duration::from_secs(2);
+    let server = start_app_tls(engine, test_limits(), tls, ChatRoom::new());
+    let tls_port = tls_addr(&server);
+    let hello = client_hello(&cert);
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|i| {
+            let mut s = TcpStream::connect(tls_port).expect("connect a slow client");
+            if i % 2 == 1 {
+                s.write_all(&hello[..hello.len() / 2]).unwrap();
+            }
+            s
+        })
+        .collect();
+
+    let mut alice = Client::join_as(server.local_addr(), "alice");
+    let mut bob = Client::join_tls_as(tls_port, &cert, "bob");
+    // The next thing alice hears is bob: none of the 500 ever joined.
+    let joined = alice.line();
+    assert!(joined.ends_with(" joined"), "{joined}");
+    alice.expect(&format!(
+        "* {} is now known as bob",
+        joined.trim_start_matches("* ").trim_end_matches(" joined")
+    ));
+    alice.send("hi bob");
+    bob.expect("<alice> hi bob");
+    bob.send("hi alice");
+    alice.expect("<bob> hi alice");
+
+    for (i, s) in slow.iter_mut().enumerate() {
+        assert_closed_by_server(s, &format!("slow client {i}"));
+    }
+    bob.send("/who");
+    assert!(bob.line().starts_with("* 2 users here"));
+}
+
+/// Connections still handshaking count against `--max-per-ip`: with a
+/// limit of 3, three silent TLS connections use up the address, and a
+/// fourth (a real TLS client, accepted after them) is closed before its
+/// handshake. Once the deadline has closed the three, the address may
+/// join again.
+fn handshaking_connections_count_against_max_per_ip(engine: EngineKind) {
+    let cert = TestCert::new();
+    let mut tls = cert.listen();
+    tls.handshake_timeout = Duration::from_secs(1);
+    let limits = Limits {
+        max_per_ip: 3,
+        per_ip_exempts_loopback: false,
+        ..test_limits()
+    };
+    let server = start_app_tls(engine, limits, tls, ChatRoom::new());
+    let tls_port = tls_addr(&server);
+    let mut silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(tls_port).unwrap())
+        .collect();
+
+    let sock = TcpStream::connect(tls_port).unwrap();
+    sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(cert.client_config(), name).unwrap();
+    let mut fourth = rustls::StreamOwned::new(conn, sock);
+    let mut buf = [0u8; 256];
+    match fourth.read(&mut buf) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!(
+            "a fourth connection was let in: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
+
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert_closed_by_server(s, &format!("silent connection {i}"));
+    }
+    let (_client, name) = Client::join_tls(tls_port, &cert);
+    assert!(name.starts_with("user"), "{name}");
+}
+
+/// A TLS member that finishes its handshake, joins, then never reads again
+/// (through the smallest window): under light traffic it is cut off by
+/// `--stall-timeout` exactly like a plain one, and the others (one plain,
+/// one TLS) lose nothing.
+fn a_tls_member_that_stops_reading_is_cut_off(engine: EngineKind) {
+    let cert = TestCert::new();
+    let limits = Limits {
+        stall_timeout: Duration::from_secs(1),
+        ..test_limits()
+    };
+    let server = start_chat_tls(engine, limits, &cert);
+    let tls_port = tls_addr(&server);
+    let mut alice = Client::join_as(server.local_addr(), "alice");
+    let mut bob = Client::join_tls_as(tls_port, &cert, "bob");
+    alice.expect_suffix("is now known as bob");
+    let mut stalled =
+        Client::from_tls_stream(common::stalled_connection(tls_port), cert.client_config());
+    stalled.line(); // the welcome: the handshake is done; it reads no more
+    bob.expect_suffix(" joined");
+    let lines = 400;
+    for i in 0..lines {
+        alice.send(&numbered_line(0, i, 1000));
+    }
+    assert_in_order_from(&mut || bob.try_line(), 1, 0, lines, "bob");
+    let left = bob.skip_until(|l| l.ends_with(" left"));
+    assert!(left.starts_with("* user"), "{left}");
+    assert_closed_by_server(&mut stalled.stream, "the stalled TLS member");
+}
+
+/// A TLS member reads promptly through a small window (4 KiB receive
+/// buffer, 536-byte segments) while 16 clients, half of them on TLS, each
+/// paste 50 lines of 2,000 bytes at once, with the default limits: it
+/// receives all 800 lines, each paster's in order, and is still there.
+fn a_tls_member_behind_a_small_window_gets_every_line_of_a_burst(engine: EngineKind) {
+    const PASTERS: usize = 16;
+    const LINES: usize = 50;
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, Limits::default(), &cert);
+    let tls_port = tls_addr(&server);
+    let stream = common::small_window_connection(tls_port, None);
+    let mut member = Client::from_tls_stream(stream, cert.client_config());
+    member.line(); // the welcome
+    let pasters: Vec<Client> = (0..PASTERS)
+        .map(|k| match k % 2 {
+            0 => Client::join(server.local_addr()).0,
+            _ => Client::join_tls(tls_port, &cert).0,
+        })
+        .collect();
+    for _ in 0..PASTERS {
+        member.expect_suffix(" joined");
+    }
+    let pastes: Vec<_> = pasters
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut p)| {
+            // What it hears is read and thrown away (undecrypted), so only
+            // the member is behind a small window.
+            let mut raw = p.stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                while matches!(raw.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            let paste: String = (0..LINES)
+                .map(|i| numbered_line(k, i, 2000) + "\n")
+                .collect();
+            std::thread::spawn(move || {
+                p.send_raw(paste.as_bytes());
+                p // kept open until the member has read everything
+            })
+        })
+        .collect();
+    let seen = assert_in_order_from(&mut || member.try_line(), PASTERS, 0, LINES, "the member");
+    assert_eq!(seen, PASTERS * LINES);
+    let _pasters: Vec<Client> = pastes
+        .into_iter()
+        .map(|p| p.join().expect("a paste failed"))
+        .collect();
+    member.send("/who");
+    let who = member.skip_until(|l| l.contains(" here: "));
+    assert!(
+        who.starts_with(&format!("* {} users here", PASTERS + 1)),
+        "{who}"
+    );
+}
+
+engine_tests!(
+    plain_and_tls_clients_share_a_room,
+    garbage_to_the_tls_port_is_closed_and_nobody_notices,
+    slowloris_handshakes_are_closed_at_the_deadline,
+    handshaking_connections_count_against_max_per_ip,
+    a_tls_member_that_stops_reading_is_cut_off,
+    a_tls_member_behind_a_small_window_gets_every_line_of_a_burst,
+);
