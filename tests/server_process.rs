@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ChildServer, Client};
+use common::{ChildServer, Client, Link};
 use pollchat::config::EngineKind;
 
 /// Endless line: 100 MB with no newline gets the sender exactly one
@@ -231,17 +231,40 @@ fn connection_storm_is_accepted_in_full(engine: EngineKind) {
 /// slowly a loaded machine runs the receivers, and what the server holds
 /// for the 20 is small (the kernel's socket buffers take most of it).
 fn stalled_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
-    const LOG_CAP: u64 = 256 * 1024;
+    let server = ChildServer::start(engine, &STALLED_READER_ARGS);
+    let link = Link::plain(server.addr);
+    stalled_reader_scenario(&server, link);
+}
+
+/// The same over TLS: the stalled client and every other receiver are TLS
+/// clients (the sender and the rest are plain), so a session that stops
+/// reading is held to the same bound.
+#[cfg(feature = "tls")]
+fn stalled_tls_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
+    let cert = common::tls::TestCert::new();
+    let (server, tls) = ChildServer::start_tls(engine, &cert, &STALLED_READER_ARGS);
+    stalled_reader_scenario(&server, Link::Tls(tls, &cert));
+}
+
+const LOG_CAP: u64 = 256 * 1024;
+const STALLED_READER_ARGS: [&str; 4] = ["--rate", "0", "--log-cap", "262144"];
+
+/// The stalled-reader scenario; the stalled client and half the receivers
+/// join through `link`.
+fn stalled_reader_scenario(server: &ChildServer, link: Link) {
     const RECEIVERS: usize = 20;
     const LINES: usize = 15_000;
     const LINE_BYTES: usize = 1000;
     const WINDOW: usize = 8;
-    let server = ChildServer::start(engine, &["--rate", "0", "--log-cap", &LOG_CAP.to_string()]);
+    assert_eq!(STALLED_READER_ARGS[3], LOG_CAP.to_string());
     let addr = server.addr;
     let mut sender = Client::join_as(addr, "sender");
-    let mut stalled = Client::join_as(addr, "stalled");
+    let mut stalled = link.join_as("stalled");
     let mut receivers: Vec<Client> = (0..RECEIVERS)
-        .map(|i| Client::join_as(addr, &format!("r{i}")))
+        .map(|i| match i % 2 {
+            0 => Client::join_as(addr, &format!("r{i}")),
+            _ => link.join_as(&format!("r{i}")),
+        })
         .collect();
     let last = format!("r{}", RECEIVERS - 1);
     sender.expect_suffix(&last);
@@ -393,3 +416,9 @@ engine_tests!(
     fd_exhaustion_pauses_accepts_without_spinning,
     signals_shut_down_gracefully,
 );
+
+#[cfg(feature = "tls")]
+mod over_tls {
+    use super::*;
+    engine_tests!(stalled_tls_reader_is_cut_off_and_memory_stays_bounded);
+}

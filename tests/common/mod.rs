@@ -87,6 +87,31 @@ pub mod numbered;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// Where a scenario's clients connect: the plain port, or the TLS port
+/// with the certificate to trust. Scenarios written over a `Link` run the
+/// same way over both.
+#[derive(Clone, Copy)]
+pub enum Link<'a> {
+    Plain(SocketAddr, std::marker::PhantomData<&'a ()>),
+    #[cfg(feature = "tls")]
+    Tls(SocketAddr, &'a tls::TestCert),
+}
+
+impl Link<'_> {
+    pub fn plain(addr: SocketAddr) -> Link<'static> {
+        Link::Plain(addr, std::marker::PhantomData)
+    }
+
+    /// Connect, take `name`, wait for the rename.
+    pub fn join_as(&self, name: &str) -> Client {
+        match *self {
+            Link::Plain(addr, _) => Client::join_as(addr, name),
+            #[cfg(feature = "tls")]
+            Link::Tls(addr, cert) => Client::join_tls_as(addr, cert, name),
+        }
+    }
+}
+
 /// A blocking line client with bounded reads, plain or TLS.
 pub struct Client {
     /// The TCP socket itself (for shutdown, socket options, a reader
@@ -201,7 +226,15 @@ impl Client {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!("no line within {READ_TIMEOUT:?}")
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            // A reset, or (over TLS) a close without `close_notify`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+                ) =>
+            {
+                None
+            }
             Err(e) => panic!("read failed: {e}"),
         }
     }

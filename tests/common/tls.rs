@@ -14,7 +14,7 @@ use pollchat::chat::ChatRoom;
 use pollchat::config::{Config, EngineKind, HANDSHAKE_TIMEOUT, Limits, TlsListen};
 use pollchat::engine::{RunningServer, Server};
 
-use super::{Client, Conn, READ_TIMEOUT};
+use super::{ChildServer, Client, Conn, READ_TIMEOUT};
 use std::io::BufReader;
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as
@@ -150,5 +150,35 @@ impl Client {
         c.send(&format!("/nick {name}"));
         c.expect_suffix(&format!(" is now known as {name}"));
         c
+    }
+}
+
+impl ChildServer {
+    /// [`ChildServer::start`] with a TLS listener too, using `cert`; returns
+    /// the TLS port's address with it.
+    pub fn start_tls(
+        engine: EngineKind,
+        cert: &TestCert,
+        args: &[&str],
+    ) -> (ChildServer, SocketAddr) {
+        let port = super::free_port().to_string();
+        let (cert_path, key_path) = (
+            cert.cert.display().to_string(),
+            cert.key.display().to_string(),
+        );
+        let mut all = vec![
+            "--tls-port",
+            &port,
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ];
+        all.extend_from_slice(args);
+        let server = ChildServer::start(engine, &all);
+        (
+            server,
+            SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
+        )
     }
 }
