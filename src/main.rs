@@ -109,8 +109,24 @@ fn usage_error(e: clap::Error) -> ExitCode {
         };
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "the following required arguments were not provided:" lists them on
+    // the indented lines after it: keep those on the one line.
+    let listed: Vec<&str> = if first.ends_with(':') {
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let first = if listed.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} {}", listed.join(", "))
+    };
     eprintln!("pollchat: {first} (see --help)");
     ExitCode::from(2)
 }

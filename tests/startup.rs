@@ -143,3 +143,109 @@ fn help_lists_flags_and_example() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+// ----- TLS files (issue 12) --------------------------------------------------
+
+/// `serve --tls-port` with these certificate and key files must refuse to
+/// start, with one line that contains `needle`.
+#[cfg(feature = "tls")]
+#[track_caller]
+fn assert_tls_files_refused(cert: &std::path::Path, key: &std::path::Path, needle: &str) {
+    let port = common::free_port().to_string();
+    let tls_port = common::free_port().to_string();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    assert_usage_error(
+        &[
+            "serve",
+            "--port",
+            &port,
+            "--tls-port",
+            &tls_port,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+        needle,
+    );
+}
+
+/// A missing certificate, a directory as the key, a file with no PEM in it,
+/// a damaged PEM block, a certificate given as the key, and a key that
+/// belongs to another certificate: each stops start-up with one line that
+/// names the file and the problem.
+#[cfg(feature = "tls")]
+#[test]
+fn bad_tls_files_are_refused_with_one_line() {
+    let good = common::tls::TestCert::new();
+    let other = common::tls::TestCert::new();
+    let missing = good.dir.join("missing.pem");
+    let no_pem = good.dir.join("notes.txt");
+    std::fs::write(&no_pem, "just some text\n").unwrap();
+    let damaged = good.dir.join("damaged.pem");
+    std::fs::write(&damaged, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+
+    let name = |p: &std::path::Path| p.display().to_string();
+    assert_tls_files_refused(
+        &missing,
+        &good.key,
+        &format!("cannot read {}", name(&missing)),
+    );
+    assert_tls_files_refused(
+        &good.cert,
+        &good.dir,
+        &format!("cannot read {}", name(&good.dir)),
+    );
+    assert_tls_files_refused(
+        &no_pem,
+        &good.key,
+        &format!("{}: no certificate found", name(&no_pem)),
+    );
+    assert_tls_files_refused(
+        &damaged,
+        &good.key,
+        &format!("{}: damaged PEM", name(&damaged)),
+    );
+    assert_tls_files_refused(
+        &good.cert,
+        &good.cert,
+        &format!("{}: no private key found", name(&good.cert)),
+    );
+    assert_tls_files_refused(
+        &good.cert,
+        &other.key,
+        &format!(
+            "{}: the key does not match the certificate",
+            name(&other.key)
+        ),
+    );
+}
+
+/// `--tls-only` and the other TLS flags need `--tls-port`.
+#[test]
+fn tls_flags_need_a_tls_port() {
+    assert_usage_error(&["serve", "--tls-only"], "--tls-port");
+    assert_usage_error(&["quiz", "--tls-cert", "c.pem"], "--tls-port");
+}
+
+/// The lean build (`--no-default-features`) has no TLS: asking for it is a
+/// start-up error that says so.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn lean_build_refuses_tls() {
+    let port = common::free_port().to_string();
+    assert_usage_error(
+        &[
+            "serve",
+            "--port",
+            &port,
+            "--tls-port",
+            "9443",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ],
+        "built without TLS support",
+    );
+}

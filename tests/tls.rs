@@ -276,6 +276,178 @@ fn a_tls_member_behind_a_small_window_gets_every_line_of_a_burst(engine: EngineK
     );
 }
 
+// ----- the process: reload, and real TLS tools ------------------------------
+
+/// Wait (bounded) for a line of the server's log that contains `needle`.
+#[track_caller]
+fn expect_log(server: &ChildServer, needle: &str) -> String {
+    for _ in 0..1000 {
+        let line = server
+            .log
+            .recv_timeout(READ_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+    panic!("no log line with {needle:?} in 1,000 lines");
+}
+
+/// Whether a handshake trusting `trusted` alone succeeds (a welcome line
+/// comes back).
+fn handshake_trusting(addr: SocketAddr, trusted: &TestCert) -> bool {
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(trusted.client_config(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let mut buf = [0u8; 64];
+    matches!(tls.read(&mut buf), Ok(n) if n > 0)
+}
+
+/// SIGHUP reloads the certificate and key: a handshake after it sees the
+/// new certificate (trusting only the old one fails, trusting the new one
+/// joins), while a TLS session from before keeps chatting. A reload that
+/// fails (a damaged key file) is logged and keeps the pair in use.
+fn sighup_reloads_the_certificate(engine: EngineKind) {
+    let old = TestCert::new();
+    let (server, tls) = ChildServer::start_tls(engine, &old, &["--rate", "0"]);
+    let mut before = Client::join_tls_as(tls, &old, "before");
+    let mut plain = Client::join_as(server.addr, "plain");
+    before.expect_suffix("is now known as plain");
+
+    // Renew into new files, as certbot would, and move them into place.
+    let new = TestCert::new();
+    std::fs::copy(&new.cert, &old.cert).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    server.signal("HUP");
+    expect_log(&server, "reloaded");
+    assert!(
+        handshake_trusting(tls, &new),
+        "the new certificate is not served"
+    );
+    assert!(
+        !handshake_trusting(tls, &old),
+        "the old certificate is still served"
+    );
+
+    // (Each probe joined and left; the others heard it.)
+    before.send("still here");
+    plain.skip_until(|l| l == "<before> still here");
+    plain.send("welcome back");
+    before.skip_until(|l| l == "<plain> welcome back");
+
+    std::fs::write(&old.key, "not a key\n").unwrap();
+    server.signal("HUP");
+    let warning = expect_log(&server, "reload failed");
+    assert!(
+        warning.contains(&old.key.display().to_string()),
+        "{warning}"
+    );
+    assert!(
+        handshake_trusting(tls, &new),
+        "a failed reload dropped the pair"
+    );
+}
+
+/// A real TLS tool as a client: `openssl s_client`, verifying our
+/// certificate, over TLS 1.3 and 1.2. It gets the welcome, and what it
+/// types reaches a plain client. (Skipped, saying so, where openssl is
+/// not installed; CI installs it.)
+fn openssl_s_client_chats_with_a_plain_client(engine: EngineKind) {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipped");
+        return;
+    }
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, test_limits(), &cert);
+    let mut plain = Client::join_as(server.local_addr(), "plain");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let connect = tls_addr(&server).to_string();
+        let ca = cert.cert.display().to_string();
+        let args = [
+            "s_client",
+            "-connect",
+            &connect,
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-quiet",
+            version,
+        ];
+        let tool = TlsTool::spawn("openssl", &args);
+        tool.chat_with(&mut plain, version);
+    }
+}
+
+/// `ncat --ssl` with verification, the other tool the README shows.
+/// (Skipped, saying so, where ncat is not installed; CI installs it.)
+fn ncat_ssl_chats_with_a_plain_client(engine: EngineKind) {
+    if Command::new("ncat").arg("--version").output().is_err() {
+        eprintln!("ncat not installed: skipped");
+        return;
+    }
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, test_limits(), &cert);
+    let mut plain = Client::join_as(server.local_addr(), "plain");
+    let port = tls_addr(&server).port().to_string();
+    let ca = cert.cert.display().to_string();
+    let args = [
+        "--ssl",
+        "--ssl-verify",
+        "--ssl-trustfile",
+        &ca,
+        "127.0.0.1",
+        &port,
+    ];
+    TlsTool::spawn("ncat", &args).chat_with(&mut plain, "ncat");
+}
+
+/// A TLS command-line tool as a chat client, killed on drop.
+struct TlsTool {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl TlsTool {
+    fn spawn(program: &str, args: &[&str]) -> TlsTool {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the TLS tool");
+        let lines = common::forward_lines(child.stdout.take().unwrap());
+        TlsTool { child, lines }
+    }
+
+    /// The tool is welcomed, and its line reaches `plain` (who also hears
+    /// it join).
+    fn chat_with(mut self, plain: &mut Client, label: &str) {
+        let welcome = common::recv_until(&self.lines, 5, |l| l.contains("Welcome"));
+        let name = common::name_in_welcome(&welcome);
+        plain.expect(&format!("* {name} joined"));
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "hello from {label}").unwrap();
+        stdin.flush().unwrap();
+        plain.expect(&format!("<{name}> hello from {label}"));
+        plain.send(&format!("hello back, {label}"));
+        common::recv_until(&self.lines, 5, |l| {
+            l == format!("<plain> hello back, {label}")
+        });
+        drop(self);
+        plain.expect(&format!("* {name} left"));
+    }
+}
+
+impl Drop for TlsTool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 engine_tests!(
     plain_and_tls_clients_share_a_room,
     garbage_to_the_tls_port_is_closed_and_nobody_notices,
@@ -283,4 +455,7 @@ engine_tests!(
     handshaking_connections_count_against_max_per_ip,
     a_tls_member_that_stops_reading_is_cut_off,
     a_tls_member_behind_a_small_window_gets_every_line_of_a_burst,
+    sighup_reloads_the_certificate,
+    openssl_s_client_chats_with_a_plain_client,
+    ncat_ssl_chats_with_a_plain_client,
 );
