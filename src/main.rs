@@ -84,11 +84,20 @@ fn bench(args: &pollchat::bench::BenchArgs) -> ExitCode {
 /// Bind, say where, and run `app` until shut down.
 fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
     let engine = config.engine;
+    let config_plain = config.plain;
     let server = match Server::bind(config, app) {
         Ok(server) => server,
         Err(e) => return start_error(&e),
     };
-    info!("listening on {} (engine: {engine})", server.local_addr());
+    let plain = config_plain;
+    match server.tls_addr() {
+        None => info!("listening on {} (engine: {engine})", server.local_addr()),
+        Some(tls) if plain => info!(
+            "listening on {}, TLS on {tls} (engine: {engine})",
+            server.local_addr()
+        ),
+        Some(tls) => info!("listening on {tls}, TLS only (engine: {engine})"),
+    }
     exit_with(server.run())
 }
 

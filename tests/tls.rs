@@ -449,6 +449,48 @@ impl Drop for TlsTool {
     }
 }
 
+/// `pollchat quiz --tls-only`: the quiz takes the same TLS flags, and with
+/// `--tls-only` there is no plain listener at all.
+fn quiz_over_tls_only(engine: EngineKind) {
+    let cert = TestCert::new();
+    let port = common::free_port().to_string();
+    let tls_port = common::free_port().to_string();
+    let (cert_path, key_path) = (
+        cert.cert.display().to_string(),
+        cert.key.display().to_string(),
+    );
+    let mut child = Command::new(common::BIN)
+        .args(["quiz", "--port", &port, "--engine", &engine.to_string()])
+        .args([
+            "--tls-port",
+            &tls_port,
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ])
+        .arg("--tls-only")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pollchat quiz");
+    let log = common::forward_lines(child.stderr.take().unwrap());
+    let server = ChildServer {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
+        log,
+    };
+    let listening = expect_log(&server, "listening on");
+    assert!(listening.contains(&tls_port), "{listening}");
+    let tls = SocketAddr::from(([127, 0, 0, 1], tls_port.parse().unwrap()));
+    let mut player = Client::connect_tls(tls, &cert);
+    let welcome = player.line();
+    assert!(welcome.contains("quiz"), "{welcome}");
+    let refused = TcpStream::connect(server.addr).map(drop);
+    assert!(refused.is_err(), "a plain listener is open with --tls-only");
+}
+
 engine_tests!(
     plain_and_tls_clients_share_a_room,
     garbage_to_the_tls_port_is_closed_and_nobody_notices,
@@ -459,4 +501,5 @@ engine_tests!(
     sighup_reloads_the_certificate,
     openssl_s_client_chats_with_a_plain_client,
     ncat_ssl_chats_with_a_plain_client,
+    quiz_over_tls_only,
 );
