@@ -491,6 +491,93 @@ fn quiz_over_tls_only(engine: EngineKind) {
     assert!(refused.is_err(), "a plain listener is open with --tls-only");
 }
 
+/// Keys as `openssl` writes them load: PKCS#8 (`openssl req -newkey`), SEC1
+/// (`BEGIN EC PRIVATE KEY`) and PKCS#1 (`BEGIN RSA PRIVATE KEY`), each with
+/// a certificate file that holds a chain of two, as Let's Encrypt's
+/// `fullchain.pem` does. (Skipped, saying so, without openssl.)
+#[test]
+fn keys_in_every_pem_format_openssl_writes_load() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipped");
+        return;
+    }
+    let dir = TestCert::new();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "pkcs8.pem",
+        "-out",
+        "pkcs8-cert.pem",
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "sec1.pem",
+    ]);
+    run(&["genrsa", "-traditional", "-out", "pkcs1.pem", "2048"]);
+    for (key, header) in [
+        ("pkcs8", "BEGIN PRIVATE KEY"),
+        ("sec1", "BEGIN EC PRIVATE KEY"),
+        ("pkcs1", "BEGIN RSA PRIVATE KEY"),
+    ] {
+        let key_file = format!("{key}.pem");
+        let cert_file = format!("{key}-cert.pem");
+        if key != "pkcs8" {
+            run(&[
+                "req",
+                "-x509",
+                "-key",
+                &key_file,
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-out",
+                &cert_file,
+            ]);
+        }
+        let key_path = dir.dir.join(&key_file);
+        assert!(
+            std::fs::read_to_string(&key_path).unwrap().contains(header),
+            "{key}"
+        );
+        // A chain of two: ours, then another certificate after it.
+        let chain_path = dir.dir.join(format!("{key}-chain.pem"));
+        let chain = std::fs::read_to_string(dir.dir.join(&cert_file)).unwrap()
+            + &std::fs::read_to_string(&dir.cert).unwrap();
+        std::fs::write(&chain_path, chain).unwrap();
+        if let Err(e) = pollchat::tls::Acceptor::load(&chain_path, &key_path) {
+            panic!("{key}: {e}");
+        }
+    }
+}
+
 engine_tests!(
     plain_and_tls_clients_share_a_room,
     garbage_to_the_tls_port_is_closed_and_nobody_notices,

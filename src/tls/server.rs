@@ -119,3 +119,50 @@ fn pem_error(path: &Path, wanted: &'static str, e: pem::Error) -> TlsError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh pair in `dir` as `cert.pem` and `key.pem`.
+    fn write_pair(dir: &Path) -> (PathBuf, PathBuf) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    fn current(acceptor: &Acceptor) -> Arc<ServerConfig> {
+        acceptor.config.read().unwrap().clone()
+    }
+
+    /// A reload swaps the config new sessions start from; a reload that
+    /// fails (the key file damaged) says why and keeps the old one.
+    #[test]
+    fn reload_swaps_the_pair_only_when_the_new_one_loads() {
+        let dir = std::env::temp_dir().join(format!("pollchat-acceptor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = write_pair(&dir);
+        let acceptor = Acceptor::load(&cert, &key).unwrap();
+        let first = current(&acceptor);
+
+        write_pair(&dir);
+        acceptor.reload().unwrap();
+        let second = current(&acceptor);
+        assert!(
+            !Arc::ptr_eq(&first, &second),
+            "the reload kept the old config"
+        );
+
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64!\n").unwrap();
+        let err = acceptor.reload().unwrap_err().to_string();
+        assert!(err.contains(&key.display().to_string()), "{err}");
+        assert!(
+            Arc::ptr_eq(&second, &current(&acceptor)),
+            "a failed reload replaced the pair"
+        );
+        assert!(acceptor.accept().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -193,3 +193,237 @@ fn position(bufs: &[IoSlice<'_>], mut n: usize) -> (usize, usize) {
     }
     (bufs.len() - 1, bufs[bufs.len() - 1].len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use rustls::RootCertStore;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// One direction of a non-blocking socket in memory: reads take what
+    /// the other side wrote (`WouldBlock` when empty); writes take at most
+    /// `room` bytes at a time until the reader catches up.
+    #[derive(Default)]
+    struct Wire {
+        bytes: VecDeque<u8>,
+    }
+
+    /// Our end of a connection: read from `inbound`, write to `outbound`,
+    /// which holds at most `room` bytes.
+    struct End<'a> {
+        inbound: &'a mut Wire,
+        outbound: &'a mut Wire,
+        room: usize,
+    }
+
+    impl Read for End<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.inbound.bytes.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.inbound.bytes.len());
+            for (slot, byte) in buf.iter_mut().zip(self.inbound.bytes.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for End<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let free = self.room.saturating_sub(self.outbound.bytes.len());
+            if free == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(free);
+            self.outbound.bytes.extend(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server session and a client session that trusts it.
+    fn pair() -> (Box<Session>, Box<Session>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(made.cert.der().to_vec())], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        (
+            Session::new(Arc::new(server)).unwrap(),
+            Session::client(Arc::new(client), name).unwrap(),
+        )
+    }
+
+    /// Move bytes both ways until both handshakes are done (bounded).
+    fn handshake(server: &mut Session, client: &mut Session, up: &mut Wire, down: &mut Wire) {
+        for _ in 0..20 {
+            if !server.is_handshaking() && !client.is_handshaking() {
+                return;
+            }
+            let mut c = End {
+                inbound: down,
+                outbound: up,
+                room: usize::MAX,
+            };
+            client.send(&mut c).unwrap();
+            let _ = client.receive(&mut c);
+            let mut s = End {
+                inbound: up,
+                outbound: down,
+                room: usize::MAX,
+            };
+            let _ = server.receive(&mut s);
+            server.send(&mut s).unwrap();
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// 100 KiB of plaintext from the client arrive whole through the
+    /// server's `Pipe`, however far they got ahead: the pipe drains
+    /// plaintext before each `read_tls` (rustls refuses to read once 16 KiB
+    /// sit unread), and ends at `WouldBlock` like a socket.
+    #[test]
+    fn a_pipe_reads_more_than_rustls_buffers() {
+        let (mut server, mut client) = pair();
+        let (mut up, mut down) = (Wire::default(), Wire::default());
+        handshake(&mut server, &mut client, &mut up, &mut down);
+        let sent: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut c = End {
+            inbound: &mut down,
+            outbound: &mut up,
+            room: usize::MAX,
+        };
+        Pipe {
+            session: &mut client,
+            sock: &mut c,
+        }
+        .write_all(&sent)
+        .unwrap();
+
+        let mut s = End {
+            inbound: &mut up,
+            outbound: &mut down,
+            room: usize::MAX,
+        };
+        let mut pipe = Pipe {
+            session: &mut server,
+            sock: &mut s,
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..1000 {
+            match pipe.read(&mut buf) {
+                Ok(0) => panic!("end of stream"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent);
+    }
+
+    /// A socket with room for 1,000 bytes at a time: the pipe takes only
+    /// what the session can buffer (`BUFFER_LIMIT`), reports `WouldBlock`
+    /// once both are full, and takes more as the socket drains; nothing is
+    /// lost or reordered on the way.
+    #[test]
+    fn a_pipe_write_stops_at_a_full_socket_and_resumes() {
+        let (mut server, mut client) = pair();
+        let (mut up, mut down) = (Wire::default(), Wire::default());
+        handshake(&mut server, &mut client, &mut up, &mut down);
+        let sent: Vec<u8> = (0..200 * 1024).map(|i| (i % 253) as u8).collect();
+        let mut taken = 0;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        for _ in 0..10_000 {
+            if taken == sent.len() && !server.wants_write() && got.len() == sent.len() {
+                break;
+            }
+            let mut s = End {
+                inbound: &mut up,
+                outbound: &mut down,
+                room: 1000,
+            };
+            let mut pipe = Pipe {
+                session: &mut server,
+                sock: &mut s,
+            };
+            if taken < sent.len() {
+                match pipe.write(&sent[taken..]) {
+                    Ok(n) => {
+                        assert!(n <= BUFFER_LIMIT + 1000, "took {n} bytes at once");
+                        taken += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else {
+                pipe.flush().unwrap();
+            }
+            let mut c = End {
+                inbound: &mut down,
+                outbound: &mut up,
+                room: usize::MAX,
+            };
+            let mut reader = Pipe {
+                session: &mut client,
+                sock: &mut c,
+            };
+            match reader.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent);
+    }
+
+    /// `close` sends `close_notify`: the peer reads a clean end (0), not an
+    /// error.
+    #[test]
+    fn close_is_a_clean_end_for_the_peer() {
+        let (mut server, mut client) = pair();
+        let (mut up, mut down) = (Wire::default(), Wire::default());
+        handshake(&mut server, &mut client, &mut up, &mut down);
+        server.close();
+        let mut s = End {
+            inbound: &mut up,
+            outbound: &mut down,
+            room: usize::MAX,
+        };
+        assert!(server.send(&mut s).unwrap());
+        let mut c = End {
+            inbound: &mut down,
+            outbound: &mut up,
+            room: usize::MAX,
+        };
+        let mut buf = [0u8; 16];
+        let n = Pipe {
+            session: &mut client,
+            sock: &mut c,
+        }
+        .read(&mut buf)
+        .unwrap();
+        assert_eq!(n, 0);
+    }
+}
