@@ -934,8 +934,11 @@ impl<A: App> Loop<A> {
         let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
         if next == Life::Dead {
             self.dead.push(key);
-        } else if client.out.is_drained(&self.outgoing.log, key) {
-            // Nothing left to say: shut our side now.
+        } else if client.out.is_drained(&self.outgoing.log, key)
+            && !client.tls.as_ref().is_some_and(|s| s.wants_write())
+        {
+            // Nothing left to say (nor ciphertext left to send): shut our
+            // side now.
             start_draining(client, key, now, &mut self.timers);
         } else {
             self.timers.closing.push((now + CLOSE_GRACE, key, serial));
