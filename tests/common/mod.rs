@@ -63,9 +63,19 @@ pub fn start_app<A: App + Send + 'static>(
     limits: Limits,
     app: A,
 ) -> RunningServer {
+    start_configured(test_config(engine, limits), app)
+}
+
+/// A config on a free loopback port with these engine and limits.
+pub fn test_config(engine: EngineKind, limits: Limits) -> Config {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap());
     config.engine = engine;
     config.limits = limits;
+    config
+}
+
+/// Bind `config` and run `app` on a thread of its own.
+pub fn start_configured<A: App + Send + 'static>(config: Config, app: A) -> RunningServer {
     Server::bind(config, app)
         .expect("bind a test server")
         .spawn()

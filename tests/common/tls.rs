@@ -11,8 +11,8 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use pollchat::app::App;
 use pollchat::chat::ChatRoom;
-use pollchat::config::{Config, EngineKind, HANDSHAKE_TIMEOUT, Limits, TlsListen};
-use pollchat::engine::{RunningServer, Server};
+use pollchat::config::{EngineKind, HANDSHAKE_TIMEOUT, Limits, TlsListen};
+use pollchat::engine::RunningServer;
 
 use super::{ChildServer, Client, Conn, READ_TIMEOUT};
 use std::io::BufReader;
@@ -101,14 +101,9 @@ pub fn start_app_tls<A: App + Send + 'static>(
     tls: TlsListen,
     app: A,
 ) -> RunningServer {
-    let mut config = Config::new("127.0.0.1:0".parse().unwrap());
-    config.engine = engine;
-    config.limits = limits;
+    let mut config = super::test_config(engine, limits);
     config.tls = Some(tls);
-    Server::bind(config, app)
-        .expect("bind a test server")
-        .spawn()
-        .expect("spawn the server thread")
+    super::start_configured(config, app)
 }
 
 /// The TLS port of a server started by [`start_chat_tls`].
