@@ -33,7 +33,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Join a chat room from this terminal (or a pipe).
     #[command(
-        after_help = "Examples:\n  pollchat connect --name alice\n  pollchat connect [::1]:9009\n  printf 'hello\\n/quit\\n' | pollchat connect chat.example"
+        after_help = "Examples:\n  pollchat connect --name alice\n  pollchat connect [::1]:9009\n  printf 'hello\\n/quit\\n' | pollchat connect chat.example\n  pollchat connect --tls chat.example:9443\n  pollchat connect --tls --ca cert.pem localhost:9443\n\nExit status: 0 input ended or /quit, 1 cannot connect (TLS handshake included) or disconnected, 2 bad arguments."
     )]
     Connect(ConnectArgs),
     /// Run a multiplayer quiz: everyone gets the same question at once, and
@@ -44,7 +44,7 @@ pub enum Command {
     Quiz(QuizArgs),
     /// Measure a line-based chat server's fan-out: latency, throughput, losses, memory.
     #[command(
-        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
+        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n  pollchat bench --tls --ca cert.pem --server-name localhost --port 9443\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
     )]
     Bench(crate::bench::BenchArgs),
 }
@@ -66,6 +66,8 @@ pub struct ConnectArgs {
     /// Take this name right after connecting (sends /nick NAME).
     #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::client::tls::TlsFlags,
 }
 
 /// `--name` must be a name the server accepts.

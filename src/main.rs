@@ -55,14 +55,20 @@ fn main() -> ExitCode {
                 Quiz::new(questions, args.settings()),
             )
         }
-        Command::Connect(args) => pollchat::client::run(&args.address, args.name.as_deref()),
+        Command::Connect(args) => {
+            pollchat::client::run(&args.address, args.name.as_deref(), &args.tls)
+        }
         Command::Bench(args) => bench(&args),
     }
 }
 
 /// `pollchat bench`: run, print, and exit 1 if anything was lost.
 fn bench(args: &pollchat::bench::BenchArgs) -> ExitCode {
-    let report = match pollchat::bench::run(&args.config()) {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => return start_error(&e),
+    };
+    let report = match pollchat::bench::run(&config) {
         Ok(report) => report,
         Err(e) => return start_error(&e),
     };

@@ -68,6 +68,7 @@ fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
             login: None,
             connect_rate: 1000,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         },
         load: LoadPlan {
             rate: 0.0,

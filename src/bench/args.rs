@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{BenchConfig, LoadPlan, SwarmPlan};
+use super::{BenchConfig, BenchError, LoadPlan, SwarmPlan, TlsPlan};
+use crate::client::tls::TlsFlags;
 
 /// Probes per second when neither `--rate` nor `--window` is given.
 const DEFAULT_RATE: f64 = 200.0;
@@ -61,17 +62,36 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsFlags,
+    /// With --tls: the name the server's certificate must carry (and the
+    /// SNI sent); default: --host, as an IP address.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
 }
 
 impl BenchArgs {
-    pub fn config(&self) -> BenchConfig {
+    /// The run these flags ask for. Fails only on TLS flags that cannot be
+    /// used (a bad `--ca`, a lean build): nothing is connected yet.
+    pub fn config(&self) -> Result<BenchConfig, BenchError> {
+        let tls = self
+            .tls
+            .client_tls()
+            .map_err(BenchError::Tls)?
+            .map(|config| TlsPlan {
+                config,
+                server_name: self
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| self.host.to_string()),
+            });
         let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
         let rate = match (self.rate, self.window) {
             (Some(rate), _) => rate.max(0.0),
             (None, Some(_)) => 0.0,
             (None, None) => DEFAULT_RATE,
         };
-        BenchConfig {
+        Ok(BenchConfig {
             swarm: SwarmPlan {
                 addr: SocketAddr::new(self.host, self.port),
                 receivers: usize::try_from(self.receivers).unwrap_or(usize::MAX),
@@ -79,6 +99,7 @@ impl BenchArgs {
                 login: self.login.clone(),
                 connect_rate: self.connect_rate,
                 connect_timeout: seconds(self.connect_timeout),
+                tls,
             },
             load: LoadPlan {
                 rate,
@@ -89,6 +110,6 @@ impl BenchArgs {
                 drain: seconds(self.drain),
             },
             server_pid: self.server_pid,
-        }
+        })
     }
 }

@@ -3,7 +3,9 @@
 //! One mio loop opens N receivers, K stalled clients and one sender, then
 //! the sender writes probe lines, each carrying a unique token, and the
 //! receivers time their arrival. It measures pollchat, ncat `--chat`, the
-//! tutorial servers, anything that relays lines.
+//! tutorial servers, anything that relays lines; with `--tls`, any of them
+//! behind TLS (every connection speaks it; handshakes belong to the connect
+//! phase, never to the measured latency).
 //!
 //! - `token.rs`: the probe line and how a delivery is recognised.
 //! - `tracker.rs`: sans-IO accounting (latency histograms, lost/dup/reorder).
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
 pub use report::Report;
-pub use swarm::{LoadPlan, Swarm, SwarmPlan};
+pub use swarm::{LoadPlan, Swarm, SwarmPlan, TlsPlan};
 pub use tracker::Tracker;
 
 use report::{Percentiles, ServerMemory};
@@ -57,6 +59,14 @@ pub enum BenchError {
     ConnectTimeout { connected: usize, wanted: usize },
     /// The server closed a connection before the load started.
     ClosedEarly { connection: usize, opened: usize },
+    /// `--tls`, `--ca` or `--insecure` cannot be used (a bad CA file, a
+    /// lean build).
+    Tls(crate::client::tls::TlsSetupError),
+    /// `--server-name` (or `--host`) is not a name TLS can check.
+    TlsName(String),
+    /// A TLS handshake failed: the reason, in words (an untrusted
+    /// certificate, a port that does not speak TLS).
+    Handshake { connection: usize, reason: String },
 }
 
 impl std::fmt::Display for BenchError {
@@ -72,6 +82,11 @@ impl std::fmt::Display for BenchError {
                 f,
                 "the server closed connection #{connection} (of {opened} opened) before the load started"
             ),
+            BenchError::Tls(e) => e.fmt(f),
+            BenchError::TlsName(e) => write!(f, "--tls: {e}"),
+            BenchError::Handshake { connection, reason } => {
+                write!(f, "connection #{connection}: {reason}")
+            }
         }
     }
 }
@@ -143,6 +158,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         rate: config.load.rate,
         window: config.load.window,
         payload: config.load.payload.max(token::TOKEN_LEN),
+        tls: config.swarm.tls.is_some(),
         bench_cpu_percent: bench_cpu,
         connect_seconds: swarm.connect_phase.as_secs_f64(),
         connect_us: Percentiles::from_nanos(&swarm.connect_latency),

@@ -71,6 +71,10 @@ pub struct Report {
     /// Most probes in flight (0 = no cap).
     pub window: usize,
     pub payload: usize,
+    /// Every connection spoke TLS (`--tls`); connect times then include
+    /// the handshake. Absent in reports from before TLS: false.
+    #[serde(default)]
+    pub tls: bool,
     /// The bench's own CPU use while the load ran: near 100, the bench
     /// (one thread) may be what limits a saturated run.
     pub bench_cpu_percent: f64,
@@ -105,14 +109,18 @@ impl fmt::Display for Report {
             (false, true) => format!("saturated, window {}", self.window),
             (false, false) => "saturated".to_string(),
         };
+        let (over, handshake) = match self.tls {
+            true => (" over TLS", " (TCP + TLS handshake)"),
+            false => ("", ""),
+        };
         writeln!(
             f,
-            "server {}: {} receivers + 1 sender + {} stalled; {mode}; {}-byte probes",
+            "server {}{over}: {} receivers + 1 sender + {} stalled; {mode}; {}-byte probes",
             self.server, self.receivers, self.stalled, self.payload
         )?;
         writeln!(
             f,
-            "connect      {:.2} s for all; per connection p50 {:.0} us, p99 {:.0} us",
+            "connect      {:.2} s for all; per connection{handshake} p50 {:.0} us, p99 {:.0} us",
             self.connect_seconds, self.connect_us.p50, self.connect_us.p99
         )?;
         writeln!(

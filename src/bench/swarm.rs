@@ -9,6 +9,15 @@
 //! lines go to the [`Tracker`]. Stalled clients connect, say their login
 //! line, and are never read until the end, when we check whether the server
 //! cut them off.
+//!
+//! With `--tls` every connection (sender, receivers, stalled clients) is a
+//! TLS [`Link`]. Its handshake is part of connecting: a connection counts as
+//! open, and its connect time is taken, when TCP *and* the handshake are
+//! done, and the load starts only after all of them. So handshakes never
+//! show up as fan-out latency. A stalled client reads until its handshake
+//! is done (the server would otherwise cut it off for that), then stops.
+//! The configuration is made once and shared; each connection holds only
+//! its session.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -21,6 +30,8 @@ use mio::{Events, Interest, Poll, Token};
 use super::BenchError;
 use super::token::write_probe;
 use super::tracker::Tracker;
+use crate::client::link::Link;
+use crate::client::tls::{self, ClientTls};
 
 /// At most this many connects in flight at once, so a slow accepter gets a
 /// steady trickle instead of a SYN flood.
@@ -49,6 +60,17 @@ pub struct SwarmPlan {
     pub connect_rate: u32,
     /// The whole connect phase must finish within this.
     pub connect_timeout: Duration,
+    /// Speak TLS on every connection (`--tls`); `None` for plain TCP.
+    pub tls: Option<TlsPlan>,
+}
+
+/// How the bench speaks TLS.
+#[derive(Debug, Clone)]
+pub struct TlsPlan {
+    /// Made once (roots, `--ca` or `--insecure`), shared by every session.
+    pub config: ClientTls,
+    /// The name the server's certificate must carry (and the SNI sent).
+    pub server_name: String,
 }
 
 /// What the sender does once everyone is connected.
@@ -77,11 +99,17 @@ enum Role {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// The socket, with its TLS session in front under `--tls`.
+    link: Link,
     role: Role,
     /// When `connect()` was called, for the connect-time histogram.
     started: Instant,
+    /// The TCP connect has completed.
+    tcp_up: bool,
+    /// Ready to chat: TCP is up and, over TLS, the handshake is done.
     connected: bool,
+    /// Why the TLS handshake failed, if it did (reported as the run's error).
+    failure: Option<String>,
     /// The server closed or reset it.
     closed: bool,
     /// Bytes after the last newline: the beginning of a line still arriving.
@@ -97,6 +125,8 @@ pub struct Swarm {
     conns: Vec<Conn>,
     /// The server under test.
     addr: SocketAddr,
+    /// The name a certificate must carry, for explaining a failed handshake.
+    server_name: String,
     /// One shared read buffer.
     scratch: Vec<u8>,
     /// Tokens of the last poll's events (kept to reuse its allocation).
@@ -122,6 +152,10 @@ impl Swarm {
             events: Events::with_capacity(1024),
             conns: Vec::with_capacity(total),
             addr: plan.addr,
+            server_name: plan
+                .tls
+                .as_ref()
+                .map_or_else(String::new, |t| t.server_name.clone()),
             scratch: vec![0; 64 * 1024],
             ready: Vec::new(),
             read_stalled: false,
@@ -157,6 +191,12 @@ impl Swarm {
             };
             swarm.pump(wait.min(MAX_WAIT), None)?;
             if let Some(closed) = swarm.conns.iter().position(|c| c.closed) {
+                if let Some(reason) = swarm.conns[closed].failure.take() {
+                    return Err(BenchError::Handshake {
+                        connection: closed,
+                        reason,
+                    });
+                }
                 return Err(BenchError::ClosedEarly {
                     connection: closed,
                     opened: swarm.conns.len(),
@@ -182,14 +222,27 @@ impl Swarm {
         } else {
             Role::Sender
         };
-        let mut stream = TcpStream::connect(plan.addr).map_err(|source| BenchError::Connect {
+        let stream = TcpStream::connect(plan.addr).map_err(|source| BenchError::Connect {
             addr: plan.addr,
             source,
         })?;
+        let mut link = match &plan.tls {
+            Some(tls) => {
+                let session = tls
+                    .config
+                    .session(&tls.server_name)
+                    .map_err(BenchError::TlsName)?;
+                Link::tls(stream, session)
+            }
+            None => Link::plain(stream),
+        };
+        // Both, once, for good: edge-triggered, so an always-writable socket
+        // costs no wake-ups, and a writable edge is what tells us that a
+        // connect completed, or that a full socket (or TLS session) has room.
         self.poll
             .registry()
             .register(
-                &mut stream,
+                link.sock_mut(),
                 Token(index),
                 Interest::READABLE | Interest::WRITABLE,
             )
@@ -200,10 +253,12 @@ impl Swarm {
             out.push(b'\n');
         }
         self.conns.push(Conn {
-            stream,
+            link,
             role,
             started: Instant::now(),
+            tcp_up: false,
             connected: false,
+            failure: None,
             closed: false,
             partial: Vec::new(),
             out,
@@ -390,32 +445,56 @@ impl Swarm {
             if conn.closed {
                 continue;
             }
-            if !conn.connected {
-                if !check_connected(conn, self.addr)? {
-                    continue;
-                }
-                let took = conn.started.elapsed().as_nanos();
-                self.connect_latency
-                    .saturating_record(u64::try_from(took).unwrap_or(u64::MAX));
+            if !conn.tcp_up && !check_connected(conn, self.addr)? {
+                continue;
             }
-            if !conn.out.is_empty() {
+            if !conn.out.is_empty() || conn.link.wants_write() {
                 self.flush(i);
             }
+            // Over TLS, reading is also what moves the handshake on.
             bytes += self.read(i, tracker.as_deref_mut());
+            if !self.conns[i].connected {
+                self.check_ready(i);
+            }
         }
         self.ready = ready;
         Ok(bytes)
     }
 
+    /// Connection `i` is up once TCP is and, over TLS, its handshake is
+    /// done: take its connect time, and send its login line.
+    fn check_ready(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if !conn.tcp_up || conn.closed || conn.link.is_handshaking() {
+            return;
+        }
+        conn.connected = true;
+        let took = conn.started.elapsed().as_nanos();
+        self.connect_latency
+            .saturating_record(u64::try_from(took).unwrap_or(u64::MAX));
+        if !conn.out.is_empty() {
+            self.flush(i);
+        }
+    }
+
     /// Write what is queued for connection `i` until the socket is full.
+    /// Over TLS, records that did not fit last time go first, and our lines
+    /// wait until the handshake is done.
     fn flush(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        if !conn.connected || conn.closed {
+        if !conn.tcp_up || conn.closed {
+            return;
+        }
+        if conn.link.wants_write() && conn.link.flush().is_err() {
+            conn.closed = true;
+            return;
+        }
+        if conn.link.is_handshaking() {
             return;
         }
         let mut written = 0;
         while written < conn.out.len() {
-            match conn.stream.write(&conn.out[written..]) {
+            match conn.link.write(&conn.out[written..]) {
                 Ok(0) => break,
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -430,16 +509,23 @@ impl Swarm {
     }
 
     /// Read connection `i` until `WouldBlock`, feeding complete lines to the
-    /// tracker (receivers only). Returns the bytes read.
+    /// tracker (receivers only). Returns the bytes of plaintext read.
     fn read(&mut self, i: usize, mut tracker: Option<&mut Tracker>) -> usize {
         let conn = &mut self.conns[i];
-        if conn.closed || (conn.role == Role::Stalled && !self.read_stalled) {
-            return 0;
-        }
         let mut total = 0;
         loop {
-            match conn.stream.read(&mut self.scratch) {
+            // A stalled client reads nothing, except its TLS handshake.
+            let handshaking = conn.link.is_handshaking();
+            if conn.closed || (conn.role == Role::Stalled && !self.read_stalled && !handshaking) {
+                return total;
+            }
+            match conn.link.read(&mut self.scratch) {
                 Ok(0) => {
+                    if handshaking {
+                        conn.failure = Some(
+                            "the server closed the connection during the TLS handshake".into(),
+                        );
+                    }
                     conn.closed = true;
                     return total;
                 }
@@ -454,9 +540,14 @@ impl Swarm {
                         _ => split_lines(&mut conn.partial, chunk, |_| {}),
                     }
                 }
+                // Also the TLS pipe pausing after many records that held
+                // no plaintext: go on, the socket is not drained yet.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
-                Err(_) => {
+                Err(e) => {
+                    if handshaking {
+                        conn.failure = Some(tls::explain(&e, &self.server_name));
+                    }
                     conn.closed = true;
                     return total;
                 }
@@ -468,19 +559,20 @@ impl Swarm {
 /// A connect in progress got an event: did it succeed? Errors end the run
 /// (the server is not there); "not yet" returns false.
 fn check_connected(conn: &mut Conn, addr: SocketAddr) -> Result<bool, BenchError> {
-    match conn.stream.take_error() {
+    let stream = conn.link.sock();
+    match stream.take_error() {
         Ok(Some(e)) | Err(e) => {
             return Err(BenchError::Connect { addr, source: e });
         }
         Ok(None) => {}
     }
-    match conn.stream.peer_addr() {
+    match stream.peer_addr() {
         Ok(_) => {
-            conn.connected = true;
             if conn.role == Role::Sender {
                 // Probes leave at once; their timestamps are taken just before.
-                let _ = conn.stream.set_nodelay(true);
+                let _ = stream.set_nodelay(true);
             }
+            conn.tcp_up = true;
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),

@@ -21,11 +21,16 @@
 //! - stdout is written with ordinary blocking writes: if whoever reads our
 //!   output stops, we stop too, and TCP pushes back on the server;
 //! - memory is bounded: a server line is cut at `MAX_SERVER_LINE`, and
-//!   unsent input at `MAX_UNSENT`.
+//!   unsent input at `MAX_UNSENT`;
+//! - over TLS (`--tls`) the socket is a [`Link`]: the handshake runs inside
+//!   this loop like any other traffic (reads drive it, WRITABLE waits while
+//!   its messages wait for room), bounded by `HANDSHAKE_TIMEOUT`. Typed
+//!   lines wait in `unsent` until it is done, and "Connected" is said only
+//!   then, so a refused certificate ends the session with one line. At the
+//!   end, `close_notify` goes out before the FIN.
 
 use std::fs::File;
-use std::io::{self, Read};
-use std::net::Shutdown;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -35,7 +40,9 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use super::address::ServerAddress;
 use super::editor::{Edit, LineEditor, MAX_TYPED_LINE};
+use super::link::Link;
 use super::screen::{MAX_SERVER_LINE, Screen};
 use super::terminal;
 use super::unsent::Unsent;
@@ -58,9 +65,14 @@ const MAX_UNSENT: usize = 256 * 1024;
 /// Once input has ended: how long after the last byte we sent we still wait
 /// for the server to close, printing what it sends.
 const LINGER: Duration = Duration::from_secs(2);
+/// Most time a TLS handshake may take once connected: a server that
+/// accepts but never answers (a wrong port, a stuck proxy) is given up on,
+/// as the TCP connect is after `CONNECT_TIMEOUT`. The server's own default
+/// deadline is the same 10 s.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the session ended; the caller turns it into an exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// Input ended, everything was sent, and the server closed or the
     /// linger time passed.
@@ -71,6 +83,10 @@ pub enum Ending {
     Disconnected,
     /// A signal (SIGINT, SIGTERM, SIGHUP) or Ctrl-C at the prompt.
     Signal(i32),
+    /// The TLS handshake failed (the reason, as one line: an untrusted or
+    /// misnamed certificate, a server that does not speak TLS, a timeout).
+    /// Nothing was exchanged: for the person this is a failed connect.
+    HandshakeFailed(String),
 }
 
 /// Where stdin is in its life.
@@ -88,7 +104,14 @@ enum Input {
 /// One connection to a chat server and everything the loop mutates.
 pub struct Session {
     poll: Poll,
-    server: TcpStream,
+    /// The server socket, plain or with TLS in front.
+    server: Link,
+    /// The server as the person named it: its host is the name the
+    /// certificate must carry.
+    peer: ServerAddress,
+    /// While a TLS handshake runs: when we give up on it. `None` once the
+    /// session is up (and always, on plain TCP).
+    handshake_until: Option<Instant>,
     signals: Signals,
     input: Input,
     /// The half-typed line when a person types at a terminal; `None` when
@@ -104,7 +127,8 @@ pub struct Session {
     unsent: Unsent,
     /// WRITABLE is part of the socket's registration.
     wants_write: bool,
-    /// We sent FIN (input ended and everything was sent).
+    /// We ended our side (`close_notify` over TLS, then FIN) after input
+    /// ended and everything was sent.
     write_shut: bool,
     /// A `/quit` went out, so the server closing is expected.
     quit_sent: bool,
@@ -119,14 +143,37 @@ pub struct Session {
 impl Session {
     /// Register the connected socket, stdin and the signals with a new Poll.
     /// `interactive`: a person types at a terminal in key-at-a-time mode.
-    pub fn new(stream: std::net::TcpStream, interactive: bool) -> io::Result<Session> {
+    /// `tls`: the session to run over the socket (handshake not begun);
+    /// `peer` is the server as the person named it.
+    pub fn new(
+        stream: std::net::TcpStream,
+        tls: Option<Box<crate::tls::Session>>,
+        peer: ServerAddress,
+        interactive: bool,
+    ) -> io::Result<Session> {
         let poll = Poll::new()?;
         stream.set_nonblocking(true)?;
         // Chat lines are small and latency is what matters.
         stream.set_nodelay(true)?;
-        let mut server = TcpStream::from_std(stream);
+        let sock = TcpStream::from_std(stream);
+        let mut server = match tls {
+            Some(session) => Link::tls(sock, session),
+            None => Link::plain(sock),
+        };
+        // Over TLS the ClientHello is already waiting: WRITABLE from the
+        // start, so the first tick sends it (a fresh socket is writable at
+        // once, and that edge is reported).
+        let wants_write = server.wants_write();
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
         poll.registry()
-            .register(&mut server, SERVER, Interest::READABLE)?;
+            .register(server.sock_mut(), SERVER, interest)?;
+        let handshake_until = server
+            .is_handshaking()
+            .then(|| Instant::now() + HANDSHAKE_TIMEOUT);
         // Signals become readiness events in the same Poll, so the loop ends
         // normally and the terminal settings are restored.
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -136,6 +183,8 @@ impl Session {
         Ok(Session {
             poll,
             server,
+            peer,
+            handshake_until,
             signals,
             input,
             editor: interactive.then(LineEditor::new),
@@ -143,7 +192,7 @@ impl Session {
             server_lines: LineFramer::new(MAX_SERVER_LINE),
             screen: Screen::new(interactive),
             unsent: Unsent::default(),
-            wants_write: false,
+            wants_write,
             write_shut: false,
             quit_sent: false,
             read_again: false,
@@ -166,6 +215,9 @@ impl Session {
     /// The event loop. Each pass is one *tick*: wait → read the server →
     /// read stdin → write to the server → update the screen.
     pub fn run(mut self) -> io::Result<Ending> {
+        if self.handshake_until.is_none() {
+            self.say_connected();
+        }
         let mut events = Events::with_capacity(8);
         let ending = loop {
             // Step 1: sleep until the server, stdin or a signal has news, or
@@ -208,6 +260,20 @@ impl Session {
                 break ending;
             }
 
+            // Step 3b (TLS): the handshake finished during that read, or ran
+            // out of time. Only now do we say we are connected.
+            if let Some(until) = self.handshake_until {
+                if !self.server.is_handshaking() {
+                    self.handshake_until = None;
+                    self.say_connected();
+                } else if Instant::now() >= until {
+                    break Ending::HandshakeFailed(format!(
+                        "no TLS handshake within {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+
             // Step 4: read stdin once, if it is ready and the server is
             // keeping up; turn keys or piped bytes into lines to send.
             if let Some(ending) = self.read_input()? {
@@ -215,8 +281,8 @@ impl Session {
             }
 
             // Step 5: one write to the server. Once input has ended and all
-            // of it is sent, shut down our side (FIN): the server sees us
-            // leave but can still answer.
+            // of it is sent, end our side (`close_notify` over TLS, then
+            // FIN): the server sees us leave but can still answer.
             if let Some(ending) = self.write_server()? {
                 break ending;
             }
@@ -230,10 +296,25 @@ impl Session {
             }
         };
         // Show what is left and clear the prompt before the caller prints
-        // its last message.
+        // its last message. (Dropping `self` closes the socket; over TLS it
+        // first tries a `close_notify` if ours is not out yet: see `Link`.)
         self.input = Input::Ended;
         let _ = self.update_screen();
         Ok(ending)
+    }
+
+    /// The line that tells the person they are in (on stderr, like the
+    /// other messages about the connection itself).
+    fn say_connected(&self) {
+        let over = if self.server.is_tls() {
+            " over TLS"
+        } else {
+            ""
+        };
+        eprintln!(
+            "Connected to {}{over}. Type /help for commands, Ctrl-D to quit.",
+            self.peer
+        );
     }
 
     /// Zero when work is waiting without an event (a cut-off socket read,
@@ -243,7 +324,10 @@ impl Session {
         if self.read_again || self.input_waiting() {
             return Some(Duration::ZERO);
         }
-        self.linger_until
+        [self.linger_until, self.handshake_until]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|at| at.saturating_duration_since(now))
     }
 
@@ -260,11 +344,20 @@ impl Session {
     // ----- the server ---------------------------------------------------------
 
     /// Read until `WouldBlock` (or the per-tick cap). Returns the ending if
-    /// the server closed or reset the connection.
+    /// the server closed or reset the connection. Over TLS a read also
+    /// drives the handshake and sends what it answers (the `Pipe` does);
+    /// a failure there ends the session as a failed connect.
     fn read_server(&mut self) -> Option<Ending> {
         for _ in 0..READS_PER_TICK {
             match self.server.read(&mut self.scratch) {
-                // FIN: show a last line that had no newline, then stop.
+                Ok(0) if self.server.is_handshaking() => {
+                    return Some(Ending::HandshakeFailed(
+                        "the server closed the connection during the TLS handshake".into(),
+                    ));
+                }
+                // FIN (over TLS: `close_notify`, or a FIN without one, which
+                // for a line protocol means the same): show a last line
+                // that had no newline, then stop.
                 Ok(0) => {
                     while let Some(frame) = self.server_lines.finish() {
                         show(&mut self.screen, frame);
@@ -278,7 +371,15 @@ impl Session {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                // Also the `Pipe` letting others have a turn after many
+                // records with no plaintext (handshake messages).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.server.is_handshaking() => {
+                    return Some(Ending::HandshakeFailed(super::tls::explain(
+                        &e,
+                        &self.peer.host,
+                    )));
+                }
                 // Reset or another error: the connection is gone.
                 Err(_) => return Some(self.server_gone()),
             }
@@ -299,9 +400,18 @@ impl Session {
     }
 
     /// One write of what is queued; WRITABLE interest only while something
-    /// is left; FIN once input has ended and nothing is left.
+    /// is left (our lines, or TLS records the socket had no room for); the
+    /// end of our side once input has ended and nothing is left.
     fn write_server(&mut self) -> io::Result<Option<Ending>> {
-        if self.unsent.pending() > 0 {
+        let handshaking = self.server.is_handshaking();
+        // TLS records that did not fit last time (handshake messages, the
+        // tail of a line) go first; they are already in order.
+        if self.server.wants_write() && self.server.flush().is_err() {
+            return Ok(Some(self.server_gone()));
+        }
+        // Our lines wait while the handshake runs: rustls would buffer them,
+        // but `unsent` is where the bound (`MAX_UNSENT`) is kept.
+        if self.unsent.pending() > 0 && !handshaking {
             match self.unsent.write_to(&mut self.server) {
                 // The socket is full (WouldBlock): try again when writable.
                 Ok(0) => {}
@@ -316,11 +426,14 @@ impl Session {
                 Err(_) => return Ok(Some(self.server_gone())),
             }
         }
-        let pending = self.unsent.pending() > 0;
-        if !pending && matches!(self.input, Input::Ended) && !self.write_shut {
-            let _ = self.server.shutdown(Shutdown::Write);
-            self.write_shut = true;
+        let lines_left = self.unsent.pending() > 0;
+        if !lines_left && !handshaking && matches!(self.input, Input::Ended) && !self.write_shut {
+            match self.server.finish() {
+                Ok(done) => self.write_shut = done,
+                Err(_) => return Ok(Some(self.server_gone())),
+            }
         }
+        let pending = (lines_left && !handshaking) || self.server.wants_write();
         if pending != self.wants_write {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
@@ -329,7 +442,7 @@ impl Session {
             };
             self.poll
                 .registry()
-                .reregister(&mut self.server, SERVER, interest)?;
+                .reregister(self.server.sock_mut(), SERVER, interest)?;
             self.wants_write = pending;
         }
         Ok(None)
@@ -439,6 +552,11 @@ impl Session {
     // ----- the screen -------------------------------------------------------
 
     fn update_screen(&mut self) -> io::Result<()> {
+        // Nothing is drawn before we are connected (over TLS, until the
+        // handshake is done): keys are kept and shown with the prompt then.
+        if self.handshake_until.is_some() {
+            return Ok(());
+        }
         let typing = match (&self.input, &self.editor) {
             (Input::Ended, _) | (_, None) => None,
             (_, Some(editor)) => Some(editor.line()),
