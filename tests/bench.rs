@@ -88,8 +88,15 @@ fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
 fn counts_every_delivery_from_the_chat_room() {
     let server = start_chat(EngineKind::Poll, test_limits());
     let report = bench::run(&config(server.local_addr(), 10, 200)).unwrap();
-    assert_eq!(report.sent, 200);
-    assert_eq!(report.deliveries, 2000);
+    assert_all_delivered(&report, 10, 200);
+}
+
+/// `messages` probes each reached all `receivers` once, in order, with a
+/// latency each, and nothing else was taken for a probe.
+#[track_caller]
+fn assert_all_delivered(report: &bench::Report, receivers: u64, messages: u64) {
+    assert_eq!(report.sent, messages);
+    assert_eq!(report.deliveries, receivers * messages);
     assert_eq!(
         (
             report.lost,
@@ -99,8 +106,8 @@ fn counts_every_delivery_from_the_chat_room() {
         ),
         (0, 0, 0, 0)
     );
-    assert_eq!(report.fanout_us.count, 200);
-    assert_eq!(report.per_delivery_us.count, 2000);
+    assert_eq!(report.fanout_us.count, messages);
+    assert_eq!(report.per_delivery_us.count, receivers * messages);
     assert!(report.fanout_us.p50 > 0.0);
 }
 
@@ -226,4 +233,107 @@ fn no_server_is_a_start_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+// ----- over TLS (`--tls`) -----------------------------------------------------
+//
+// Against pollchat's TLS listener on the poll engine (the threaded engine
+// does not accept TLS yet).
+
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+    use common::tls::{TestCert, start_chat_tls, tls_addr};
+    use pollchat::bench::TlsPlan;
+    use pollchat::client::tls::ClientTls;
+    use pollchat::tls::Verify;
+
+    /// Every connection over TLS, trusting the test certificate.
+    fn tls_config(
+        addr: SocketAddr,
+        cert: &TestCert,
+        receivers: usize,
+        messages: u64,
+    ) -> BenchConfig {
+        let mut cfg = config(addr, receivers, messages);
+        cfg.swarm.tls = Some(TlsPlan {
+            config: ClientTls::new(&Verify::AlsoTrust(cert.cert.clone())).unwrap(),
+            server_name: "localhost".into(),
+        });
+        cfg
+    }
+
+    /// Over TLS every probe still reaches every receiver once, in order; a
+    /// stalled TLS client (it must finish its handshake to be connected at
+    /// all) is counted and, under light load, left connected.
+    #[test]
+    fn counts_every_delivery_over_tls() {
+        let cert = TestCert::new();
+        let server = start_chat_tls(EngineKind::Poll, test_limits(), &cert);
+        let mut cfg = tls_config(tls_addr(&server), &cert, 10, 200);
+        cfg.swarm.stalled = 1;
+        let report = bench::run(&cfg).unwrap();
+        assert!(report.tls);
+        assert_all_delivered(&report, 10, 200);
+        assert_eq!(
+            report.connect_us.count, 12,
+            "one per connection, handshake included"
+        );
+        assert_eq!(report.stalled_disconnected, vec![false]);
+    }
+
+    /// A stalled TLS client (handshake done, then never reads) is cut off by
+    /// the room once it falls `--log-cap` behind, and the receivers lose
+    /// nothing meanwhile: it stalls like a plain one.
+    #[test]
+    fn stalled_tls_reader_is_reported_disconnected() {
+        let cert = TestCert::new();
+        let limits = Limits {
+            log_cap: 64 * 1024,
+            ..test_limits()
+        };
+        let server = start_chat_tls(EngineKind::Poll, limits, &cert);
+        // 8 MB: more than the kernel buffers a non-reading socket.
+        let mut cfg = tls_config(tls_addr(&server), &cert, 3, 8000);
+        cfg.swarm.stalled = 1;
+        cfg.load.payload = 1000;
+        let report = bench::run(&cfg).unwrap();
+        assert_eq!(report.stalled_disconnected, vec![true]);
+        assert_eq!((report.lost, report.deliveries), (0, 3 * 8000));
+    }
+
+    /// The binary: `--tls --ca` against the TLS port reports 0 lost (exit
+    /// 0); without `--ca` the handshake is refused with the reason (exit 2,
+    /// the run could not be made).
+    #[test]
+    fn binary_over_tls_with_and_without_ca() {
+        let cert = TestCert::new();
+        let server = start_chat_tls(EngineKind::Poll, test_limits(), &cert);
+        let port = tls_addr(&server).port().to_string();
+        let run = |extra: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_pollchat"))
+                .args(["bench", "--tls", "--port", &port, "-n", "3"])
+                .args(["--window", "4", "--messages", "20", "--drain", "2"])
+                .args(extra)
+                .output()
+                .expect("run pollchat bench")
+        };
+        let ca = cert.cert.display().to_string();
+        let out = run(&["--ca", &ca]);
+        let table = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{table}");
+        assert!(table.contains(" over TLS: 3 receivers"), "{table}");
+        assert!(table.contains("sent 20  deliveries 60 "), "{table}");
+        assert!(table.contains(" lost 0 "), "{table}");
+
+        let out = run(&[]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with(
+                "pollchat: connection #0: TLS handshake failed: certificate not trusted"
+            ),
+            "{err}"
+        );
+    }
 }

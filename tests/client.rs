@@ -419,3 +419,267 @@ fn peak_memory_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status")
 }
+
+// ----- over TLS (`--tls`, `--ca`, `--insecure`) ------------------------------
+//
+// Against pollchat's own TLS listener on the poll engine. The threaded
+// engine does not accept TLS yet (it refuses a TLS config at bind); these
+// scenarios take the engine as an argument so they can run on it too once
+// it does.
+
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+    use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
+    use pollchat::chat::ChatRoom;
+    use pollchat::client::tls::INSECURE_WARNING;
+    use pollchat::engine::RunningServer;
+
+    /// A chat room with a TLS listener, and the address of that listener.
+    fn tls_room(engine: EngineKind, cert: &TestCert) -> (RunningServer, String) {
+        let server = start_chat_tls(engine, test_limits(), cert);
+        let addr = tls_addr(&server).to_string();
+        (server, addr)
+    }
+
+    fn cert_arg(cert: &TestCert) -> String {
+        cert.cert.display().to_string()
+    }
+
+    /// The line a TLS session prints once its handshake is done.
+    fn connected_over_tls(addr: &str) -> String {
+        format!("Connected to {addr} over TLS. Type /help for commands, Ctrl-D to quit.")
+    }
+
+    /// `--tls --ca cert.pem`: the self-signed server is verified, and its
+    /// room is the same as the plain port's: lines go both ways with a
+    /// plain client, and `/quit` ends with status 0.
+    fn verified_with_ca_chats_with_a_plain_client(engine: EngineKind) {
+        let cert = TestCert::new();
+        let (server, addr) = tls_room(engine, &cert);
+        let mut bob = Client::join_as(server.local_addr(), "bob");
+        let mut me = ClientProcess::start(&["--tls", "--ca", &cert_arg(&cert), &addr]);
+        assert_eq!(me.stderr_line(), connected_over_tls(&addr));
+        let my_name = name_in_welcome(&me.line());
+        bob.expect(&format!("* {my_name} joined"));
+        me.type_line("hello over tls");
+        bob.expect(&format!("<{my_name}> hello over tls"));
+        bob.send("hi back in plain");
+        me.expect_line("<bob> hi back in plain");
+        me.type_line("/quit");
+        me.expect_line("* Bye!");
+        assert_eq!(me.wait().code(), Some(0));
+        bob.expect(&format!("* {my_name} left"));
+        assert!(!me.rest_of_stderr().iter().any(|l| l == DISCONNECTED));
+    }
+
+    /// Without `--ca` no system root trusts the test certificate: one line
+    /// naming the reason and the fix, status 1 (as for a refused connect),
+    /// and the room never sees the client.
+    fn refused_without_ca(engine: EngineKind) {
+        let cert = TestCert::new();
+        let (server, addr) = tls_room(engine, &cert);
+        let mut bob = Client::join_as(server.local_addr(), "bob");
+        let mut me = ClientProcess::start_with_stdin(&["--tls", &addr], Stdio::null());
+        let message = me.stderr_line();
+        assert!(
+            message.starts_with(&format!(
+                "Unable to connect to {addr}: TLS handshake failed: certificate not trusted"
+            )),
+            "{message}"
+        );
+        assert!(message.contains("--ca FILE"), "{message}");
+        assert_eq!(me.wait().code(), Some(1));
+        assert!(me.rest_of_stderr().is_empty(), "one line only");
+        bob.send("/who");
+        bob.expect("* 1 user here: bob");
+    }
+
+    /// A trusted certificate that does not name the host typed is refused
+    /// as a name mismatch. (The listener is on 127.0.0.2, which the test
+    /// certificate does not name.)
+    fn refused_for_a_name_mismatch(engine: EngineKind) {
+        let cert = TestCert::new();
+        let listen = pollchat::config::TlsListen {
+            addr: "127.0.0.2:0".parse().unwrap(),
+            ..cert.listen()
+        };
+        let server = start_app_tls(engine, test_limits(), listen, ChatRoom::new());
+        let addr = tls_addr(&server).to_string();
+        let mut me = ClientProcess::start_with_stdin(
+            &["--tls", "--ca", &cert_arg(&cert), &addr],
+            Stdio::null(),
+        );
+        assert_eq!(
+            me.stderr_line(),
+            format!(
+                "Unable to connect to {addr}: TLS handshake failed: certificate name \
+                 mismatch: the certificate does not name 127.0.0.2"
+            )
+        );
+        assert_eq!(me.wait().code(), Some(1));
+    }
+
+    /// `--insecure` connects to the same untrusted server, after a warning
+    /// on stderr, and chats.
+    fn insecure_is_accepted_with_a_warning(engine: EngineKind) {
+        let cert = TestCert::new();
+        let (server, addr) = tls_room(engine, &cert);
+        let mut bob = Client::join_as(server.local_addr(), "bob");
+        let mut me = ClientProcess::start(&["--tls", "--insecure", &addr]);
+        assert_eq!(me.stderr_line(), INSECURE_WARNING);
+        assert_eq!(me.stderr_line(), connected_over_tls(&addr));
+        let my_name = name_in_welcome(&me.line());
+        me.type_line("unverified but encrypted");
+        bob.skip_until(|l| l == format!("<{my_name}> unverified but encrypted"));
+        me.close_input();
+        bob.expect(&format!("* {my_name} left"));
+        assert_eq!(me.wait().code(), Some(0));
+    }
+
+    /// `--tls` to the plain port: the greeting is no TLS record; one line
+    /// says so (and suggests the TLS port), status 1.
+    fn tls_to_the_plain_port_says_so(engine: EngineKind) {
+        let cert = TestCert::new();
+        let (server, _) = tls_room(engine, &cert);
+        let addr = server.local_addr().to_string();
+        let mut me =
+            ClientProcess::start_with_stdin(&["--tls", "--insecure", &addr], Stdio::null());
+        assert_eq!(me.stderr_line(), INSECURE_WARNING);
+        let message = me.stderr_line();
+        assert!(
+            message.starts_with(&format!(
+                "Unable to connect to {addr}: TLS handshake failed:"
+            )) && message.contains("not TLS (is this its TLS port?)"),
+            "{message}"
+        );
+        assert_eq!(me.wait().code(), Some(1));
+    }
+
+    // `engine_tests!` (both engines) once the threaded engine takes TLS.
+    macro_rules! poll_engine_tests {
+        ($($scenario:ident),* $(,)?) => {
+            mod poll {
+                $(
+                    #[test]
+                    fn $scenario() {
+                        super::$scenario(pollchat::config::EngineKind::Poll);
+                    }
+                )*
+            }
+        };
+    }
+
+    poll_engine_tests!(
+        verified_with_ca_chats_with_a_plain_client,
+        refused_without_ca,
+        refused_for_a_name_mismatch,
+        insecure_is_accepted_with_a_warning,
+        tls_to_the_plain_port_says_so,
+    );
+
+    /// End of input over TLS: the last line, then `close_notify` before the
+    /// FIN (a server reading with rustls sees a clean end, not a cut), and
+    /// status 0. The server here is a rustls session on a plain socket, so
+    /// the test sees exactly what the client sent.
+    #[test]
+    fn end_of_input_sends_close_notify() {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        use std::sync::Arc;
+
+        let cert = TestCert::new();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der.clone()],
+                PrivateKeyDer::from_pem_file(&cert.key).unwrap(),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut me = ClientProcess::start(&["--tls", "--ca", &cert_arg(&cert), &addr]);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(listener.accept().map(|(stream, _)| stream));
+        });
+        let sock = rx.recv_timeout(READ_TIMEOUT).unwrap().unwrap();
+        sock.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let session = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let mut server = BufReader::new(rustls::StreamOwned::new(session, sock));
+        server
+            .get_mut()
+            .write_all(b"* Welcome, you are user1\n")
+            .unwrap();
+        assert_eq!(me.stderr_line(), connected_over_tls(&addr));
+        assert_eq!(me.line(), "* Welcome, you are user1");
+        me.type_line("last words");
+        me.close_input();
+        let mut line = String::new();
+        server.read_line(&mut line).unwrap();
+        assert_eq!(line, "last words\n");
+        // rustls answers Ok(0) only for a close_notify; a bare FIN is an
+        // UnexpectedEof error.
+        let mut rest = Vec::new();
+        let end = server.read_to_end(&mut rest);
+        assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+        drop(server);
+        assert_eq!(me.wait().code(), Some(0));
+    }
+}
+
+/// Flags that cannot be used are refused before connecting, with one line
+/// and status 2: an unreadable `--ca` file, `--ca` or `--insecure` without
+/// `--tls`, both at once.
+#[test]
+fn bad_tls_flags_give_exit_two() {
+    let port = closed_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    #[cfg(feature = "tls")]
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--tls", "--ca", "/nonexistent/ca.pem"],
+            "pollchat: --ca: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            &["--ca", "ca.pem"],
+            "pollchat: --ca and --insecure go with --tls",
+        ),
+        (
+            &["--insecure"],
+            "pollchat: --ca and --insecure go with --tls",
+        ),
+        (
+            &["--tls", "--ca", "ca.pem", "--insecure"],
+            "pollchat: the argument",
+        ),
+    ];
+    // The lean build still knows the flags, and refuses them as unbuilt.
+    #[cfg(not(feature = "tls"))]
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--tls"],
+            "pollchat: --tls: built without TLS support (rebuild with the default features)",
+        ),
+        (
+            &["--tls", "--insecure"],
+            "pollchat: --tls: built without TLS support",
+        ),
+        (
+            &["--ca", "ca.pem"],
+            "pollchat: --ca and --insecure go with --tls",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args = flags.to_vec();
+        args.push(&addr);
+        let mut me = ClientProcess::start_with_stdin(&args, Stdio::null());
+        let message = me.stderr_line();
+        assert!(message.starts_with(want), "{flags:?}: {message}");
+        assert_eq!(me.wait().code(), Some(2), "{flags:?}");
+        assert!(me.rest_of_stderr().is_empty(), "{flags:?}: one line only");
+    }
+}
