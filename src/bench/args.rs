@@ -66,7 +66,7 @@ pub struct BenchArgs {
     pub tls: TlsFlags,
     /// With --tls: the name the server's certificate must carry (and the
     /// SNI sent); default: --host, as an IP address.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", requires = "tls")]
     pub server_name: Option<String>,
 }
 

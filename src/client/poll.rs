@@ -266,6 +266,10 @@ impl Session {
                 if !self.server.is_handshaking() {
                     self.handshake_until = None;
                     self.say_connected();
+                    // Input that ended meanwhile lingers from now on.
+                    if self.linger_until.is_some() {
+                        self.linger_until = Some(Instant::now() + LINGER);
+                    }
                 } else if Instant::now() >= until {
                     break Ending::HandshakeFailed(format!(
                         "no TLS handshake within {} s",
@@ -291,7 +295,11 @@ impl Session {
             self.update_screen()?;
 
             // Step 7: input ended and the server said nothing more in time.
-            if self.linger_until.is_some_and(|at| Instant::now() >= at) {
+            // (Not while a TLS handshake runs: its own deadline bounds it,
+            // and what input left is still to be sent.)
+            if self.handshake_until.is_none()
+                && self.linger_until.is_some_and(|at| Instant::now() >= at)
+            {
                 break Ending::InputEnded;
             }
         };
