@@ -22,6 +22,8 @@ use mio::net::TcpStream;
 
 use crate::tls::{Pipe, Session};
 
+/// The server socket and, over TLS, the session in front of it: one
+/// `Read + Write` of plaintext for the client's and the bench's loops.
 pub struct Link {
     /// The socket, for mio's registry and socket options. Writing to it
     /// directly would corrupt a TLS stream: go through the `Link`.
