@@ -27,6 +27,7 @@ LEAN=target/lean/release/pollchat
 rm -rf "$OUT" && mkdir -p "$OUT"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE \
     -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
 TLS_FLAGS=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
 
