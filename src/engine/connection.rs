@@ -23,17 +23,23 @@
 //! thread of its own — or until `--stall-timeout` says it has waited long
 //! enough.
 //!
-//! Locking: the log's lock, then this connection's; the room's lock, if
-//! held, comes before both. The log's lock is shared by every writer (a
-//! read lock) and taken alone only to append or trim, and no lock is held
-//! across a call that can wait.
+//! A TLS client's bytes also go through its session (`threaded_tls.rs`),
+//! which both threads share: the reader feeds it what it read
+//! ([`take_input`]), the writer encrypts what is owed through it, and every
+//! close ends with its `close_notify`.
+//!
+//! Locking: the log's lock, then this connection's state, then (TLS) its
+//! session; the room's lock, if held, comes before all three. The log's
+//! lock is shared by every writer (a read lock) and taken alone only to
+//! append or trim, and no lock is held across a call that can wait.
 //!
 //! [`queue`]: Connection::queue
 //! [`wake_if_idle`]: Connection::wake_if_idle
 //! [`run_writer`]: Connection::run_writer
 //! [`wait_writer`]: Connection::wait_writer
+//! [`take_input`]: Connection::take_input
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -41,12 +47,15 @@ use std::time::{Duration, Instant};
 use log::debug;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::Errno;
-use rustix::net::{SendAncillaryBuffer, SendFlags, send, sendmsg};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, recv, send, sendmsg};
 
 use super::fanout_log::FanoutLog;
 use super::out_queue::{OutQueue, Wrote};
 use super::rules::{self, fits_sendq};
+use super::threaded_tls::{Sent, SharedSession};
+use crate::inbound::Inbound;
 use crate::protocol;
+use crate::tls::Session;
 
 /// Every write: never wait (the writer waits in `poll()` instead, so the
 /// cursor always says how much the kernel has taken), and no SIGPIPE on a
@@ -69,6 +78,10 @@ pub(crate) struct Connection {
     /// reader's `read()` through `&TcpStream`; the writer never waits on it
     /// except in `poll()` (see `SEND_FLAGS`).
     stream: TcpStream,
+    /// A TLS client's session, shared by its reader and writer behind its
+    /// own lock (`threaded_tls.rs`); `None` for a plain client, which then
+    /// pays one word for it.
+    tls: Option<SharedSession>,
     /// The room's broadcasts, read through `state.out`'s cursor.
     log: SharedLog,
     /// The cursor, the private lines and the flags the three parties
@@ -109,6 +122,12 @@ struct Outgoing {
     writer_idle: bool,
     /// The writer thread has finished with the socket.
     writer_done: bool,
+    /// TLS: since when the session has held ciphertext the socket would not
+    /// take, with nothing else owed. The cursor alone would say "not
+    /// behind", so this is what lets the stall timeout and the output
+    /// limits see such a client as they see a plain one whose socket is
+    /// full. Always `None` for a plain client.
+    cipher_waiting: Option<Instant>,
 }
 
 /// A client's counters for the room's output limits (`output_limits.rs`).
@@ -124,11 +143,13 @@ pub(crate) struct Standing {
 }
 
 impl Connection {
-    /// A connection owed what the log receives from now on.
-    pub(crate) fn new(stream: TcpStream, log: SharedLog) -> Self {
+    /// A connection owed what the log receives from now on; `tls` is a TLS
+    /// client's session, its handshake not yet done.
+    pub(crate) fn new(stream: TcpStream, log: SharedLog, tls: Option<Box<Session>>) -> Self {
         let out = OutQueue::new(read_log(&log).head());
         Self {
             stream,
+            tls: tls.map(SharedSession::new),
             log,
             state: Mutex::new(Outgoing {
                 out,
@@ -136,6 +157,7 @@ impl Connection {
                 aborted: false,
                 writer_idle: false,
                 writer_done: false,
+                cipher_waiting: None,
             }),
             to_writer: Condvar::new(),
             to_reader: Condvar::new(),
@@ -151,6 +173,11 @@ impl Connection {
     /// The socket, for the reader's `read()`.
     pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
+    }
+
+    /// A TLS client's session.
+    pub(crate) fn tls(&self) -> Option<&SharedSession> {
+        self.tls.as_ref()
     }
 
     /// A panicking thread must not take the others down with it: the state
@@ -221,15 +248,17 @@ impl Connection {
         stall: Duration,
     ) -> Standing {
         let mut state = self.state();
+        let cipher_waiting = state.cipher_waiting;
         let out = &mut state.out;
         out.advance(log, key, 0);
         Standing {
             owed: !out.is_drained(log, key),
-            refused: out.behind_since().is_some(),
+            refused: out.behind_since().is_some() || cipher_waiting.is_some(),
             cursor: out.cursor(),
             lag: out.lag(log),
             private_bytes: out.private_bytes(),
-            stalled: out.stalled(now, stall),
+            stalled: out.stalled(now, stall)
+                || cipher_waiting.is_some_and(|t| now.saturating_duration_since(t) >= stall),
         }
     }
 
@@ -272,19 +301,47 @@ impl Connection {
     }
 
     /// Hang up now: forget what it is owed, send `last_words` only if the
-    /// socket takes them without waiting, and shut the socket down, which
+    /// socket takes them without waiting (a TLS client's through its
+    /// session, then its `close_notify`), and shut the socket down, which
     /// also wakes a reader or writer blocked on it.
     pub(crate) fn cut_off(&self, last_words: &[u8]) {
         self.forget_owed(&read_log(&self.log));
-        if !last_words.is_empty() {
-            // Its socket buffer is probably full, and the room lock may be
-            // held: never wait for this one.
-            let _ = send(&self.stream, last_words, SEND_FLAGS);
+        // Its socket buffer is probably full, and the room lock may be
+        // held: never wait for these.
+        match &self.tls {
+            // The session lock comes after the room's: allowed here.
+            Some(tls) => tls.last_words(&self.stream, last_words),
+            None if !last_words.is_empty() => {
+                let _ = send(&self.stream, last_words, SEND_FLAGS);
+            }
+            None => {}
         }
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     // ----- the reader's side ------------------------------------------------
+
+    /// Bytes the reader just read from the socket, into its framing: as
+    /// they are for a plain client; through the session for a TLS one
+    /// (`SharedSession::take_ciphertext`), called without any other lock
+    /// held. If the session answered something (a key update, say) that
+    /// the socket would not take at once, the writer is woken to wait for
+    /// room and send it.
+    pub(crate) fn take_input(&self, bytes: &[u8], inbound: &mut Inbound) -> io::Result<()> {
+        let Some(tls) = &self.tls else {
+            inbound.push(bytes);
+            return Ok(());
+        };
+        if tls.take_ciphertext(&self.stream, bytes, inbound)? == Sent::Waiting {
+            // The session's lock was let go first: state, then session.
+            let mut state = self.state();
+            if state.writer_idle {
+                state.writer_idle = false;
+                self.to_writer.notify_one();
+            }
+        }
+        Ok(())
+    }
 
     /// Flood control: sleep until `until`, unless the connection ends first.
     /// Returns false if it ended.
@@ -351,9 +408,24 @@ impl Connection {
                 break;
             }
             let now = Instant::now();
-            let wrote = state
-                .out
-                .write_to(&log, key, &mut NonBlocking(&self.stream), now);
+            let wrote = match &self.tls {
+                None => state
+                    .out
+                    .write_to(&log, key, &mut NonBlocking(&self.stream), now),
+                // Under the log and state locks, as the cursor must move
+                // with what the session takes: the session's lock last.
+                Some(tls) => {
+                    let wrote = tls.write_owed(&mut state.out, &log, key, &self.stream, now);
+                    let stuck = matches!(wrote, Ok((_, Wrote::Refused)))
+                        && state.out.behind_since().is_none();
+                    state.cipher_waiting = if stuck {
+                        Some(state.cipher_waiting.unwrap_or(now))
+                    } else {
+                        None
+                    };
+                    wrote
+                }
+            };
             match wrote {
                 Ok((_, Wrote::More)) => {}
                 Ok((_, Wrote::Drained)) => {
@@ -370,7 +442,11 @@ impl Connection {
                     state.writer_idle = false;
                 }
                 Ok((_, Wrote::Refused)) => {
-                    let since = state.out.behind_since().unwrap_or(now);
+                    let since = state
+                        .out
+                        .behind_since()
+                        .or(state.cipher_waiting)
+                        .unwrap_or(now);
                     let lag = state.out.lag(&log);
                     drop(state);
                     drop(log);
@@ -387,6 +463,9 @@ impl Connection {
                 }
             }
         }
+        if written_all && let Some(tls) = &self.tls {
+            self.send_close_notify(tls, stall);
+        }
         let _ = self.stream.shutdown(if written_all {
             Shutdown::Write
         } else {
@@ -399,6 +478,22 @@ impl Connection {
         self.to_reader.notify_one();
     }
 
+    /// The last record of an orderly TLS close, after everything owed:
+    /// `close_notify`, waiting for room if the socket is full (without the
+    /// session's lock), at most `stall` at a time. A cut-off (the reader's
+    /// close grace running out, shutdown) ends the wait at once.
+    fn send_close_notify(&self, tls: &SharedSession, stall: Duration) {
+        let mut sent = tls.close(&self.stream);
+        // Bounded: each pass waits for room at most `stall`, and ends once
+        // the connection is cut off (which also wakes the `poll()`).
+        while let Ok(Sent::Waiting) = sent {
+            if self.state().aborted || !self.wait_writable(stall) {
+                return;
+            }
+            sent = tls.flush(&self.stream);
+        }
+    }
+
     /// For log lines.
     fn peer(&self) -> String {
         self.stream
@@ -409,7 +504,7 @@ impl Connection {
     /// Sleep until the socket has room again (or is shut down: a cut-off
     /// wakes this at once), at most `limit`. False if the time ran out
     /// with no room (a stall), or `poll()` itself failed.
-    fn wait_writable(&self, limit: Duration) -> bool {
+    pub(crate) fn wait_writable(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -428,9 +523,17 @@ impl Connection {
     }
 }
 
-/// A blocking socket written without waiting: `write` is `send()` and
-/// `write_vectored` is `sendmsg()`, both with `SEND_FLAGS`.
-struct NonBlocking<'a>(&'a TcpStream);
+/// A blocking socket used without waiting: `write` is `send()` and
+/// `write_vectored` is `sendmsg()`, both with `SEND_FLAGS`; `read` is a
+/// `recv()` that does not wait either (what the TLS `Pipe` asks of a
+/// socket; the engine's readers block in `read()` on the stream itself).
+pub(crate) struct NonBlocking<'a>(pub(crate) &'a TcpStream);
+
+impl Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(recv(self.0, buf, RecvFlags::DONTWAIT)?.0)
+    }
+}
 
 impl Write for NonBlocking<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -467,7 +570,7 @@ mod tests {
             .unwrap();
         let (ours, _) = listener.accept().unwrap();
         let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
-        (Arc::new(Connection::new(ours, log)), peer)
+        (Arc::new(Connection::new(ours, log, None)), peer)
     }
 
     fn broadcast(conn: &Connection, bytes: &[u8]) {

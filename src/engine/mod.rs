@@ -10,6 +10,8 @@
 //!   `--memory-budget`: who is cut off when clients fall behind.
 //! - `threaded.rs`: the twin. Blocking sockets, two threads per client.
 //! - `connection.rs`: a threaded-engine client's socket, cursor and writer.
+//! - `threaded_tls.rs`: a threaded-engine TLS client's session, shared by
+//!   its reader and writer behind one lock, and its handshake.
 //! - `rules.rs`: what both engines do the same way (`--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
@@ -27,6 +29,7 @@ mod output_limits;
 pub mod poll;
 mod rules;
 pub mod threaded;
+mod threaded_tls;
 
 use std::io;
 use std::net::SocketAddr;

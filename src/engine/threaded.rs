@@ -30,12 +30,22 @@
 //!   client's two threads end when it leaves, its socket is closed, and its
 //!   id returns to the slab for the next client.
 //!
-//! Threads: the caller of `run()` (accepting), one timer thread (App
-//! deadlines, e.g. the quiz's), one signal thread (the binary only), and two
-//! per client, each with a small stack (`CLIENT_STACK`).
+//! TLS (`--tls-port`): a second accept loop on a thread of its own, whose
+//! clients join the same room. A TLS client's reader thread starts first,
+//! alone: it completes the handshake (`threaded_tls::handshake`, bounded by
+//! `--handshake-timeout`), and only then does the client join the room and
+//! get its writer. Its two threads then share one session behind one lock
+//! (`threaded_tls.rs` says why that lock is never held across a wait).
 //!
-//! Lock order: the room, then the log, then a connection's state; never the
-//! reverse, and no socket call that can wait under any of them.
+//! Threads: the caller of `run()` (accepting), one more accepting TLS
+//! clients when there is a TLS listener, one timer thread (App deadlines,
+//! e.g. the quiz's), one signal thread (the binary only), and two per client
+//! (one while a TLS client shakes hands), each with a small stack
+//! (`CLIENT_STACK`).
+//!
+//! Lock order: the room, then the log, then a connection's state, then a
+//! TLS client's session; never the reverse, and no socket call that can
+//! wait under any of them.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,22 +57,24 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, recv};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use slab::Slab;
 
 use super::ShutdownHandle;
 use super::connection::{Connection, Queued, SharedLog};
 use super::fanout_log::FanoutLog;
-use super::listen::bind_listener;
+use super::listen::bind_all;
 use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
-use crate::admission::Admission;
+use super::threaded_tls;
+use crate::admission::{Admission, Refusal};
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
+use crate::tls::Acceptor;
 
 /// Stack size for client threads. Rust's default is 2 MiB: only touched
 /// pages count in RSS, but 2,000 threads would reserve 4 GiB of address
@@ -93,11 +105,16 @@ const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// A bound threaded-engine server. See [`crate::engine::Server`].
 pub struct ThreadedServer<A> {
-    /// Shared with the shutdown handle, which shuts it down to wake a
-    /// blocked `accept()`.
-    listener: Arc<TcpListener>,
+    /// The plain listener (none with `--tls-only`). Shared with the
+    /// shutdown handle, which shuts it down to wake a blocked `accept()`.
+    plain: Option<Arc<TcpListener>>,
+    /// The TLS listener and where its sessions come from, likewise.
+    tls: Option<(Arc<TcpListener>, Arc<Acceptor>)>,
+    /// The plain listener's address, or with `--tls-only` the TLS one's.
     local_addr: SocketAddr,
-    /// SIGINT/SIGTERM, when the binary asked for them (`handle_signals`).
+    tls_addr: Option<SocketAddr>,
+    /// SIGINT/SIGTERM (and SIGHUP with a TLS listener), when the binary
+    /// asked for them (`handle_signals`).
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     handle: ShutdownHandle,
@@ -113,6 +130,9 @@ struct Shared<A> {
     /// Signalled whenever a client's threads have finished, for shutdown.
     gone: Condvar,
     limits: Limits,
+    /// A TLS client that has not finished its handshake this long after it
+    /// was accepted is closed (`--handshake-timeout`).
+    handshake_timeout: Duration,
 }
 
 /// The `list_of_clients` and the App: everything the lock protects.
@@ -150,6 +170,10 @@ struct Member {
     open: bool,
     /// Its socket and output queue, shared with its two threads.
     conn: Arc<Connection>,
+    /// A TLS client still shaking hands: its id and address slot are
+    /// taken (half-open connections count against `--max-per-ip`), but it
+    /// is not in the room yet, and shutdown hangs up on it at once.
+    shaking_hands: bool,
 }
 
 /// How a client's connection ends when it leaves the room.
@@ -178,34 +202,62 @@ enum Ended {
 
 impl<A: App + Send + 'static> ThreadedServer<A> {
     /// The tutorial's first steps: create the socket, bind, listen.
+    /// With a TLS listener (`--tls-port`) the certificate and key are
+    /// loaded first (`listen::bind_all`), so a bad file stops start-up
+    /// before any port is taken.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
-        if config.tls.is_some() {
-            return Err(StartError::Config(
-                "TLS is not wired into this engine yet".into(),
-            ));
-        }
-        let listener = bind_listener(config.addr)
-            .and_then(|l| l.set_nonblocking(false).map(|()| l))
-            .map_err(|e| StartError::from_bind(config.addr, e))?;
-        let local_addr = listener.local_addr().map_err(StartError::Setup)?;
-        let listener = Arc::new(listener);
+        let listeners = bind_all(&config)?;
+        // Accepting threads block in `accept()`.
+        let blocking = |l: std::net::TcpListener| -> Result<_, StartError> {
+            l.set_nonblocking(false).map_err(StartError::Setup)?;
+            Ok(Arc::new(l))
+        };
+        let plain = listeners.plain.map(blocking).transpose()?;
+        let tls = match listeners.tls {
+            Some((listener, acceptor)) => Some((blocking(listener)?, acceptor)),
+            None => None,
+        };
+        let tls_addr = match &tls {
+            Some((listener, _)) => Some(listener.local_addr().map_err(StartError::Setup)?),
+            None => None,
+        };
+        let local_addr = match (&plain, tls_addr) {
+            (Some(listener), _) => listener.local_addr().map_err(StartError::Setup)?,
+            (None, Some(addr)) => addr,
+            (None, None) => unreachable!("bind_all opens at least one listener"),
+        };
 
         // Shutting a listening socket down makes a blocked `accept()` return
         // an error at once (Linux), and stops the kernel queueing newcomers.
-        // The handle keeps only a weak reference, so the port is released
+        // The handle keeps only weak references, so the ports are released
         // when the server is dropped even if handles live on.
-        let weak_listener = Arc::downgrade(&listener);
+        let weak_listeners: Vec<_> = plain
+            .iter()
+            .chain(tls.iter().map(|(listener, _)| listener))
+            .map(Arc::downgrade)
+            .collect();
         let (handle, shutdown_requested) = ShutdownHandle::new(Arc::new(move || {
-            if let Some(listener) = weak_listener.upgrade() {
+            for listener in weak_listeners.iter().filter_map(|l| l.upgrade()) {
                 let _ = rustix::net::shutdown(&*listener, rustix::net::Shutdown::Read);
             }
         }));
 
         let signals = if config.handle_signals {
-            Some(Signals::new([SIGINT, SIGTERM]).map_err(StartError::Setup)?)
+            // SIGHUP reloads the certificate; without TLS it keeps its
+            // default meaning (the terminal went away: exit).
+            let watched: &[i32] = if tls.is_some() {
+                &[SIGINT, SIGTERM, SIGHUP]
+            } else {
+                &[SIGINT, SIGTERM]
+            };
+            Some(Signals::new(watched).map_err(StartError::Setup)?)
         } else {
             None
         };
+        let handshake_timeout = config
+            .tls
+            .as_ref()
+            .map_or(crate::config::HANDSHAKE_TIMEOUT, |t| t.handshake_timeout);
 
         let limits = config.limits;
         let room = Room {
@@ -226,8 +278,10 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             shutting_down: false,
         };
         Ok(Self {
-            listener,
+            plain,
+            tls,
             local_addr,
+            tls_addr,
             signals,
             shutdown_requested,
             handle,
@@ -236,6 +290,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
                 timer: Condvar::new(),
                 gone: Condvar::new(),
                 limits,
+                handshake_timeout,
             }),
         })
     }
@@ -245,26 +300,72 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     }
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        None
+        self.tls_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
     }
 
-    /// Start the timer (and signal) thread, accept until shut down, then
-    /// tell everyone, flush for at most `SHUTDOWN_FLUSH`, and return.
+    /// Start the timer (and signal) thread, accept until shut down (TLS
+    /// clients on a thread of their own), then tell everyone, flush for at
+    /// most `SHUTDOWN_FLUSH`, and return.
     pub fn run(mut self) -> io::Result<()> {
         let timer = {
             let shared = self.shared.clone();
             spawn_small("pollchat-timer".into(), move || shared.run_timer())?
         };
+        let acceptor = self.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let signal_watch = match self.signals.take() {
-            Some(signals) => Some(watch_signals(signals, self.handle.clone())?),
+            Some(signals) => Some(watch_signals(signals, self.handle.clone(), acceptor)?),
             None => None,
         };
 
-        self.accept_loop();
+        // The TLS accept loop: on its own thread beside a plain listener,
+        // or on this one with `--tls-only`.
+        let tls_accept = match (self.plain.take(), self.tls.take()) {
+            (Some(plain), tls) => {
+                let tls_thread = match tls {
+                    Some((listener, acceptor)) => {
+                        let shared = self.shared.clone();
+                        let stop = self.shutdown_requested.clone();
+                        let thread = thread::Builder::new()
+                            .name("pollchat-accept-tls".into())
+                            .stack_size(CLIENT_STACK)
+                            .spawn(move || {
+                                accept_loop(&listener, &stop, |stream, peer| {
+                                    shared.admit_tls(stream, peer, &acceptor)
+                                })
+                            });
+                        match thread {
+                            Ok(thread) => Some(thread),
+                            Err(e) => {
+                                // Without it nobody could ever connect over
+                                // TLS: stop, as a failed bind would.
+                                self.handle.shutdown();
+                                warn!("cannot start the TLS accept thread: {e}");
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                accept_loop(&plain, &self.shutdown_requested, |stream, peer| {
+                    self.shared.admit(stream, peer)
+                });
+                tls_thread
+            }
+            (None, Some((listener, acceptor))) => {
+                accept_loop(&listener, &self.shutdown_requested, |stream, peer| {
+                    self.shared.admit_tls(stream, peer, &acceptor)
+                });
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(thread) = tls_accept {
+            let _ = thread.join();
+        }
 
         self.shared.shut_down();
         let _ = timer.join();
@@ -274,22 +375,27 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         }
         Ok(())
     }
+}
 
-    /// The tutorial's `while True: conn, addr = server.accept()`, with the
-    /// errors it ignores: none of them ends the server, and running out of
-    /// file descriptors pauses accepting for a moment (the same rules as the
-    /// poll engine) instead of spinning.
-    fn accept_loop(&self) {
-        let mut backoff = AcceptBackoff::default();
-        while !self.shutdown_requested.load(Ordering::SeqCst) {
-            match self.listener.accept() {
-                Ok((stream, peer)) => self.shared.admit(stream, peer),
-                // The shutdown handle shut the listener down to wake us.
-                Err(_) if self.shutdown_requested.load(Ordering::SeqCst) => break,
-                Err(e) => {
-                    if let Some(until) = backoff.after_error(&e, Instant::now()) {
-                        thread::sleep(until.saturating_duration_since(Instant::now()));
-                    }
+/// The tutorial's `while True: conn, addr = server.accept()`, with the
+/// errors it ignores: none of them ends the server, and running out of
+/// file descriptors pauses accepting for a moment (the same rules as the
+/// poll engine) instead of spinning. One runs per listener; `admit` is
+/// what its connections go through (`Shared::admit`, `Shared::admit_tls`).
+fn accept_loop(
+    listener: &TcpListener,
+    shutdown_requested: &AtomicBool,
+    admit: impl Fn(TcpStream, SocketAddr),
+) {
+    let mut backoff = AcceptBackoff::default();
+    while !shutdown_requested.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, peer)) => admit(stream, peer),
+            // The shutdown handle shut the listener down to wake us.
+            Err(_) if shutdown_requested.load(Ordering::SeqCst) => break,
+            Err(e) => {
+                if let Some(until) = backoff.after_error(&e, Instant::now()) {
+                    thread::sleep(until.saturating_duration_since(Instant::now()));
                 }
             }
         }
@@ -305,6 +411,8 @@ struct ClientDone<'a, A: App + Send + 'static> {
     shared: &'a Shared<A>,
     key: usize,
     conn: Option<Arc<Connection>>,
+    /// `None` while a TLS client shakes hands (its writer starts once it
+    /// has joined): then there is nothing to flush or drain, only to close.
     writer: Option<JoinHandle<()>>,
 }
 
@@ -318,13 +426,9 @@ impl<A: App + Send + 'static> Drop for ClientDone<'_, A> {
             self.shared
                 .with_room(|room, _| room.depart(key, Farewell::Abort));
         }
-        if let Some(conn) = &self.conn {
+        if let (Some(conn), Some(writer)) = (&self.conn, self.writer.take()) {
             conn.wait_writer(CLOSE_GRACE);
-        }
-        if let Some(writer) = self.writer.take() {
             let _ = writer.join();
-        }
-        if let Some(conn) = &self.conn {
             conn.drain_input(LINGER);
         }
         // The room's reference is the last: `forget` closes the socket.
@@ -335,18 +439,21 @@ impl<A: App + Send + 'static> Drop for ClientDone<'_, A> {
 }
 
 /// After a `read()` that filled `buf`: take what else has already arrived,
-/// without waiting, up to `READ_BATCH` in all. An error is returned for the
-/// caller to report after the lines read so far.
-fn read_arrived(stream: &TcpStream, buf: &mut [u8], inbound: &mut Inbound) -> Option<io::Error> {
+/// without waiting, up to `READ_BATCH` in all (of ciphertext, for a TLS
+/// client). An error is returned for the caller to report after the lines
+/// read so far.
+fn read_arrived(conn: &Connection, buf: &mut [u8], inbound: &mut Inbound) -> Option<io::Error> {
     let mut total = buf.len();
     while total < READ_BATCH {
-        match recv(stream, &mut *buf, RecvFlags::DONTWAIT) {
+        match recv(conn.stream(), &mut *buf, RecvFlags::DONTWAIT) {
             Ok((0, _)) => {
                 inbound.push_eof();
                 return None;
             }
             Ok((n, _)) => {
-                inbound.push(&buf[..n]);
+                if let Err(e) = conn.take_input(&buf[..n], inbound) {
+                    return Some(e);
+                }
                 total += n;
                 if n < buf.len() {
                     return None;
@@ -369,19 +476,48 @@ fn spawn_small(name: String, body: impl FnOnce() + Send + 'static) -> io::Result
 }
 
 /// SIGINT/SIGTERM on a thread of their own: the first one starts a graceful
-/// shutdown. The returned handle ends the thread.
+/// shutdown. With a TLS listener, SIGHUP reloads its certificate and key
+/// (`Acceptor::reload`): new handshakes use the new pair, sessions already
+/// running keep theirs, and a pair that does not load leaves the old one in
+/// place. The returned handle ends the thread.
 fn watch_signals(
     mut signals: Signals,
     shutdown: ShutdownHandle,
+    acceptor: Option<Arc<Acceptor>>,
 ) -> io::Result<(signal_hook::iterator::Handle, JoinHandle<()>)> {
     let closer = signals.handle();
     let thread = spawn_small("pollchat-signals".into(), move || {
-        if let Some(signal) = signals.forever().next() {
+        // Ends after the first SIGINT/SIGTERM, or when `closer` closes it.
+        for signal in signals.forever() {
+            if signal == SIGHUP {
+                if let Some(acceptor) = &acceptor {
+                    reload_certificate(acceptor);
+                }
+                continue;
+            }
             info!("signal {signal} received, shutting down");
             shutdown.shutdown();
+            return;
         }
     })?;
     Ok((closer, thread))
+}
+
+/// SIGHUP: read the certificate and key again.
+fn reload_certificate(acceptor: &Acceptor) {
+    match acceptor.reload() {
+        Ok(()) => info!("SIGHUP: certificate and key reloaded; new TLS handshakes use them"),
+        Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+    }
+}
+
+/// A connection to the TLS port refused by `--max-clients` or
+/// `--max-per-ip`: closed without a word (the refusal line, in plain text,
+/// would be garbage to a TLS client) and logged as `rules::refuse` logs
+/// the plain port's refusals.
+fn refuse_unspoken(stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    info!("refused {peer} (TLS): {}", refusal.line().trim_end());
 }
 
 impl<A: App + Send + 'static> Shared<A> {
@@ -417,8 +553,12 @@ impl<A: App + Send + 'static> Shared<A> {
         // Fan-out latency matters more than packet count: no Nagle.
         let _ = stream.set_nodelay(true);
         let log = self.with_room(|room, _| room.log.clone());
-        let conn = Arc::new(Connection::new(stream, log));
-        let key = self.with_room(|room, now| room.join(peer, conn.clone(), now));
+        let conn = Arc::new(Connection::new(stream, log, None));
+        let key = self.with_room(|room, now| {
+            let key = room.hold(peer, conn.clone(), false);
+            room.join(key, now);
+            key
+        });
         if let Err(e) = self.start_threads(key, conn) {
             warn!("cannot start threads for client {key} ({peer}): {e}");
             self.with_room(|room, now| {
@@ -428,13 +568,46 @@ impl<A: App + Send + 'static> Shared<A> {
         }
     }
 
+    /// A new connection on the TLS port: the same limits as the plain port
+    /// (a half-open connection holds its address slot from here until it
+    /// closes), then an id, but not a seat in the room: its reader thread
+    /// starts alone and does the handshake first (`serve_tls_client`).
+    fn admit_tls(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, acceptor: &Acceptor) {
+        let accepted = Instant::now();
+        if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
+            refuse_unspoken(stream, peer, refusal);
+            return;
+        }
+        let session = match acceptor.accept() {
+            Ok(session) => session,
+            Err(e) => {
+                warn!("cannot start a TLS session for {peer}: {e}");
+                self.with_room(|room, _| room.admission.release(peer.ip()));
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let log = self.with_room(|room, _| room.log.clone());
+        let conn = Arc::new(Connection::new(stream, log, Some(session)));
+        let key = self.with_room(|room, _| room.hold(peer, conn.clone(), true));
+        // The deadline runs from the accept: time spent here counts.
+        let deadline = accepted + self.handshake_timeout;
+        let shared = self.clone();
+        let reader = spawn_small(format!("reader {key}"), {
+            let conn = conn.clone();
+            move || shared.serve_tls_client(key, conn, deadline)
+        });
+        if let Err(e) = reader {
+            warn!("cannot start a thread for client {key} ({peer}): {e}");
+            conn.cut_off(b"");
+            drop(conn);
+            self.with_room(|room, _| room.forget(key));
+        }
+    }
+
     /// The writer first: the reader is the one that waits for it at the end.
     fn start_threads(self: &Arc<Self>, key: usize, conn: Arc<Connection>) -> io::Result<()> {
-        let writer = {
-            let conn = conn.clone();
-            let stall = self.limits.stall_timeout;
-            spawn_small(format!("writer {key}"), move || conn.run_writer(key, stall))?
-        };
+        let writer = self.start_writer(key, &conn)?;
         let shared = self.clone();
         let reader = spawn_small(format!("reader {key}"), {
             let conn = conn.clone();
@@ -445,6 +618,12 @@ impl<A: App + Send + 'static> Shared<A> {
             conn.cut_off(b"");
         }
         reader.map(drop)
+    }
+
+    fn start_writer(&self, key: usize, conn: &Arc<Connection>) -> io::Result<JoinHandle<()>> {
+        let conn = conn.clone();
+        let stall = self.limits.stall_timeout;
+        spawn_small(format!("writer {key}"), move || conn.run_writer(key, stall))
     }
 
     // ----- per-client read --------------------------------------------------
@@ -464,7 +643,60 @@ impl<A: App + Send + 'static> Shared<A> {
         // last reference when `ClientDone` forgets the client.
         let conn = conn;
         conn.set_reader();
-        match self.read_lines(key, &conn) {
+        self.serve_member(key, &conn, self.new_inbound());
+    }
+
+    /// A TLS client's reader thread: handshake first (bounded by
+    /// `deadline`), on this thread alone; then it joins the room (the App
+    /// welcomes it only now), its writer starts, and it is served like any
+    /// client. A failed or unfinished handshake just closes the connection:
+    /// the room never knew it.
+    fn serve_tls_client(self: &Arc<Self>, key: usize, conn: Arc<Connection>, deadline: Instant) {
+        let mut done = ClientDone {
+            shared: self,
+            key,
+            conn: Some(conn.clone()),
+            writer: None,
+        };
+        let conn = conn;
+        conn.set_reader();
+        let Some(tls) = conn.tls() else {
+            return; // admitted by `admit_tls`, always with a session
+        };
+        // Lines that came with the end of the handshake wait here.
+        let mut inbound = self.new_inbound();
+        if let Err(why) = threaded_tls::handshake(&conn, tls, deadline, &mut inbound) {
+            debug!("client {key}: {why}; closed");
+            // Its alert (or `close_notify`) if the socket takes it, then
+            // hang up; `done` frees its id and address slot.
+            conn.cut_off(b"");
+            return;
+        }
+        let joined = self.with_room(|room, now| !room.shutting_down && room.join(key, now));
+        if !joined {
+            conn.cut_off(b"");
+            return;
+        }
+        match self.start_writer(key, &conn) {
+            Ok(writer) => done.writer = Some(writer),
+            Err(e) => {
+                warn!("cannot start a writer for client {key}: {e}");
+                self.with_room(|room, now| room.leave(key, Farewell::Abort, now));
+                return;
+            }
+        }
+        self.serve_member(key, &conn, inbound);
+    }
+
+    /// A client's input pipeline, fresh.
+    fn new_inbound(&self) -> Inbound {
+        let limits = &self.limits;
+        Inbound::new(limits.max_line, limits.rate, limits.burst, Instant::now())
+    }
+
+    /// A member's reads until it leaves, and how it leaves.
+    fn serve_member(&self, key: usize, conn: &Connection, inbound: Inbound) {
+        match self.read_lines(key, conn, inbound) {
             // Every line delivered: it left, but may still read what is
             // queued for it (a half-close), so flush before hanging up.
             Ended::Eof => self.with_room(|room, now| room.leave(key, Farewell::Flush, now)),
@@ -479,9 +711,8 @@ impl<A: App + Send + 'static> Shared<A> {
 
     /// Read and hand each complete line to the App, until the client is
     /// gone or the room closes it.
-    fn read_lines(&self, key: usize, conn: &Connection) -> Ended {
+    fn read_lines(&self, key: usize, conn: &Connection, mut inbound: Inbound) -> Ended {
         let limits = &self.limits;
-        let mut inbound = Inbound::new(limits.max_line, limits.rate, limits.burst, Instant::now());
         let mut buf = [0u8; READ_CHUNK];
         let mut last_heard = Instant::now();
         // An error met after some bytes were read: reported once their
@@ -522,14 +753,17 @@ impl<A: App + Send + 'static> Shared<A> {
                     return Ended::Error(e);
                 }
             }
+            // Blocking, with no lock held (for a TLS client, not even its
+            // session's: its writer keeps encrypting meanwhile).
             match (&mut conn.stream()).read(&mut buf) {
                 Ok(0) => inbound.push_eof(),
-                Ok(n) => {
-                    inbound.push(&buf[..n]);
-                    if n == buf.len() {
-                        read_error = read_arrived(conn.stream(), &mut buf, &mut inbound);
+                Ok(n) => match conn.take_input(&buf[..n], &mut inbound) {
+                    Err(e) => read_error = Some(e),
+                    Ok(()) if n == buf.len() => {
+                        read_error = read_arrived(conn, &mut buf, &mut inbound);
                     }
-                }
+                    Ok(()) => {}
+                },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The read timeout: the loop above checks whether it is idle.
                 Err(e)
@@ -595,6 +829,10 @@ impl<A: App + Send + 'static> Shared<A> {
             // The App is going away with us: no departures to announce.
             room.depart(key, Farewell::Flush);
         }
+        // TLS clients still shaking hands have nothing to flush.
+        for (_, member) in room.clients.iter().filter(|(_, m)| m.shaking_hands) {
+            member.conn.cut_off(b"");
+        }
         room = self.wait_until_empty(room, deadline);
         for (_, member) in room.clients.iter() {
             member.conn.cut_off(b"");
@@ -640,19 +878,32 @@ impl<A: App> Room<A> {
             .map(|(key, _)| key)
     }
 
-    /// Add an admitted client; the App welcomes it. Its id is the slab key.
-    fn join(&mut self, peer: SocketAddr, conn: Arc<Connection>, now: Instant) -> usize {
-        conn.start_at_head();
-        let key = self.clients.insert(Member {
+    /// Give an admitted client its id (the slab key), not yet in the room:
+    /// a TLS client shaking hands stays like this until `join`.
+    fn hold(&mut self, peer: SocketAddr, conn: Arc<Connection>, shaking_hands: bool) -> usize {
+        self.clients.insert(Member {
             peer,
-            open: true,
+            open: false,
             conn,
-        });
+            shaking_hands,
+        })
+    }
+
+    /// A held client joins the room; the App welcomes it. False if it is
+    /// not held (any more).
+    fn join(&mut self, key: usize, now: Instant) -> bool {
+        let Some(member) = self.clients.get_mut(key) else {
+            return false;
+        };
+        member.conn.start_at_head();
+        member.open = true;
+        member.shaking_hands = false;
+        let peer = member.peer;
         debug!("client {key} connected from {peer}");
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);
         self.dispatch(now);
-        key
+        true
     }
 
     /// Hand a client's buffered lines to the App until its input needs
@@ -903,9 +1154,11 @@ mod tests {
             (READ_BATCH + READ_CHUNK, READ_BATCH),
         ] {
             let (ours, _peer) = pair_with_arrived(sent);
+            let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
+            let ours = Connection::new(ours, log, None);
             let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
             let mut buf = [0u8; READ_CHUNK];
-            let n = (&ours).read(&mut buf).unwrap();
+            let n = (&mut ours.stream()).read(&mut buf).unwrap();
             assert_eq!(n, READ_CHUNK);
             inbound.push(&buf[..n]);
             assert!(read_arrived(&ours, &mut buf, &mut inbound).is_none());

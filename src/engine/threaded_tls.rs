@@ -1,0 +1,299 @@
+//! A threaded-engine TLS client's one session, shared by its two threads.
+//!
+//! In the poll engine one thread owns a client's socket and its session, so
+//! "read ciphertext, decrypt, encrypt, send" is one sequence of calls. Here
+//! the reader thread and the writer thread both need the session: the
+//! reader to decrypt what arrives (and to answer the handshake, or a key
+//! update), the writer to encrypt what the client is owed. A TLS session is
+//! one state machine with one sequence of records each way, so the two
+//! threads take turns on it: [`SharedSession`] is the session behind one
+//! `Mutex`, and every call made under that lock is one that cannot wait:
+//! - the reader does its blocking `read()` on the socket *without* the
+//!   lock, and only then takes it to feed those bytes in
+//!   ([`SharedSession::take_ciphertext`]). Were it to block in `read()`
+//!   holding the lock, the writer could not encrypt a single line until the
+//!   client spoke: a silent client would receive nothing;
+//! - the writer encrypts and sends with the engine's non-blocking
+//!   `send`/`sendmsg` ([`SharedSession::write_owed`]), and when the socket
+//!   is full it lets go of the lock before it waits in `poll()`. Were it to
+//!   wait holding the lock, a client that stops reading would also stop the
+//!   server reading from it (and a reader stuck behind the lock cannot even
+//!   notice the client has gone).
+//!
+//! The lock is the innermost of the engine's locks: the room, then the log,
+//! then a connection's state, then its session. The writer holds the log
+//! and its state while it encrypts (so its cursor moves with what the
+//! session took); the reader holds the session alone; nothing holding the
+//! session takes another lock.
+//!
+//! The handshake comes first ([`handshake`]), on the reader thread, before
+//! the client joins the room and before its writer exists: until then there
+//! is nobody to share with, and nothing to write but the handshake itself.
+
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::net::TcpStream;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use super::connection::{Connection, NonBlocking};
+use super::fanout_log::FanoutLog;
+use super::out_queue::{OutQueue, Wrote};
+use crate::inbound::Inbound;
+use crate::tls::{Pipe, Session};
+
+/// Plaintext taken from the session between two feeds of ciphertext, on the
+/// reader's stack. Draining it every time keeps rustls' own plaintext
+/// buffer (16 KiB) from filling, which would make it refuse to read.
+const PLAINTEXT_CHUNK: usize = 4 * 1024;
+
+/// One client's TLS session and the lock its two threads take turns on.
+#[derive(Debug)]
+pub(crate) struct SharedSession {
+    /// Boxed (as the poll engine's is): a session is over a kilobyte, and
+    /// only TLS clients have one.
+    session: Mutex<Box<Session>>,
+}
+
+/// Whether the session still holds ciphertext after an offer to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Nothing is waiting.
+    All,
+    /// The socket was full: the rest waits in the session for the writer.
+    Waiting,
+}
+
+impl From<bool> for Sent {
+    fn from(all: bool) -> Self {
+        if all { Sent::All } else { Sent::Waiting }
+    }
+}
+
+impl SharedSession {
+    pub(crate) fn new(session: Box<Session>) -> Self {
+        Self {
+            session: Mutex::new(session),
+        }
+    }
+
+    /// A panicking thread must not take the other down with it: rustls'
+    /// state is consistent between calls, and a call that panicked left
+    /// at worst an error the next call reports.
+    fn lock(&self) -> MutexGuard<'_, Box<Session>> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reader's side: `bytes`, just read from the socket, go through
+    /// the session; the plaintext they carry goes to `inbound`. rustls reads
+    /// at most 4 KiB of a slice at a time and refuses to read once 16 KiB of
+    /// plaintext sit unread, so the plaintext is drained after every
+    /// receive. Whatever the records asked for (a handshake reply, a key
+    /// update, an alert) is offered to the socket without waiting.
+    ///
+    /// A TLS error is `InvalidData`; its alert has been offered already.
+    pub(crate) fn take_ciphertext(
+        &self,
+        sock: &TcpStream,
+        bytes: &[u8],
+        inbound: &mut Inbound,
+    ) -> io::Result<Sent> {
+        let mut session = self.lock();
+        let mut rest = bytes;
+        let mut plain = [0u8; PLAINTEXT_CHUNK];
+        let mut failed = None;
+        // Each pass consumes bytes of `rest` (or ends): bounded.
+        while !rest.is_empty() {
+            match session.receive(&mut rest) {
+                // Its `close_notify` came: rustls reads nothing after it.
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if drain_plaintext(&mut session, &mut plain, inbound) {
+                break;
+            }
+        }
+        // The alert, after an error, and a handshake's replies.
+        let sent = session.send(&mut NonBlocking(sock));
+        match failed {
+            Some(e) => Err(e),
+            None => sent.map(Sent::from),
+        }
+    }
+
+    /// The writer's side: one write of what client `key` is owed, encrypted
+    /// by the session and sent without waiting (rustls' `Pipe`). The cursor
+    /// moves by what the session took; what the session could not send yet
+    /// stays in it (16 KiB at most) and is sent first next time. Owed
+    /// nothing more but with ciphertext still waiting counts as
+    /// [`Wrote::Refused`]: the writer must wait for room, not go to sleep
+    /// with the end of a line stuck in the session (rustls/rustls#359).
+    pub(crate) fn write_owed(
+        &self,
+        out: &mut OutQueue,
+        log: &FanoutLog,
+        key: usize,
+        sock: &TcpStream,
+        now: Instant,
+    ) -> io::Result<(usize, Wrote)> {
+        let mut session = self.lock();
+        let mut sock = NonBlocking(sock);
+        let (written, wrote) = out.write_to(
+            log,
+            key,
+            &mut Pipe {
+                session: &mut session,
+                sock: &mut sock,
+            },
+            now,
+        )?;
+        // Ciphertext left from an earlier write, when nothing new was owed.
+        if wrote == Wrote::Drained && !session.send(&mut sock)? {
+            return Ok((written, Wrote::Refused));
+        }
+        Ok((written, wrote))
+    }
+
+    /// Offer whatever ciphertext waits to the socket, without waiting.
+    pub(crate) fn flush(&self, sock: &TcpStream) -> io::Result<Sent> {
+        self.lock().send(&mut NonBlocking(sock)).map(Sent::from)
+    }
+
+    /// The end of an orderly close: queue `close_notify` after everything
+    /// the client was owed, and offer it (and what waits before it) to the
+    /// socket. Safe to call again: rustls sends one `close_notify`.
+    pub(crate) fn close(&self, sock: &TcpStream) -> io::Result<Sent> {
+        let mut session = self.lock();
+        session.close();
+        session.send(&mut NonBlocking(sock)).map(Sent::from)
+    }
+
+    /// Hanging up now: `last_words` (if the session takes them), then
+    /// `close_notify`, each only as far as the socket takes it without
+    /// waiting. Whatever it does not take is lost: the caller shuts the
+    /// socket down next.
+    pub(crate) fn last_words(&self, sock: &TcpStream, last_words: &[u8]) {
+        let mut session = self.lock();
+        if !last_words.is_empty() && !session.is_handshaking() {
+            let _ = session.encrypt(&[IoSlice::new(last_words)]);
+        }
+        session.close();
+        let _ = session.send(&mut NonBlocking(sock));
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.lock().is_handshaking()
+    }
+}
+
+/// All the plaintext the session holds, into `inbound`. True at the peer's
+/// end (its `close_notify`): the end of stream is pushed too.
+fn drain_plaintext(session: &mut Session, plain: &mut [u8], inbound: &mut Inbound) -> bool {
+    // Bounded: each pass takes plaintext out, and the session holds at
+    // most 16 KiB of it.
+    loop {
+        match session.plaintext(plain) {
+            Ok(0) => {
+                inbound.push_eof();
+                return true;
+            }
+            Ok(n) => inbound.push(&plain[..n]),
+            // `WouldBlock`: none left. No other error comes from a read of
+            // buffered plaintext.
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Why a handshake did not complete. Logged at debug: on a public port,
+/// failed handshakes are scanners and typos, not news.
+#[derive(Debug)]
+pub(crate) enum HandshakeFailed {
+    /// Not finished within `--handshake-timeout` (a slowloris, or a client
+    /// that connected and said nothing).
+    TimedOut,
+    /// The peer closed before the handshake was done.
+    Closed,
+    /// Not TLS, or TLS we cannot speak (garbage, plain text, no common
+    /// cipher suite); the alert has been offered.
+    Tls(io::Error),
+    /// The socket failed (reset, or hung up on by shutdown).
+    Io(io::Error),
+}
+
+impl fmt::Display for HandshakeFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeFailed::TimedOut => f.write_str("handshake not finished in time"),
+            HandshakeFailed::Closed => f.write_str("closed during the handshake"),
+            HandshakeFailed::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            HandshakeFailed::Io(e) => write!(f, "socket error during the handshake: {e}"),
+        }
+    }
+}
+
+/// Complete the TLS handshake of `conn`, on its reader thread, before it
+/// joins the room: read (blocking, bounded by `deadline`), feed the session,
+/// send its replies, until it is no longer handshaking. Plaintext that came
+/// with the client's last handshake flight (a TLS 1.3 client may send its
+/// first line at once) is already in `inbound`.
+///
+/// `deadline` is the slowloris defence: every blocking wait here (the
+/// `read()`, and `poll()` should the socket be full) ends at it, whatever
+/// the client trickles in the meantime.
+pub(crate) fn handshake(
+    conn: &Connection,
+    tls: &SharedSession,
+    deadline: Instant,
+    inbound: &mut Inbound,
+) -> Result<(), HandshakeFailed> {
+    let stream = conn.stream();
+    let mut buf = [0u8; PLAINTEXT_CHUNK];
+    // Bounded by `deadline`: every pass waits at most until then.
+    while tls.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeFailed::TimedOut);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(HandshakeFailed::Io)?;
+        let n = match (&mut &*stream).read(&mut buf) {
+            Ok(0) => return Err(HandshakeFailed::Closed),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(HandshakeFailed::Io(e)),
+        };
+        let mut sent = match tls.take_ciphertext(stream, &buf[..n], inbound) {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(HandshakeFailed::Tls(e));
+            }
+            Err(e) => return Err(HandshakeFailed::Io(e)),
+        };
+        // A fresh socket takes a handshake flight at once; should it not,
+        // wait for room, without the lock, and no later than `deadline`.
+        while sent == Sent::Waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !conn.wait_writable(left) {
+                return Err(HandshakeFailed::TimedOut);
+            }
+            sent = tls.flush(stream).map_err(HandshakeFailed::Io)?;
+        }
+    }
+    // From here on, reads wait as the plain reader's do.
+    stream.set_read_timeout(None).map_err(HandshakeFailed::Io)
+}
