@@ -10,11 +10,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
-use common::{Client, READ_TIMEOUT, test_limits};
+use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
 use pollchat::chat::ChatRoom;
 use pollchat::config::{EngineKind, Limits};
 
@@ -269,7 +269,113 @@ fn tls_half_close_still_gets_its_reply(engine: EngineKind) {
     alice.expect_suffix(" left");
 }
 
+/// SIGHUP reloads the certificate: a new handshake sees the new one (and
+/// one trusting only the old is refused), an existing session keeps
+/// chatting, and a pair that does not load is logged and the last good
+/// one kept.
+fn sighup_reloads_the_certificate(engine: EngineKind) {
+    let cert = TestCert::new();
+    let old_trust = cert.client_config();
+    let tls_port = common::free_port().to_string();
+    let server = ChildServer::start(
+        engine,
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert",
+            cert.cert.to_str().unwrap(),
+            "--tls-key",
+            cert.key.to_str().unwrap(),
+        ],
+    );
+    let tls = SocketAddr::new(server.addr.ip(), tls_port.parse().unwrap());
+    let mut old = Client::join_tls_as(tls, &cert, "old");
+    let cert = cert.renew();
+    server.signal("HUP");
+    wait_for_log(&server, "reloaded");
+    let (mut new, _) = Client::join_tls(tls, &cert);
+    old.expect_suffix(" joined");
+    old.send("still here");
+    new.expect("<old> still here");
+    assert!(handshake_fails(tls, old_trust), "the old certificate is still served");
+
+    // A broken key: the reload fails, the pair loaded last stays.
+    std::fs::write(&cert.key, "not a key").unwrap();
+    server.signal("HUP");
+    let warning = wait_for_log(&server, "not reloaded");
+    assert!(warning.contains("WARN"), "{warning}");
+    let (mut newer, _) = Client::join_tls(tls, &cert);
+    newer.send("after a failed reload");
+    old.expect_suffix(" joined");
+    let heard = old.line();
+    assert!(heard.ends_with("> after a failed reload"), "{heard}");
+}
+
+/// The next server log line containing `text` (bounded).
+#[track_caller]
+fn wait_for_log(server: &ChildServer, text: &str) -> String {
+    for _ in 0..1000 {
+        let line = server
+            .log
+            .recv_timeout(READ_TIMEOUT)
+            .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+        if line.contains(text) {
+            return line;
+        }
+    }
+    panic!("no log line with {text:?} in 1,000 lines")
+}
+
+/// Whether a TLS handshake with `trust` fails against `addr`.
+fn handshake_fails(addr: SocketAddr, trust: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(trust, name).unwrap();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(session, stream);
+    let mut buf = [0u8; 64];
+    tls.read(&mut buf).is_err()
+}
+
+/// Slowloris: 500 connections to the TLS port, half of them silent, half
+/// stopped in the middle of a ClientHello. A plain and a TLS client still
+/// join and chat meanwhile, and every one of the 500 is closed at the
+/// handshake deadline.
+fn slowloris_on_the_tls_port(engine: EngineKind) {
+    const SLOW: usize = 500;
+    common::ensure_fd_limit(2 * SLOW + 200);
+    let cert = TestCert::new();
+    let mut listen = cert.listen();
+    listen.handshake_timeout = Duration::from_secs(3);
+    let server = start_app_tls(engine, test_limits(), listen, ChatRoom::new());
+    let half_hello = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03];
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|i| {
+            let mut s = TcpStream::connect(tls_addr(&server)).unwrap();
+            if i % 2 == 1 {
+                s.write_all(&half_hello).unwrap();
+            }
+            s
+        })
+        .collect();
+    let mut alice = Client::join_as(server.local_addr(), "alice");
+    let mut bob = Client::join_tls_as(tls_addr(&server), &cert, "bob");
+    alice.expect_suffix(" is now known as bob");
+    alice.send("anyone?");
+    bob.expect("<alice> anyone?");
+    bob.send("yes");
+    alice.expect("<bob> yes");
+    for s in &mut slow {
+        assert_closed(s);
+    }
+    // Nobody else joined or left.
+    bob.send("/who");
+    bob.expect("* 2 users here: alice, bob");
+}
+
 threaded_tests!(
+    slowloris_on_the_tls_port,
+    sighup_reloads_the_certificate,
     mixed_room_chats_both_ways,
     tls_clients_talk_while_both_threads_use_the_session,
     garbage_to_the_tls_port_is_closed_quietly,
