@@ -495,7 +495,7 @@ impl Connection {
     }
 
     /// For log lines.
-    fn peer(&self) -> String {
+    pub(crate) fn peer(&self) -> String {
         self.stream
             .peer_addr()
             .map_or_else(|_| "gone".into(), |a| a.to_string())

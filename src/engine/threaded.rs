@@ -68,7 +68,7 @@ use super::listen::bind_all;
 use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use super::threaded_tls;
-use crate::admission::{Admission, Refusal};
+use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
 use crate::error::StartError;
@@ -506,18 +506,10 @@ fn watch_signals(
 /// SIGHUP: read the certificate and key again.
 fn reload_certificate(acceptor: &Acceptor) {
     match acceptor.reload() {
-        Ok(()) => info!("SIGHUP: certificate and key reloaded; new TLS handshakes use them"),
-        Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+        // The same words as the poll engine's.
+        Ok(()) => info!("SIGHUP: TLS certificate and key reloaded"),
+        Err(e) => warn!("SIGHUP: TLS reload failed, keeping the old pair: {e}"),
     }
-}
-
-/// A connection to the TLS port refused by `--max-clients` or
-/// `--max-per-ip`: closed without a word (the refusal line, in plain text,
-/// would be garbage to a TLS client) and logged as `rules::refuse` logs
-/// the plain port's refusals.
-fn refuse_unspoken(stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    info!("refused {peer} (TLS): {}", refusal.line().trim_end());
 }
 
 impl<A: App + Send + 'static> Shared<A> {
@@ -575,7 +567,7 @@ impl<A: App + Send + 'static> Shared<A> {
     fn admit_tls(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, acceptor: &Acceptor) {
         let accepted = Instant::now();
         if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
-            refuse_unspoken(stream, peer, refusal);
+            rules::refuse_silently(stream, peer, refusal);
             return;
         }
         let session = match acceptor.accept() {
@@ -666,7 +658,7 @@ impl<A: App + Send + 'static> Shared<A> {
         // Lines that came with the end of the handshake wait here.
         let mut inbound = self.new_inbound();
         if let Err(why) = threaded_tls::handshake(&conn, tls, deadline, &mut inbound) {
-            debug!("client {key}: {why}; closed");
+            debug!("client {key} ({}): {why}; closed", conn.peer());
             // Its alert (or `close_notify`) if the socket takes it, then
             // hang up; `done` frees its id and address slot.
             conn.cut_off(b"");
