@@ -378,7 +378,60 @@ fn slowloris_on_the_tls_port(engine: EngineKind) {
     bob.expect("* 2 users here: alice, bob");
 }
 
+/// `--idle-timeout` over TLS: the reason, then `close_notify`.
+fn idle_tls_client_is_told_and_closed_cleanly(engine: EngineKind) {
+    let cert = TestCert::new();
+    let limits = Limits {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..test_limits()
+    };
+    let server = start_chat_tls(engine, limits, &cert);
+    let (mut idle, _) = Client::join_tls(tls_addr(&server), &cert);
+    assert_eq!(
+        idle.read_to_close_strict(),
+        vec!["! idle timeout".to_string()]
+    );
+}
+
+/// While a 20 MB flood passes through a log capped at 256 KiB, 50 TLS
+/// connections that never finish their handshake hold none of it (they are
+/// owed nothing until they join): the server's memory stays near what it
+/// was, instead of keeping the flood until their handshake deadline.
+fn handshaking_clients_do_not_hold_the_log(engine: EngineKind) {
+    const LINES: usize = 20_000;
+    let cert = TestCert::new();
+    let (server, tls) =
+        ChildServer::start_tls(engine, &cert, &["--rate", "0", "--log-cap", "262144"]);
+    let _half_open: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(tls).unwrap()).collect();
+    let (mut sender, reader) = Client::alice_and_bob(server.addr);
+    let mut drain = sender.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64 * 1024];
+        while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let before = server.rss_kib();
+    let heard = common::lines_of(&reader);
+    let line = "z".repeat(1000);
+    // In pastes of 100 KB, each heard by bob before the next is sent: he
+    // keeps up, so only the pending handshakes could hold the log.
+    for chunk in 0..LINES / 100 {
+        let paste: String = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| format!("{i} {line}\n"))
+            .collect();
+        sender.send_raw(paste.as_bytes());
+        let last = format!("<alice> {} ", chunk * 100 + 99);
+        common::recv_until(&heard, 100, |l| l.starts_with(&last));
+    }
+    let grew = server.rss_kib().saturating_sub(before);
+    common::figure(&format!(
+        "{engine:?}: RSS grew {grew} KiB during a 20 MB flood with 50 handshakes pending"
+    ));
+    assert!(grew < 8 * 1024, "the server kept {grew} KiB more");
+}
+
 threaded_tests!(
+    idle_tls_client_is_told_and_closed_cleanly,
+    handshaking_clients_do_not_hold_the_log,
     slowloris_on_the_tls_port,
     sighup_reloads_the_certificate,
     mixed_room_chats_both_ways,

@@ -1019,7 +1019,9 @@ impl<A: App> Room<A> {
         let mut written = log.head();
         let mut behind = Vec::new();
         let mut lags = Vec::new();
-        for (key, m) in self.clients.iter() {
+        // A TLS client still shaking hands is owed nothing yet (it starts
+        // at the head when it joins): it must not hold the log's tail.
+        for (key, m) in self.clients.iter().filter(|(_, m)| !m.shaking_hands) {
             let s = m.conn.standing(&log, key, now, stall);
             lags.push((key, s.lag));
             if s.refused {
