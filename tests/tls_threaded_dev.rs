@@ -429,7 +429,31 @@ fn handshaking_clients_do_not_hold_the_log(engine: EngineKind) {
     assert!(grew < 8 * 1024, "the server kept {grew} KiB more");
 }
 
+/// A TLS member pastes 200 KB in one write, far more than the 16 KiB of
+/// plaintext rustls holds unread: every line reaches a plain member, in
+/// order.
+fn a_tls_paste_larger_than_rustls_buffers_arrives_whole(engine: EngineKind) {
+    let cert = TestCert::new();
+    let server = start_chat_tls(engine, test_limits(), &cert);
+    let mut plain = Client::join_as(server.local_addr(), "plain");
+    let mut paster = Client::join_tls_as(tls_addr(&server), &cert, "paster");
+    plain.expect_suffix(" is now known as paster");
+    const LINES: usize = 200;
+    let paste: String = (0..LINES)
+        .map(|i| format!("{i}:{}\n", "p".repeat(1000)))
+        .collect();
+    paster.send_raw(paste.as_bytes());
+    for i in 0..LINES {
+        let line = plain.line();
+        assert!(
+            line.starts_with(&format!("<paster> {i}:")),
+            "line {i}: {line:.40}"
+        );
+    }
+}
+
 threaded_tests!(
+    a_tls_paste_larger_than_rustls_buffers_arrives_whole,
     idle_tls_client_is_told_and_closed_cleanly,
     handshaking_clients_do_not_hold_the_log,
     slowloris_on_the_tls_port,

@@ -112,6 +112,7 @@ pub struct ThreadedServer<A> {
     tls: Option<(Arc<TcpListener>, Arc<Acceptor>)>,
     /// The plain listener's address, or with `--tls-only` the TLS one's.
     local_addr: SocketAddr,
+    /// The TLS listener's address, if there is one.
     tls_addr: Option<SocketAddr>,
     /// SIGINT/SIGTERM (and SIGHUP with a TLS listener), when the binary
     /// asked for them (`handle_signals`).
@@ -224,7 +225,8 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         let local_addr = match (&plain, tls_addr) {
             (Some(listener), _) => listener.local_addr().map_err(StartError::Setup)?,
             (None, Some(addr)) => addr,
-            (None, None) => unreachable!("bind_all opens at least one listener"),
+            // `bind_all` refuses this already; no listener is no server.
+            (None, None) => return Err(StartError::Config("--tls-only needs --tls-port".into())),
         };
 
         // Shutting a listening socket down makes a blocked `accept()` return
