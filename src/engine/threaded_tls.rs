@@ -306,3 +306,163 @@ pub(crate) fn handshake(
     // From here on, reads wait as the plain reader's do.
     stream.set_read_timeout(None).map_err(HandshakeFailed::Io)
 }
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::{Arc, RwLock};
+    use std::time::Duration;
+
+    use crate::app::{ClientId, Recipients};
+    use crate::inbound::Step;
+    use crate::tls::{Acceptor, ClientTls, Verify};
+
+    const KEY: usize = 1;
+
+    /// A server session from a throwaway certificate, and a client session
+    /// that takes any certificate (the point here is the server side).
+    fn sessions() -> (Box<Session>, Box<Session>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "pollchat-threaded-tls-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let acceptor = Acceptor::load(&cert, &key).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let client = ClientTls::new(&Verify::Insecure).unwrap();
+        (
+            acceptor.accept().unwrap(),
+            client.session("localhost").unwrap(),
+        )
+    }
+
+    /// A loopback pair whose peer end has a tiny receive buffer, as our
+    /// side a `Connection` with the server session, handshake done through
+    /// [`handshake`]; returns it with the client session and its socket.
+    fn connected() -> (Connection, Box<Session>, TcpStream) {
+        let (server, mut client) = sessions();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        peer.set_recv_buffer_size(1).unwrap();
+        peer.connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let peer: TcpStream = peer.into();
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
+        let conn = Connection::new(ours, log, Some(server));
+        let mut wire = peer.try_clone().unwrap();
+        let client_side = std::thread::spawn(move || {
+            // Bounded: a handshake is two or three flights.
+            for _ in 0..10 {
+                client.send(&mut wire).unwrap();
+                if !client.is_handshaking() {
+                    break;
+                }
+                client.receive(&mut wire).unwrap();
+            }
+            client
+        });
+        let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let tls = conn.tls().unwrap();
+        handshake(&conn, tls, deadline, &mut inbound).unwrap();
+        let client = client_side.join().unwrap();
+        (conn, client, peer)
+    }
+
+    /// rustls refuses to read once 16 KiB of plaintext sit unread: 100 KiB
+    /// of lines handed over in one slice still come out whole, because the
+    /// plaintext is drained between receives.
+    #[test]
+    fn ciphertext_carrying_more_than_rustls_buffers_is_taken_whole() {
+        let (conn, mut client, _peer) = connected();
+        let line = format!("{}\n", "x".repeat(999));
+        let plaintext = line.repeat(100);
+        let mut ciphertext = Vec::new();
+        let mut taken = 0;
+        // Bounded: each pass encrypts up to the session's 16 KiB.
+        while taken < plaintext.len() {
+            taken += client
+                .encrypt(&[IoSlice::new(&plaintext.as_bytes()[taken..])])
+                .unwrap();
+            client.send(&mut ciphertext).unwrap();
+        }
+        let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
+        let tls = conn.tls().unwrap();
+        let sent = tls
+            .take_ciphertext(conn.stream(), &ciphertext, &mut inbound)
+            .unwrap();
+        assert_eq!(sent, Sent::All);
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(inbound.next_step(now), Step::Line("x".repeat(999)));
+        }
+        assert_eq!(inbound.next_step(now), Step::NeedMore);
+    }
+
+    /// The trap of rustls/rustls#359: owed nothing more, but the end of the
+    /// output still in the session because the socket was full. That is
+    /// `Refused` (wait for room), not `Drained` (sleep), until the socket
+    /// has taken it.
+    #[test]
+    fn ciphertext_stuck_in_the_session_is_not_drained() {
+        let (conn, mut client, mut peer) = connected();
+        let tls = conn.tls().unwrap();
+        let mut log = FanoutLog::new(usize::MAX);
+        log.push(Recipients::AllBut(ClientId(0)), &vec![b'z'; 8 << 20]);
+        let mut out = OutQueue::new(0);
+        let now = Instant::now();
+        // Until the socket is full (bounded: 8 MiB is far more than a
+        // socket holds for a peer that does not read).
+        let mut refused = false;
+        for _ in 0..100_000 {
+            let (_, wrote) = tls
+                .write_owed(&mut out, &log, KEY, conn.stream(), now)
+                .unwrap();
+            if wrote == Wrote::Refused {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the socket never filled");
+        // What is left of the log is forgotten: only the session's
+        // ciphertext remains, and the socket still has no room for it.
+        out.clear(&log);
+        let (_, wrote) = tls
+            .write_owed(&mut out, &log, KEY, conn.stream(), now)
+            .unwrap();
+        assert_eq!(wrote, Wrote::Refused);
+        // The client reads everything: the rest goes out, and then it is
+        // drained.
+        let mut got = 0;
+        let mut buf = [0u8; 64 * 1024];
+        // Bounded: every pass takes at least one record off the socket.
+        for _ in 0..100_000 {
+            let (_, wrote) = tls
+                .write_owed(&mut out, &log, KEY, conn.stream(), now)
+                .unwrap();
+            if wrote == Wrote::Drained && got == out.cursor() as usize {
+                break;
+            }
+            client.receive(&mut peer).unwrap();
+            while let Ok(n) = client.plaintext(&mut buf) {
+                assert!(n > 0 && buf[..n].iter().all(|&b| b == b'z'));
+                got += n;
+            }
+        }
+        assert_eq!(
+            got as u64,
+            out.cursor(),
+            "every byte the session took arrived"
+        );
+    }
+}
