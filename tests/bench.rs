@@ -237,9 +237,7 @@ fn no_server_is_a_start_error() {
 
 // ----- over TLS (`--tls`) -----------------------------------------------------
 //
-// Against pollchat's TLS listener. Each scenario takes the engine; they run
-// on the poll engine only until the threaded engine takes TLS on main (then
-// `engine_tests!`). Checked once against the tls-threaded branch: they pass.
+// Against pollchat's TLS listener, on both engines.
 
 #[cfg(feature = "tls")]
 mod tls {
@@ -336,22 +334,9 @@ mod tls {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 
-    mod poll {
-        use pollchat::config::EngineKind::Poll;
-
-        #[test]
-        fn counts_every_delivery_over_tls() {
-            super::counts_every_delivery_over_tls(Poll);
-        }
-
-        #[test]
-        fn stalled_tls_reader_is_reported_disconnected() {
-            super::stalled_tls_reader_is_reported_disconnected(Poll);
-        }
-
-        #[test]
-        fn binary_over_tls_with_and_without_ca() {
-            super::binary_over_tls_with_and_without_ca(Poll);
-        }
-    }
+    engine_tests!(
+        counts_every_delivery_over_tls,
+        stalled_tls_reader_is_reported_disconnected,
+        binary_over_tls_with_and_without_ca,
+    );
 }

@@ -557,21 +557,7 @@ mod tls {
         assert_eq!(me.wait().code(), Some(1));
     }
 
-    // `engine_tests!` (both engines) once the threaded engine takes TLS.
-    macro_rules! poll_engine_tests {
-        ($($scenario:ident),* $(,)?) => {
-            mod poll {
-                $(
-                    #[test]
-                    fn $scenario() {
-                        super::$scenario(pollchat::config::EngineKind::Poll);
-                    }
-                )*
-            }
-        };
-    }
-
-    poll_engine_tests!(
+    engine_tests!(
         verified_with_ca_chats_with_a_plain_client,
         refused_without_ca,
         refused_for_a_name_mismatch,
