@@ -422,11 +422,7 @@ fn peak_memory_kib(pid: u32) -> u64 {
 
 // ----- over TLS (`--tls`, `--ca`, `--insecure`) ------------------------------
 //
-// Against pollchat's own TLS listener on the poll engine. The threaded
-// engine does not accept TLS on main yet (it refuses a TLS config at bind);
-// these scenarios take the engine as an argument, and `engine_tests!` runs
-// them on both once it does. Checked once against the tls-threaded branch:
-// they pass there.
+// Against pollchat's own TLS listener, on both engines.
 
 #[cfg(feature = "tls")]
 mod tls {
