@@ -9,11 +9,15 @@
 #   - fan-out at N=100, 200 msgs/s: p99 of the TLS room against the plain;
 #   - saturated fan-out at N=100: server CPU per delivery, TLS against plain.
 #
-# Usage: benches/tls.sh   (RUNS=5 by default; about 6 minutes on 2 cores)
+# Each engine in ENGINES gets its own rows.
+#
+# Usage: benches/tls.sh   (RUNS=5 ENGINES="poll threaded" by default; about
+# 12 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-5}
+ENGINES=${ENGINES:-poll threaded}
 OUT=${OUT:-target/tls-bench}
 PORT=${PORT:-9409}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -63,29 +67,32 @@ echo "== sizes"
 
 echo "== idle RSS ($RUNS runs each)"
 for run in $(seq "$RUNS"); do
-    for case in lean default default-tls; do
-        case $case in
-            lean) start_server "$LEAN" serve --port PORT ;;
-            default) start_server "$BIN" serve --port PORT ;;
-            default-tls) start_server "$BIN" serve --port PORT --tls-port TLSPORT "${TLS_FLAGS[@]}" ;;
-        esac
-        sleep 1
-        echo "{\"case\": \"$case\", \"rss_kib\": $(rss_kib "$SERVER_PID")}" >> "$OUT/idle.jsonl"
-        stop_server
+    for engine in $ENGINES; do
+        for case in lean default default-tls; do
+            case $case in
+                lean) start_server "$LEAN" serve --engine "$engine" --port PORT ;;
+                default) start_server "$BIN" serve --engine "$engine" --port PORT ;;
+                default-tls) start_server "$BIN" serve --engine "$engine" --port PORT --tls-port TLSPORT "${TLS_FLAGS[@]}" ;;
+            esac
+            sleep 1
+            echo "{\"engine\": \"$engine\", \"case\": \"$case\", \"rss_kib\": $(rss_kib "$SERVER_PID")}" >> "$OUT/idle.jsonl"
+            stop_server
+        done
     done
 done
 
-# bench against a fresh TLS-enabled server: $1 = plain|tls, the rest bench flags.
+# bench against a fresh TLS-enabled server: $1 = engine, $2 = plain|tls,
+# the rest bench flags.
 bench_case() {
-    local link=$1
-    shift
-    start_server "$BIN" serve --port PORT --tls-port TLSPORT "${TLS_FLAGS[@]}"
+    local engine=$1 link=$2
+    shift 2
+    start_server "$BIN" serve --engine "$engine" --port PORT --tls-port TLSPORT "${TLS_FLAGS[@]}"
     local target=(--port "$PORT")
     if [ "$link" = tls ]; then
         target=(--port "$((PORT + 1))" --tls --ca "$OUT/cert.pem")
     fi
     "$BIN" bench "${target[@]}" --server-pid "$SERVER_PID" --json "$@" \
-        | python3 -c "import json,sys; r=json.load(sys.stdin); r['link']='$link'; print(json.dumps(r))"
+        | python3 -c "import json,sys; r=json.load(sys.stdin); r['link']='$link'; r['engine']='$engine'; print(json.dumps(r))"
     stop_server
 }
 
@@ -95,8 +102,10 @@ side_by_side() {
     shift
     echo "== $name: bench $* ($RUNS runs each)"
     for run in $(seq "$RUNS"); do
-        for link in plain tls; do
-            bench_case "$link" "$@" >> "$OUT/$name.jsonl"
+        for engine in $ENGINES; do
+            for link in plain tls; do
+                bench_case "$engine" "$link" "$@" >> "$OUT/$name.jsonl"
+            done
         done
     done
 }
@@ -112,43 +121,42 @@ def rows(name):
 med = statistics.median
 sizes = json.load(open(f"{out}/sizes.json"))
 idle = rows("idle.jsonl")
-def idle_mib(case):
-    return med([r["rss_kib"] for r in idle if r["case"] == case]) / 1024
-print("| build | binary | idle RSS (median) | target |")
-print("|---|---:|---:|---|")
-print(f"| lean (`--no-default-features`) | {sizes['lean_bytes']/1e6:.2f} MB | {idle_mib('lean'):.2f} MiB | ≤ 1.5 MB, ≤ 2.8 MiB |")
-print(f"| default, TLS unused | {sizes['default_bytes']/1e6:.2f} MB | {idle_mib('default'):.2f} MiB | ≤ 2.3 MB, ≤ 3.2 MiB |")
-print(f"| default, certificate loaded | | {idle_mib('default-tls'):.2f} MiB | |")
+engines = sorted({r["engine"] for r in idle}, key=["poll", "threaded"].index)
+def idle_mib(engine, case):
+    return med([r["rss_kib"] for r in idle if r["case"] == case and r["engine"] == engine]) / 1024
+print("| build | binary | " + " | ".join(f"idle RSS, {e}" for e in engines) + " | target |")
+print("|---|---:|" + "---:|" * len(engines) + "---|")
+for case, label, size, target in [
+    ("lean", "lean (`--no-default-features`)", sizes["lean_bytes"], "≤ 1.5 MB, ≤ 2.8 MiB"),
+    ("default", "default, TLS unused", sizes["default_bytes"], "≤ 2.3 MB, ≤ 3.2 MiB"),
+    ("default-tls", "default, certificate loaded", None, ""),
+]:
+    cells = " | ".join(f"{idle_mib(e, case):.2f} MiB" for e in engines)
+    print(f"| {label} | {f'{size/1e6:.2f} MB' if size else ''} | {cells} | {target} |")
 print()
-def by(rs, link):
-    return [r for r in rs if r["link"] == link]
-i1000 = rows("idle1000.jsonl")
-bpc = {l: med([r["memory"]["bytes_per_connection"] for r in by(i1000, l)]) for l in ("plain", "tls")}
-print("| per idle connection at 1,000 (median) | plain | TLS | target |")
-print("|---|---:|---:|---|")
-print(f"| server RSS | {bpc['plain']:.0f} B | {bpc['tls']/1024:.1f} KiB | TLS ≤ 16 KiB |")
-print()
-lat = rows("latency.jsonl")
+def of(rs, engine, link):
+    return [r for r in rs if r["engine"] == engine and r["link"] == link]
 def m(rs, f):
     return med([f(r) for r in rs])
-p99 = {l: m(by(lat, l), lambda r: r["fanout_us"]["p99"]) for l in ("plain", "tls")}
-p50 = {l: m(by(lat, l), lambda r: r["fanout_us"]["p50"]) for l in ("plain", "tls")}
-lost = {l: sum(r["lost"] for r in by(lat, l)) for l in ("plain", "tls")}
-print("| fan-out to N=100 at 200 msgs/s (median of runs) | plain | TLS | TLS ÷ plain | target |")
-print("|---|---:|---:|---:|---|")
-print(f"| p50, send → last receiver | {p50['plain']:.0f} µs | {p50['tls']:.0f} µs | {p50['tls']/p50['plain']:.2f} | |")
-print(f"| p99, send → last receiver | {p99['plain']:.0f} µs | {p99['tls']:.0f} µs | {p99['tls']/p99['plain']:.2f} | ≤ 1.3 |")
-print(f"| lost (all runs) | {lost['plain']} | {lost['tls']} | | 0 |")
-print()
-sat = rows("saturated.jsonl")
+i1000, lat, sat = rows("idle1000.jsonl"), rows("latency.jsonl"), rows("saturated.jsonl")
 def cpu_per_delivery(r):
     return r["memory"]["load_cpu_percent"] / 100 * 1e6 / r["deliveries_per_second"]
-dps = {l: m(by(sat, l), lambda r: r["deliveries_per_second"]) for l in ("plain", "tls")}
-cpd = {l: m(by(sat, l), cpu_per_delivery) for l in ("plain", "tls")}
-bench = {l: m(by(sat, l), lambda r: r["bench_cpu_percent"]) for l in ("plain", "tls")}
-print("| saturated, N=100, window 64 (median of runs) | plain | TLS | TLS ÷ plain |")
-print("|---|---:|---:|---:|")
-print(f"| deliveries/s | {dps['plain']:.0f} | {dps['tls']:.0f} | {dps['tls']/dps['plain']:.2f} |")
-print(f"| server CPU per delivery | {cpd['plain']:.2f} µs | {cpd['tls']:.2f} µs | {cpd['tls']/cpd['plain']:.2f} |")
-print(f"| bench CPU (one thread) | {bench['plain']:.0f}% | {bench['tls']:.0f}% | |")
+print("| median of runs | engine | plain | TLS | TLS ÷ plain | target |")
+print("|---|---|---:|---:|---:|---|")
+for e in engines:
+    p, t = (m(of(i1000, e, l), lambda r: r["memory"]["bytes_per_connection"]) for l in ("plain", "tls"))
+    print(f"| RSS per idle connection at 1,000 | {e} | {p/1024:.1f} KiB | {t/1024:.1f} KiB | | TLS ≤ 16 KiB |")
+for e in engines:
+    for q, target in (("p50", ""), ("p99", "≤ 1.3")):
+        p, t = (m(of(lat, e, l), lambda r: r["fanout_us"][q]) for l in ("plain", "tls"))
+        print(f"| fan-out {q}, N=100, 200 msgs/s | {e} | {p:.0f} µs | {t:.0f} µs | {t/p:.2f} | {target} |")
+    p, t = (sum(r["lost"] for r in of(lat, e, l)) for l in ("plain", "tls"))
+    print(f"| lost (all runs) | {e} | {p} | {t} | | 0 |")
+for e in engines:
+    p, t = (m(of(sat, e, l), lambda r: r["deliveries_per_second"]) for l in ("plain", "tls"))
+    print(f"| saturated deliveries/s, N=100, window 64 | {e} | {p:.0f} | {t:.0f} | {t/p:.2f} | |")
+    p, t = (m(of(sat, e, l), cpu_per_delivery) for l in ("plain", "tls"))
+    print(f"| server CPU per delivery, saturated | {e} | {p*1000:.0f} ns | {t*1000:.0f} ns | {t/p:.2f} | report |")
+    p, t = (m(of(sat, e, l), lambda r: r["bench_cpu_percent"]) for l in ("plain", "tls"))
+    print(f"| bench CPU (one thread), saturated | {e} | {p:.0f}% | {t:.0f}% | | |")
 PY
