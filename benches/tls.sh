@@ -37,16 +37,17 @@ TLS_FLAGS=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
 
 SERVER_PID=
 # Start a server ($@ with PORT and TLSPORT substituted) on fresh ports and
-# wait until its plain port (or TLS port) accepts.
+# wait until its plain port (or TLS port) listens.
 start_server() {
     PORT=$((PORT + 2))
     local args=("${@//TLSPORT/$((PORT + 1))}")
     args=("${args[@]//PORT/$PORT}")
     "${args[@]}" -q --rate 0 --max-clients 20000 >/dev/null 2>"$OUT/server.err" &
     SERVER_PID=$!
+    # Listening is checked with ss, not by connecting: a probe connection
+    # would be a client, and the idle figures must have had none.
     for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$((PORT + 1))") 2>/dev/null; then
-            sleep 0.5 # let the accepted probe connection go
+        if [ -n "$(ss -ltnH "( sport = :$PORT or sport = :$((PORT + 1)) )")" ]; then
             return 0
         fi
         sleep 0.05
