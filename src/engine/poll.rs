@@ -657,6 +657,11 @@ impl<A: App> Loop<A> {
             .iter()
             .position(|h| h.key == key && h.serial == serial)
         else {
+            // Every handshaking client has its entry; without one it could
+            // never join nor be given up on.
+            debug_assert!(false, "client {key} handshook without a timer entry");
+            client.life = Life::Dead;
+            self.dead.push(key);
             return;
         };
         let peer = self.timers.handshakes.swap_remove(at).peer;
@@ -934,9 +939,7 @@ impl<A: App> Loop<A> {
         let (ip, serial, by_app) = (client.ip, client.serial, client.closed_by_app);
         if next == Life::Dead {
             self.dead.push(key);
-        } else if client.out.is_drained(&self.outgoing.log, key)
-            && !client.tls.as_ref().is_some_and(|s| s.wants_write())
-        {
+        } else if client.out.is_drained(&self.outgoing.log, key) && ready_to_shut(client) {
             // Nothing left to say (nor ciphertext left to send): shut our
             // side now.
             start_draining(client, key, now, &mut self.timers);
@@ -1354,10 +1357,16 @@ fn flush_client(
             (wrote, session.wants_write())
         }
     };
+    let mut tls_waiting = tls_waiting;
     if wrote == Wrote::Drained {
         client.behind = false;
         if client.life == Life::Closing && !tls_waiting {
-            start_draining(client, key, now, timers);
+            if ready_to_shut(client) {
+                start_draining(client, key, now, timers);
+            } else {
+                // Its `close_notify` waits for room, like any output.
+                tls_waiting = true;
+            }
         }
     }
     // WRITABLE only while the socket has refused something, or the TLS
@@ -1381,12 +1390,23 @@ fn flush_client(
 /// last words) and read what it still sends until it closes, for at most
 /// `LINGER` (see `Life::Draining`).
 fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Timers) {
-    // A TLS client hears `close_notify` first: this end closed on purpose.
-    last_words(client, b"");
     let _ = client.stream.shutdown(Shutdown::Write);
     client.life = Life::Draining;
     timers.closing.push((now + LINGER, key, client.serial));
     timers.to_drain.push(key);
+}
+
+/// Everything owed has been written: may our side shut now? A plain
+/// client, yes. A TLS client first hears `close_notify` (this end closed on
+/// purpose, and nothing was cut off): queued here (once; rustls ignores a
+/// second), and only once the socket has taken it does the FIN follow.
+fn ready_to_shut(client: &mut Client) -> bool {
+    let Some(session) = client.tls.as_deref_mut() else {
+        return true;
+    };
+    session.close();
+    // An error means the peer is gone: nothing left to wait for.
+    session.send(&mut client.stream).unwrap_or(true)
 }
 
 /// Read plaintext: straight from the socket, or through the TLS session.

@@ -94,8 +94,8 @@ impl SharedSession {
     }
 
     /// The reader's side: `bytes`, just read from the socket, go through
-    /// the session; the plaintext they carry goes to `inbound`. rustls reads
-    /// at most 4 KiB of a slice at a time and refuses to read once 16 KiB of
+    /// the session; the plaintext they carry goes to `inbound`. rustls takes
+    /// a slice in pieces (what its buffer holds) and refuses to read once 16 KiB of
     /// plaintext sit unread, so the plaintext is drained after every
     /// receive. Whatever the records asked for (a handshake reply, a key
     /// update, an alert) is offered to the socket without waiting.

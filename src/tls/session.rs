@@ -165,12 +165,18 @@ impl<S: Read + Write> Write for Pipe<'_, S> {
         // All slices in one call: rustls packs them into shared records.
         let mut taken = self.session.encrypt(bufs)?;
         // Bounded: each pass either sends everything and takes more
-        // plaintext (at most `BUFFER_LIMIT` at a time), or stops.
+        // plaintext (at most `BUFFER_LIMIT` at a time), or stops. (Before
+        // the handshake ends nothing is sent and the session takes plaintext
+        // only up to its limit: then a pass takes nothing, and stops.)
         while self.session.send(self.sock)? && taken < total {
             let (slice, offset) = position(bufs, taken);
-            taken += self
+            let more = self
                 .session
                 .encrypt(&[IoSlice::new(&bufs[slice][offset..])])?;
+            if more == 0 {
+                break;
+            }
+            taken += more;
         }
         if taken == 0 && total > 0 {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -396,6 +402,28 @@ mod tests {
         }
         assert_eq!(got.len(), sent.len());
         assert!(got == sent);
+    }
+
+    /// Before the handshake ends nothing can be sent, and the session takes
+    /// plaintext only up to its limit: a write of more returns what was
+    /// taken (it used to loop forever, the session taking 0 each pass).
+    #[test]
+    fn a_write_before_the_handshake_stops_at_the_limit() {
+        let (_server, mut client) = pair();
+        let (mut up, mut down) = (Wire::default(), Wire::default());
+        let mut c = End {
+            inbound: &mut down,
+            outbound: &mut up,
+            room: usize::MAX,
+        };
+        let early = vec![b'x'; 3 * BUFFER_LIMIT];
+        let taken = Pipe {
+            session: &mut client,
+            sock: &mut c,
+        }
+        .write(&early)
+        .unwrap();
+        assert!(taken > 0 && taken <= BUFFER_LIMIT, "took {taken}");
     }
 
     /// `close` sends `close_notify`: the peer reads a clean end (0), not an
