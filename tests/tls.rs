@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::numbered::{assert_in_order_from, numbered_line};
-use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
+use common::tls::{TestCert, assert_closed_by_server, start_app_tls, start_chat_tls, tls_addr};
 use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
 use pollchat::chat::ChatRoom;
 use pollchat::config::{EngineKind, Limits};
@@ -25,23 +25,6 @@ fn client_hello(cert: &TestCert) -> Vec<u8> {
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     hello
-}
-
-/// Read until the server closes the connection (end of stream or reset),
-/// skipping what it sends first (an alert); fails if it stays open.
-#[track_caller]
-fn assert_closed_by_server(stream: &mut TcpStream, what: &str) {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 4096];
-    for _ in 0..1000 {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("{what}: the server did not close it: {e}"),
-        }
-    }
-    panic!("{what}: endless bytes from the server");
 }
 
 /// A plain client and a TLS client in one room: chat goes both ways,

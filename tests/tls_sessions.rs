@@ -13,26 +13,9 @@ use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::tls::{TestCert, start_chat_tls, tls_addr};
-use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
+use common::tls::{TestCert, assert_closed_by_server, start_chat_tls, tls_addr};
+use common::{ChildServer, Client, test_limits};
 use pollchat::config::{EngineKind, Limits};
-
-/// Read a raw socket until the server closes it (end of stream or reset);
-/// panics if it stays open for `READ_TIMEOUT`.
-#[track_caller]
-fn assert_closed(stream: &mut TcpStream) {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 4096];
-    for _ in 0..10_000 {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("the connection is still open: {e}"),
-        }
-    }
-    panic!("the server kept sending");
-}
 
 /// Two TLS clients talk to each other, with lines sent in both directions
 /// at once, so each session decrypts and encrypts at the same time (in the
@@ -72,7 +55,7 @@ fn shutdown_closes_tls_sessions_cleanly(engine: EngineKind) {
         rest.last().map(String::as_str),
         Some("* server shutting down")
     );
-    assert_closed(&mut half_open);
+    assert_closed_by_server(&mut half_open, "the half-open handshake");
 }
 
 /// A TLS client that half-closes after its line (a FIN, without a
