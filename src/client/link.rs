@@ -20,7 +20,7 @@ use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
-use crate::tls::{Pipe, Session};
+use crate::tls::{Plaintext, Session};
 
 /// The server socket and, over TLS, the session in front of it: one
 /// `Read + Write` of plaintext for the client's and the bench's loops.
@@ -107,14 +107,7 @@ impl Link {
 
 impl Read for Link {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.tls.as_mut() {
-            None => self.sock.read(buf),
-            Some(session) => Pipe {
-                session,
-                sock: &mut self.sock,
-            }
-            .read(buf),
-        }
+        Plaintext::over(self.tls.as_deref_mut(), &mut self.sock).read(buf)
     }
 }
 
@@ -124,23 +117,13 @@ impl Write for Link {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self.tls.as_mut() {
-            None => self.sock.write_vectored(bufs),
-            Some(session) => Pipe {
-                session,
-                sock: &mut self.sock,
-            }
-            .write_vectored(bufs),
-        }
+        Plaintext::over(self.tls.as_deref_mut(), &mut self.sock).write_vectored(bufs)
     }
 
     /// Send waiting ciphertext (none on plain TCP); what the socket cannot
     /// take yet stays, and [`Link::wants_write`] says so.
     fn flush(&mut self) -> io::Result<()> {
-        match self.tls.as_mut() {
-            None => Ok(()),
-            Some(session) => session.send(&mut self.sock).map(drop),
-        }
+        Plaintext::over(self.tls.as_deref_mut(), &mut self.sock).flush()
     }
 }
 

@@ -55,7 +55,7 @@ use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
-use crate::tls::{Acceptor, Pipe, Session};
+use crate::tls::{Acceptor, Plaintext, Session};
 
 /// Tokens for the non-client sources. Client tokens are slab keys, which
 /// start at 0 and stay far below these.
@@ -708,7 +708,10 @@ impl<A: App> Loop<A> {
             if client.life != Life::Open || client.inbound.as_ref().is_some_and(|i| i.is_eof()) {
                 return;
             }
-            match read_plaintext(client, &mut self.scratch) {
+            // The socket, or the TLS session in front of it.
+            match Plaintext::over(client.tls.as_deref_mut(), &mut client.stream)
+                .read(&mut self.scratch)
+            {
                 // FIN: the peer will send no more. Deliver any last line.
                 Ok(0) => inbound_of(client, &self.limits, now).push_eof(),
                 Ok(n) => inbound_of(client, &self.limits, now).push(&self.scratch[..n]),
@@ -1327,37 +1330,23 @@ fn flush_client(
     if matches!(client.life, Life::Dead | Life::Draining) {
         return Ok(Wrote::Drained);
     }
-    let (wrote, tls_waiting) = match client.tls.as_deref_mut() {
-        None => (
-            client
-                .out
-                .write_to(log, key, &mut client.stream, now)
-                .map_err(WriteFailure::Io)?
-                .1,
-            false,
-        ),
-        Some(session) => {
-            // Ciphertext left over from last time goes first: the session
-            // takes new plaintext only as its buffer empties.
-            session.send(&mut client.stream).map_err(WriteFailure::Io)?;
-            let wrote = if client.life == Life::Handshaking {
-                // Nothing of the room's until it has joined.
-                Wrote::Drained
-            } else {
-                let mut pipe = Pipe {
-                    session,
-                    sock: &mut client.stream,
-                };
-                client
-                    .out
-                    .write_to(log, key, &mut pipe, now)
-                    .map_err(WriteFailure::Io)?
-                    .1
-            };
-            (wrote, session.wants_write())
-        }
+    // A TLS client's ciphertext left over from last time goes first: the
+    // session takes new plaintext only as its buffer empties.
+    if let Some(session) = client.tls.as_deref_mut() {
+        session.send(&mut client.stream).map_err(WriteFailure::Io)?;
+    }
+    let wrote = if client.life == Life::Handshaking {
+        // Nothing of the room's until it has joined.
+        Wrote::Drained
+    } else {
+        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+        client
+            .out
+            .write_to(log, key, &mut plaintext, now)
+            .map_err(WriteFailure::Io)?
+            .1
     };
-    let mut tls_waiting = tls_waiting;
+    let mut tls_waiting = client.tls.as_ref().is_some_and(|s| s.wants_write());
     if wrote == Wrote::Drained {
         client.behind = false;
         if client.life == Life::Closing && !tls_waiting {
@@ -1409,37 +1398,15 @@ fn ready_to_shut(client: &mut Client) -> bool {
     session.send(&mut client.stream).unwrap_or(true)
 }
 
-/// Read plaintext: straight from the socket, or through the TLS session.
-fn read_plaintext(client: &mut Client, buf: &mut [u8]) -> io::Result<usize> {
-    match client.tls.as_deref_mut() {
-        None => client.stream.read(buf),
-        Some(session) => Pipe {
-            session,
-            sock: &mut client.stream,
-        }
-        .read(buf),
-    }
-}
-
 /// Best effort, never waiting: `bytes` (a reason), then for a TLS client a
 /// `close_notify`, just before the connection is closed.
 fn last_words(client: &mut Client, bytes: &[u8]) {
-    match client.tls.as_deref_mut() {
-        None if !bytes.is_empty() => {
-            let _ = client.stream.write(bytes);
-        }
-        None => {}
-        Some(session) => {
-            let mut pipe = Pipe {
-                session,
-                sock: &mut client.stream,
-            };
-            if !bytes.is_empty() {
-                let _ = pipe.write(bytes);
-            }
-            pipe.session.close();
-            let _ = pipe.session.send(pipe.sock);
-        }
+    if !bytes.is_empty() {
+        let _ = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream).write(bytes);
+    }
+    if let Some(session) = client.tls.as_deref_mut() {
+        session.close();
+        let _ = session.send(&mut client.stream);
     }
 }
 

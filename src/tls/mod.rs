@@ -7,6 +7,8 @@
 //! - `session.rs`: one client's TLS session, a box in front of its byte
 //!   stream ([`Session`]), and [`Pipe`], which joins a session to its socket
 //!   as one `Read + Write` of plaintext.
+//! - [`Plaintext`] (here): a connection's plaintext whichever it is, the
+//!   socket itself or a `Pipe`, so callers need not ask.
 //! - `client.rs`: the client side for `pollchat connect --tls` and
 //!   `pollchat bench --tls` (system roots, `--ca`, `--insecure`).
 //!
@@ -15,6 +17,7 @@
 //!   error, and the engines need no `#[cfg]`.
 
 use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
 use std::path::PathBuf;
 
 #[cfg(feature = "tls")]
@@ -78,3 +81,54 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
+
+/// A connection's plaintext: the socket itself for a plain client, or the
+/// socket behind its TLS session ([`Pipe`]). The engines and `pollchat
+/// connect` read and write through this, never asking which.
+pub enum Plaintext<'a, S> {
+    Plain(&'a mut S),
+    Tls(Pipe<'a, S>),
+}
+
+impl<'a, S> Plaintext<'a, S> {
+    pub fn over(tls: Option<&'a mut Session>, sock: &'a mut S) -> Self {
+        match tls {
+            None => Plaintext::Plain(sock),
+            Some(session) => Plaintext::Tls(Pipe { session, sock }),
+        }
+    }
+}
+
+impl<S: Read + Write> Read for Plaintext<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Plaintext::Plain(sock) => sock.read(buf),
+            Plaintext::Tls(pipe) => pipe.read(buf),
+        }
+    }
+}
+
+impl<S: Read + Write> Write for Plaintext<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Plaintext::Plain(sock) => sock.write(buf),
+            Plaintext::Tls(pipe) => pipe.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Plaintext::Plain(sock) => sock.write_vectored(bufs),
+            Plaintext::Tls(pipe) => pipe.write_vectored(bufs),
+        }
+    }
+
+    /// For TLS: send the ciphertext waiting in the session (what the socket
+    /// cannot take yet stays there).
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Plaintext::Plain(sock) => sock.flush(),
+            Plaintext::Tls(pipe) => pipe.flush(),
+        }
+    }
+}
