@@ -333,13 +333,22 @@ fn sighup_reloads_the_certificate(engine: EngineKind) {
     );
 }
 
+/// Whether `tool` runs here; if not, the test says it is skipped (CI
+/// installs the tools, so there they always run).
+fn installed(tool: &str, version_flag: &str) -> bool {
+    let found = Command::new(tool).arg(version_flag).output().is_ok();
+    if !found {
+        eprintln!("{tool} not installed: skipped");
+    }
+    found
+}
+
 /// A real TLS tool as a client: `openssl s_client`, verifying our
 /// certificate, over TLS 1.3 and 1.2. It gets the welcome, and what it
 /// types reaches a plain client. (Skipped, saying so, where openssl is
 /// not installed; CI installs it.)
 fn openssl_s_client_chats_with_a_plain_client(engine: EngineKind) {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not installed: skipped");
+    if !installed("openssl", "version") {
         return;
     }
     let cert = TestCert::new();
@@ -366,8 +375,7 @@ fn openssl_s_client_chats_with_a_plain_client(engine: EngineKind) {
 /// `ncat --ssl` with verification, the other tool the README shows.
 /// (Skipped, saying so, where ncat is not installed; CI installs it.)
 fn ncat_ssl_chats_with_a_plain_client(engine: EngineKind) {
-    if Command::new("ncat").arg("--version").output().is_err() {
-        eprintln!("ncat not installed: skipped");
+    if !installed("ncat", "--version") {
         return;
     }
     let cert = TestCert::new();
@@ -480,8 +488,7 @@ fn quiz_over_tls_only(engine: EngineKind) {
 /// `fullchain.pem` does. (Skipped, saying so, without openssl.)
 #[test]
 fn keys_in_every_pem_format_openssl_writes_load() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not installed: skipped");
+    if !installed("openssl", "version") {
         return;
     }
     let dir = TestCert::new();
