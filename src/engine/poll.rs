@@ -224,8 +224,8 @@ struct Timers {
     to_drain: Vec<usize>,
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
-    /// TLS clients still handshaking: when they are given up on, and their
-    /// peer address, which the App hears when they join.
+    /// TLS clients still handshaking, in deadline order: when they are given
+    /// up on, and their peer address, which the App hears when they join.
     handshakes: Vec<Handshake>,
 }
 
@@ -664,7 +664,8 @@ impl<A: App> Loop<A> {
             self.dead.push(key);
             return;
         };
-        let peer = self.timers.handshakes.swap_remove(at).peer;
+        // `remove`, not `swap_remove`: the list stays in deadline order.
+        let peer = self.timers.handshakes.remove(at).peer;
         client.life = Life::Open;
         // Owed only what is said from now on.
         client.out = OutQueue::new(self.outgoing.log.head());
@@ -1035,6 +1036,11 @@ impl<A: App> Loop<A> {
     /// `--handshake-timeout`: a TLS client that has not finished its
     /// handshake by now (half a ClientHello, or nothing at all) is closed.
     fn expire_handshakes(&mut self, now: Instant) {
+        // Entries are pushed with the same timeout as they are accepted, so
+        // the list is in deadline order: most ticks stop at the first.
+        if self.timers.handshakes.first().is_none_or(|h| h.deadline > now) {
+            return;
+        }
         let clients = &mut self.clients;
         let dead = &mut self.dead;
         self.timers.handshakes.retain(|h| {
