@@ -1038,7 +1038,12 @@ impl<A: App> Loop<A> {
     fn expire_handshakes(&mut self, now: Instant) {
         // Entries are pushed with the same timeout as they are accepted, so
         // the list is in deadline order: most ticks stop at the first.
-        if self.timers.handshakes.first().is_none_or(|h| h.deadline > now) {
+        if self
+            .timers
+            .handshakes
+            .first()
+            .is_none_or(|h| h.deadline > now)
+        {
             return;
         }
         let clients = &mut self.clients;
