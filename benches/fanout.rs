@@ -45,6 +45,7 @@ fn fanout(c: &mut Criterion) {
                 connect_rate: 5000,
                 connect_timeout: Duration::from_secs(30),
                 tls: None,
+                ws: None,
             };
             let mut swarm = Swarm::connect(&plan, &mut |_, _| {}).expect("connect the clients");
             swarm

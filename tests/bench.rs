@@ -69,6 +69,7 @@ fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
             connect_rate: 1000,
             connect_timeout: Duration::from_secs(10),
             tls: None,
+            ws: None,
         },
         load: LoadPlan {
             rate: 0.0,

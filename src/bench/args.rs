@@ -1,12 +1,12 @@
 //! The flags of `pollchat bench` (a clap `Args` struct, flattened into
 //! `cli.rs`) and how they become a [`BenchConfig`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{BenchConfig, BenchError, LoadPlan, SwarmPlan, TlsPlan};
+use super::{BenchConfig, BenchError, LoadPlan, SwarmPlan, TlsPlan, WS_NOT_BUILT, WsPlan};
 use crate::client::tls::TlsFlags;
 
 /// Probes per second when neither `--rate` nor `--window` is given.
@@ -15,10 +15,10 @@ const DEFAULT_RATE: f64 = 200.0;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Address of the server under test.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", conflicts_with = "ws")]
     pub host: IpAddr,
     /// Port of the server under test.
-    #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "ws")]
     pub port: u16,
     /// Receiving clients (the sender is one more).
     #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -64,27 +64,162 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub tls: TlsFlags,
-    /// With --tls: the name the server's certificate must carry (and the
-    /// SNI sent); default: --host, as an IP address.
-    #[arg(long, value_name = "NAME", requires = "tls")]
+    /// With --tls or a wss:// URL: the name the server's certificate must
+    /// carry (and the SNI sent); default: --host as an IP address, or the
+    /// URL's host.
+    // Checked in `config`, not with clap's `requires`: two flags allow it,
+    // and clap's message for a missing one spans lines.
+    #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// A WebSocket chat server instead of a line one: every connection
+    /// opens this URL (ws://HOST[:PORT]/PATH, or wss:// over TLS, which
+    /// takes --ca, --insecure and --server-name); one text frame is one line.
+    #[arg(long, value_name = "URL", value_parser = WsUrl::parse, conflicts_with = "tls")]
+    pub ws: Option<WsUrl>,
+}
+
+/// A `--ws` URL, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsUrl {
+    /// As given, for the report.
+    pub text: String,
+    /// `wss://`: TLS under the WebSocket.
+    pub secure: bool,
+    /// A name or an IP address, without the brackets of an IPv6 one.
+    pub host: String,
+    /// The URL's, or 80 (`ws`) / 443 (`wss`).
+    pub port: u16,
+    /// The request target: path and query, `/` at least; no fragment.
+    pub path: String,
+}
+
+impl WsUrl {
+    /// `ws://HOST[:PORT][/PATH][?QUERY]`, or `wss://`. No user info.
+    pub fn parse(text: &str) -> Result<WsUrl, String> {
+        let usage = "expected ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH";
+        let (secure, rest) = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("ws") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("wss") => (true, rest),
+            _ => return Err(format!("{text:?}: {usage}")),
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(split);
+        let path = match target.chars().next() {
+            None => "/".to_string(),
+            Some('?') => format!("/{target}"),
+            Some(_) => target.to_string(),
+        };
+        if authority.contains('@') {
+            return Err(format!("{text:?}: user info in the URL is not supported"));
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, port)) => (host, Some(port.strip_prefix(':').unwrap_or(port))),
+                None => return Err(format!("{text:?}: unclosed '[' in the host")),
+            },
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{text:?}: no host; {usage}"));
+        }
+        let port = match port {
+            None => {
+                if secure {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(format!("{text:?}: {port:?} is not a port")),
+            },
+        };
+        Ok(WsUrl {
+            text: text.to_string(),
+            secure,
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
+
+    /// The `Host:` header: `host:port`, an IPv6 host in brackets.
+    pub fn host_header(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// The address to connect to. A name with both kinds of address gets
+    /// its first IPv4 one (servers often listen on 127.0.0.1 only, and
+    /// "localhost" may resolve to ::1 first); else its first.
+    fn resolve(&self) -> Result<SocketAddr, BenchError> {
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| BenchError::Ws(format!("cannot resolve {}: {e}", self.host)))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| BenchError::Ws(format!("{} has no address", self.host)))
+    }
 }
 
 impl BenchArgs {
-    /// The run these flags ask for. Fails only on TLS flags that cannot be
-    /// used (a bad `--ca`, a lean build): nothing is connected yet.
+    /// The run these flags ask for. Fails on flags that cannot be used (a
+    /// bad `--ca`, `--server-name` without TLS, `--ws` in a lean build, a
+    /// `--ws` host that does not resolve): nothing is connected yet.
     pub fn config(&self) -> Result<BenchConfig, BenchError> {
-        let tls = self
-            .tls
+        if self.ws.is_some() && !cfg!(feature = "web") {
+            return Err(BenchError::Ws(WS_NOT_BUILT.into()));
+        }
+        let wss = self.ws.as_ref().is_some_and(|ws| ws.secure);
+        if self.server_name.is_some() && !self.tls.tls && !wss {
+            return Err(BenchError::Flags(
+                "--server-name goes with --tls or a wss:// URL",
+            ));
+        }
+        if self.ws.is_some() && !wss && (self.tls.ca.is_some() || self.tls.insecure) {
+            return Err(BenchError::Flags(
+                "--ca and --insecure go with --tls or a wss:// URL",
+            ));
+        }
+        // A wss:// URL asks for TLS as --tls does, with the same flags.
+        let tls_flags = TlsFlags {
+            tls: self.tls.tls || wss,
+            ..self.tls.clone()
+        };
+        let tls = tls_flags
             .client_tls()
             .map_err(BenchError::Tls)?
             .map(|config| TlsPlan {
                 config,
-                server_name: self
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| self.host.to_string()),
+                server_name: self.server_name.clone().unwrap_or_else(|| {
+                    self.ws
+                        .as_ref()
+                        .map_or_else(|| self.host.to_string(), |ws| ws.host.clone())
+                }),
             });
+        let (addr, ws) = match &self.ws {
+            Some(url) => (
+                url.resolve()?,
+                Some(WsPlan {
+                    url: url.text.clone(),
+                    host: url.host_header(),
+                    path: url.path.clone(),
+                }),
+            ),
+            None => (SocketAddr::new(self.host, self.port), None),
+        };
         let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
         let rate = match (self.rate, self.window) {
             (Some(rate), _) => rate.max(0.0),
@@ -93,13 +228,14 @@ impl BenchArgs {
         };
         Ok(BenchConfig {
             swarm: SwarmPlan {
-                addr: SocketAddr::new(self.host, self.port),
+                addr,
                 receivers: usize::try_from(self.receivers).unwrap_or(usize::MAX),
                 stalled: usize::try_from(self.stalled).unwrap_or(usize::MAX),
                 login: self.login.clone(),
                 connect_rate: self.connect_rate,
                 connect_timeout: seconds(self.connect_timeout),
                 tls,
+                ws,
             },
             load: LoadPlan {
                 rate,
@@ -111,5 +247,44 @@ impl BenchArgs {
             },
             server_pid: self.server_pid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WsUrl;
+
+    #[test]
+    fn ws_urls_are_taken_apart() {
+        let url = WsUrl::parse("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(
+            (url.secure, url.host.as_str(), url.port, url.path.as_str()),
+            (false, "127.0.0.1", 8080, "/ws")
+        );
+        assert_eq!(url.host_header(), "127.0.0.1:8080");
+        let url = WsUrl::parse("WSS://localhost?room=a#top").unwrap();
+        assert_eq!(
+            (url.secure, url.host.as_str(), url.port, url.path.as_str()),
+            (true, "localhost", 443, "/?room=a")
+        );
+        let url = WsUrl::parse("ws://[::1]:9/chat/ws").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("::1", 9));
+        assert_eq!(url.host_header(), "[::1]:9");
+        assert_eq!(WsUrl::parse("ws://h").unwrap().port, 80);
+    }
+
+    #[test]
+    fn bad_ws_urls_are_refused() {
+        for bad in [
+            "http://h/ws",
+            "127.0.0.1:8080",
+            "ws:///ws",
+            "ws://h:0/",
+            "ws://h:http/",
+            "ws://u@h/",
+            "ws://[::1/",
+        ] {
+            assert!(WsUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -5,11 +5,14 @@
 //! receivers time their arrival. It measures pollchat, ncat `--chat`, the
 //! tutorial servers, anything that relays lines; with `--tls`, any of them
 //! behind TLS (every connection speaks it; handshakes belong to the connect
-//! phase, never to the measured latency).
+//! phase, never to the measured latency); with `--ws URL`, WebSocket chat
+//! servers (one text frame is one line), over TLS for `wss://`.
 //!
 //! - `token.rs`: the probe line and how a delivery is recognised.
 //! - `tracker.rs`: sans-IO accounting (latency histograms, lost/dup/reorder).
 //! - `swarm.rs`: the event loop that connects, sends and reads.
+//! - `ws.rs`: one connection's WebSocket, the upgrade and then the frames
+//!   (feature `web`; `ws_lean.rs` without it, where `--ws` is refused).
 //! - `procfs.rs`: the server's RSS and CPU time, for `--server-pid`.
 //! - `report.rs`: the result, as a table or JSON.
 //! - `args.rs`: the command-line flags.
@@ -23,6 +26,11 @@ pub mod report;
 pub mod swarm;
 pub mod token;
 pub mod tracker;
+#[cfg(feature = "web")]
+mod ws;
+#[cfg(not(feature = "web"))]
+#[path = "ws_lean.rs"]
+mod ws;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
@@ -30,10 +38,13 @@ use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
 pub use report::Report;
-pub use swarm::{LoadPlan, Swarm, SwarmPlan, TlsPlan};
+pub use swarm::{LoadPlan, Swarm, SwarmPlan, TlsPlan, WsPlan};
 pub use tracker::Tracker;
 
 use report::{Percentiles, ServerMemory};
+
+/// What the lean build (no feature `web`) says to `--ws`.
+const WS_NOT_BUILT: &str = "built without web support (rebuild with the default features)";
 
 /// After connecting, wait until the server has said nothing for this long
 /// (join notices, welcome lines) before measuring.
@@ -64,9 +75,14 @@ pub enum BenchError {
     Tls(crate::client::tls::TlsSetupError),
     /// `--server-name` (or `--host`) is not a name TLS can check.
     TlsName(String),
-    /// A TLS handshake failed: the reason, in words (an untrusted
-    /// certificate, a port that does not speak TLS).
+    /// A TLS handshake or WebSocket upgrade failed: the reason, in words
+    /// (an untrusted certificate, a port that does not speak TLS, a 404).
     Handshake { connection: usize, reason: String },
+    /// A flag that goes with another was given without it.
+    Flags(&'static str),
+    /// `--ws` cannot be used: a URL that is not `ws://` or `wss://`, a host
+    /// that does not resolve, flags that do not go with it, a lean build.
+    Ws(String),
 }
 
 impl std::fmt::Display for BenchError {
@@ -87,6 +103,8 @@ impl std::fmt::Display for BenchError {
             BenchError::Handshake { connection, reason } => {
                 write!(f, "connection #{connection}: {reason}")
             }
+            BenchError::Flags(e) => f.write_str(e),
+            BenchError::Ws(e) => write!(f, "--ws: {e}"),
         }
     }
 }
@@ -152,13 +170,18 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let tally = tracker.tally();
     let active = tally.active.as_secs_f64();
     Ok(Report {
-        server: config.swarm.addr.to_string(),
+        server: config
+            .swarm
+            .ws
+            .as_ref()
+            .map_or_else(|| config.swarm.addr.to_string(), |ws| ws.url.clone()),
         receivers: config.swarm.receivers,
         stalled: config.swarm.stalled,
         rate: config.load.rate,
         window: config.load.window,
         payload: config.load.payload.max(token::TOKEN_LEN),
         tls: config.swarm.tls.is_some(),
+        websocket: config.swarm.ws.is_some(),
         bench_cpu_percent: bench_cpu,
         connect_seconds: swarm.connect_phase.as_secs_f64(),
         connect_us: Percentiles::from_nanos(&swarm.connect_latency),

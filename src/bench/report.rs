@@ -75,6 +75,10 @@ pub struct Report {
     /// the handshake. Absent in reports from before TLS: false.
     #[serde(default)]
     pub tls: bool,
+    /// Every connection spoke WebSocket (`--ws`, over TLS for `wss://`);
+    /// connect times then include the upgrade. Absent in older reports.
+    #[serde(default)]
+    pub websocket: bool,
     /// The bench's own CPU use while the load ran: near 100, the bench
     /// (one thread) may be what limits a saturated run.
     pub bench_cpu_percent: f64,
@@ -109,9 +113,11 @@ impl fmt::Display for Report {
             (false, true) => format!("saturated, window {}", self.window),
             (false, false) => "saturated".to_string(),
         };
-        let (over, handshake) = match self.tls {
-            true => (" over TLS", " (TCP + TLS handshake)"),
-            false => ("", ""),
+        let (over, handshake) = match (self.websocket, self.tls) {
+            (true, true) => (" over WebSocket + TLS", " (TCP + TLS handshake + upgrade)"),
+            (true, false) => (" over WebSocket", " (TCP + upgrade)"),
+            (false, true) => (" over TLS", " (TCP + TLS handshake)"),
+            (false, false) => ("", ""),
         };
         writeln!(
             f,

@@ -18,6 +18,12 @@
 //! is done (the server would otherwise cut it off for that), then stops.
 //! The configuration is made once and shared; each connection holds only
 //! its session.
+//!
+//! With `--ws` every connection is a WebSocket client ([`WsConn`]) on top
+//! of that link, plain or TLS: after TCP (and TLS) it sends the HTTP
+//! upgrade and reads the 101, still in the connect phase, and a stalled
+//! client reads until then too. Then each text frame in is one line, and
+//! each line we queue (login, probes) leaves as one text frame.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -30,6 +36,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::BenchError;
 use super::token::write_probe;
 use super::tracker::Tracker;
+use super::ws::WsConn;
 use crate::client::link::Link;
 use crate::client::tls::{self, ClientTls};
 
@@ -60,8 +67,22 @@ pub struct SwarmPlan {
     pub connect_rate: u32,
     /// The whole connect phase must finish within this.
     pub connect_timeout: Duration,
-    /// Speak TLS on every connection (`--tls`); `None` for plain TCP.
+    /// Speak TLS on every connection (`--tls`, or a `wss://` URL); `None`
+    /// for plain TCP.
     pub tls: Option<TlsPlan>,
+    /// Speak WebSocket on every connection (`--ws`), over TLS if `tls`.
+    pub ws: Option<WsPlan>,
+}
+
+/// How the bench speaks WebSocket (`--ws URL`).
+#[derive(Debug, Clone)]
+pub struct WsPlan {
+    /// The URL as given, for the report.
+    pub url: String,
+    /// The `Host:` header: the URL's host and port.
+    pub host: String,
+    /// The request target: the URL's path (and query), `/` at least.
+    pub path: String,
 }
 
 /// How the bench speaks TLS.
@@ -101,6 +122,8 @@ enum Role {
 struct Conn {
     /// The socket, with its TLS session in front under `--tls`.
     link: Link,
+    /// Under `--ws`, the WebSocket over `link`; `None` for lines.
+    ws: Option<Box<WsConn>>,
     role: Role,
     /// When `connect()` was called, for the connect-time histogram.
     started: Instant,
@@ -114,8 +137,17 @@ struct Conn {
     closed: bool,
     /// Bytes after the last newline: the beginning of a line still arriving.
     partial: Vec<u8>,
-    /// Bytes the socket has not taken yet (the login line, probes).
+    /// Lines the socket has not taken yet (the login line, probes), each
+    /// with its `\n`; under `--ws` each leaves as a text frame, without it.
     out: Vec<u8>,
+}
+
+impl Conn {
+    /// A handshake (TLS, or the WebSocket upgrade) is still under way: our
+    /// lines wait, and even a stalled client reads.
+    fn handshaking(&self) -> bool {
+        self.link.is_handshaking() || self.ws.as_ref().is_some_and(|ws| ws.is_upgrading())
+    }
 }
 
 /// Every bench connection, connected.
@@ -236,6 +268,10 @@ impl Swarm {
             }
             None => Link::plain(stream),
         };
+        let ws = match &plan.ws {
+            Some(ws) => Some(WsConn::start(ws)?),
+            None => None,
+        };
         // Both, once, for good: edge-triggered, so an always-writable socket
         // costs no wake-ups, and a writable edge is what tells us that a
         // connect completed, or that a full socket (or TLS session) has room.
@@ -254,6 +290,7 @@ impl Swarm {
         }
         self.conns.push(Conn {
             link,
+            ws,
             role,
             started: Instant::now(),
             tcp_up: false,
@@ -448,12 +485,18 @@ impl Swarm {
             if !conn.tcp_up && !check_connected(conn, self.addr)? {
                 continue;
             }
-            if !conn.out.is_empty() || conn.link.wants_write() {
+            if !conn.out.is_empty()
+                || conn.link.wants_write()
+                || conn.ws.as_ref().is_some_and(|ws| ws.wants_flush())
+            {
                 self.flush(i);
             }
             // Over TLS, reading is also what moves the handshake on.
             bytes += self.read(i, tracker.as_deref_mut());
             if !self.conns[i].connected {
+                // A handshake that just ended lets the next message out:
+                // TLS's last flight, the WebSocket upgrade request.
+                self.flush(i);
                 self.check_ready(i);
             }
         }
@@ -461,11 +504,12 @@ impl Swarm {
         Ok(bytes)
     }
 
-    /// Connection `i` is up once TCP is and, over TLS, its handshake is
-    /// done: take its connect time, and send its login line.
+    /// Connection `i` is up once TCP is and its handshakes (TLS, the
+    /// WebSocket upgrade) are done: take its connect time, and send its
+    /// login line.
     fn check_ready(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        if !conn.tcp_up || conn.closed || conn.link.is_handshaking() {
+        if !conn.tcp_up || conn.closed || conn.handshaking() {
             return;
         }
         conn.connected = true;
@@ -479,7 +523,8 @@ impl Swarm {
 
     /// Write what is queued for connection `i` until the socket is full.
     /// Over TLS, records that did not fit last time go first, and our lines
-    /// wait until the handshake is done.
+    /// wait until the handshake is done; under `--ws`, the upgrade request
+    /// or frames tungstenite holds go first, and lines wait for the 101.
     fn flush(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         if !conn.tcp_up || conn.closed {
@@ -490,6 +535,10 @@ impl Swarm {
             return;
         }
         if conn.link.is_handshaking() {
+            return;
+        }
+        if let Some(ws) = conn.ws.as_deref_mut() {
+            conn.closed = !flush_frames(ws, &mut conn.link, &mut conn.out);
             return;
         }
         let mut written = 0;
@@ -509,22 +558,37 @@ impl Swarm {
     }
 
     /// Read connection `i` until `WouldBlock`, feeding complete lines to the
-    /// tracker (receivers only). Returns the bytes of plaintext read.
+    /// tracker (receivers only). Returns the bytes of plaintext read (under
+    /// `--ws`, of message payload once open).
     fn read(&mut self, i: usize, mut tracker: Option<&mut Tracker>) -> usize {
         let conn = &mut self.conns[i];
         let mut total = 0;
         loop {
-            // A stalled client reads nothing, except its TLS handshake.
-            let handshaking = conn.link.is_handshaking();
+            // A stalled client reads nothing, except its handshakes.
+            let tls_handshaking = conn.link.is_handshaking();
+            let handshaking = conn.handshaking();
             if conn.closed || (conn.role == Role::Stalled && !self.read_stalled && !handshaking) {
                 return total;
+            }
+            if let Some(ws) = conn.ws.as_deref_mut()
+                && !handshaking
+            {
+                let batch = match (conn.role, tracker.as_deref_mut()) {
+                    (Role::Receiver(r), Some(t)) => {
+                        ws.read_lines(&mut conn.link, |line| t.on_lines(r, line, Instant::now()))
+                    }
+                    _ => ws.read_lines(&mut conn.link, |_| {}),
+                };
+                conn.closed |= batch.closed;
+                return total + batch.bytes;
             }
             match conn.link.read(&mut self.scratch) {
                 Ok(0) => {
                     if handshaking {
-                        conn.failure = Some(
-                            "the server closed the connection during the TLS handshake".into(),
-                        );
+                        let what = if tls_handshaking { "TLS" } else { "WebSocket" };
+                        conn.failure = Some(format!(
+                            "the server closed the connection during the {what} handshake"
+                        ));
                     }
                     conn.closed = true;
                     return total;
@@ -533,6 +597,16 @@ impl Swarm {
                     total += n;
                     let at = Instant::now();
                     let chunk = &self.scratch[..n];
+                    if let Some(ws) = conn.ws.as_deref_mut() {
+                        // Still upgrading: this is the response head (and
+                        // perhaps the first frames after it).
+                        if let Err(reason) = ws.receive_head(chunk) {
+                            conn.failure = Some(reason);
+                            conn.closed = true;
+                            return total;
+                        }
+                        continue;
+                    }
                     match (conn.role, tracker.as_deref_mut()) {
                         (Role::Receiver(r), Some(t)) => {
                             split_lines(&mut conn.partial, chunk, |line| t.on_lines(r, line, at));
@@ -545,8 +619,10 @@ impl Swarm {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
                 Err(e) => {
-                    if handshaking {
+                    if tls_handshaking {
                         conn.failure = Some(tls::explain(&e, &self.server_name));
+                    } else if handshaking {
+                        conn.failure = Some(format!("WebSocket handshake failed: {e}"));
                     }
                     conn.closed = true;
                     return total;
@@ -554,6 +630,34 @@ impl Swarm {
             }
         }
     }
+}
+
+/// Under `--ws`: send what the WebSocket holds (the upgrade request, or
+/// frames that did not fit), then, once it is open and the socket took all
+/// that, each complete line of `out` as one text frame, until one does not
+/// fit (it stays in tungstenite's buffer; the rest stays in `out`, the one
+/// bound on what waits). False when the connection failed.
+fn flush_frames(ws: &mut WsConn, link: &mut Link, out: &mut Vec<u8>) -> bool {
+    match ws.flush(link) {
+        Ok(true) => {}
+        Ok(false) => return true,
+        Err(_) => return false,
+    }
+    if ws.is_upgrading() {
+        return true;
+    }
+    let mut taken = 0;
+    while let Some(nl) = memchr::memchr(b'\n', &out[taken..]) {
+        let sent = ws.send_line(link, &out[taken..taken + nl]);
+        taken += nl + 1;
+        match sent {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => return false,
+        }
+    }
+    out.drain(..taken);
+    true
 }
 
 /// A connect in progress got an event: did it succeed? Errors end the run

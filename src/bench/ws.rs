@@ -1,0 +1,533 @@
+//! `pollchat bench --ws`: one bench connection as a WebSocket client, over
+//! the connection's plaintext (the socket, or the TLS session in front of
+//! it under `wss://`).
+//!
+//! Two stages, both driven by the swarm's mio loop:
+//! 1. **Upgrading.** The request head goes out once TCP (and TLS) are up;
+//!    the swarm hands every byte read to [`WsConn::receive_head`] until the
+//!    server's `101 Switching Protocols` is complete and its
+//!    `Sec-WebSocket-Accept` matches our key. This is part of connecting:
+//!    it never shows up in fan-out latency.
+//! 2. **Open.** tungstenite's stream-less [`WebSocketContext`] does the
+//!    framing (masking, fragments, ping/pong, close). Each text message in
+//!    is one line; each line out is one text message, without its `\n`.
+//!
+//! The rules of the loop (see `shared/guide/transports.md`): drain `read()`
+//! to `WouldBlock`, and flush after every read batch, so that the pong
+//! tungstenite queues for a server's ping goes out.
+
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tungstenite::error::Error as WsError;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
+
+use super::BenchError;
+use super::swarm::WsPlan;
+
+/// Longest response head accepted: a 101 is a few hundred bytes.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Headers parsed at most.
+const MAX_HEADERS: usize = 32;
+/// tungstenite's read buffer: its default (128 KiB, zero-filled) per
+/// connection would make the bench's 10,000 receivers cost 1.3 GB.
+const READ_BUFFER: usize = 4096;
+/// What tungstenite may hold unsent. The swarm hands it one line at a time
+/// and stops at the first that does not go out, so this only needs room
+/// for one long line (a big `--payload`) plus a pong.
+const MAX_WRITE_BUFFER: usize = 4 << 20;
+
+/// One connection's WebSocket, from the request to the close.
+pub struct WsConn {
+    state: State,
+}
+
+enum State {
+    /// The request is going out (`request[sent..]` is left), and the
+    /// response head is coming in.
+    Upgrading {
+        upgrade: Upgrade,
+        request: Vec<u8>,
+        sent: usize,
+    },
+    Open {
+        ctx: WebSocketContext,
+        /// A flush hit `WouldBlock`: call it again once writable.
+        flush_pending: bool,
+    },
+}
+
+/// What came of reading an open WebSocket until the socket was drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Payload bytes read, plus one per message (an empty line is data too).
+    pub bytes: usize,
+    /// The server closed it (a close frame, EOF, a reset, a protocol error).
+    pub closed: bool,
+}
+
+impl WsConn {
+    /// Start the upgrade: the request head waits to be sent.
+    pub fn start(plan: &WsPlan) -> Result<Box<WsConn>, BenchError> {
+        let upgrade = Upgrade::new(new_key());
+        let request = upgrade.request(&plan.host, &plan.path);
+        Ok(Box::new(WsConn {
+            state: State::Upgrading {
+                upgrade,
+                request,
+                sent: 0,
+            },
+        }))
+    }
+
+    /// The server's 101 has not arrived yet: our lines must wait.
+    pub fn is_upgrading(&self) -> bool {
+        matches!(self.state, State::Upgrading { .. })
+    }
+
+    /// Bytes wait for room in the socket (the request, or frames).
+    pub fn wants_flush(&self) -> bool {
+        match &self.state {
+            State::Upgrading { request, sent, .. } => *sent < request.len(),
+            State::Open { flush_pending, .. } => *flush_pending,
+        }
+    }
+
+    /// Send what waits: the rest of the request, or tungstenite's queued
+    /// frames. `Ok(true)` when all is out, `Ok(false)` when the socket is
+    /// full (the next WRITABLE edge calls again); `Err` ends the connection.
+    pub fn flush(&mut self, link: &mut impl io::Write) -> io::Result<bool> {
+        match &mut self.state {
+            State::Upgrading { request, sent, .. } => {
+                while *sent < request.len() {
+                    match link.write(&request[*sent..]) {
+                        Ok(0) => return Ok(false),
+                        Ok(n) => *sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(true)
+            }
+            State::Open { .. } => self.flush_frames(link),
+        }
+    }
+
+    /// Bytes read while upgrading. Once the head is complete and right, the
+    /// WebSocket is open, and whatever followed the head is its first data.
+    /// `Err` is the reason the handshake failed, in words.
+    pub fn receive_head(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let State::Upgrading { upgrade, .. } = &mut self.state else {
+            return Ok(());
+        };
+        let Some(tail) = upgrade.receive(bytes).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(MAX_WRITE_BUFFER);
+        let ctx = WebSocketContext::from_partially_read(tail, Role::Client, Some(config));
+        self.state = State::Open {
+            ctx,
+            flush_pending: false,
+        };
+        Ok(())
+    }
+
+    /// Queue `line` as one text message and write it out. `Ok(true)`: it
+    /// went out; `Ok(false)`: it is taken but the socket is full, so send
+    /// no more until [`flush`](Self::flush) says all is out. Only when open.
+    pub fn send_line<S: io::Read + io::Write>(
+        &mut self,
+        link: &mut S,
+        line: &[u8],
+    ) -> io::Result<bool> {
+        let State::Open { ctx, flush_pending } = &mut self.state else {
+            return Ok(false);
+        };
+        // One allocation per line, on the sender only: a message owns its
+        // payload. (Probes are ASCII; a login line is the user's text.)
+        let text = String::from_utf8_lossy(line).into_owned();
+        match ctx.write(link, Message::text(text)) {
+            Ok(()) => Ok(true),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The frame stays in tungstenite's buffer until a flush.
+                *flush_pending = true;
+                Ok(false)
+            }
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    /// Read messages until the socket is drained, each text message to
+    /// `on_line`, then flush (pongs, the answer to a close). Only when open.
+    pub fn read_lines<S: io::Read + io::Write>(
+        &mut self,
+        link: &mut S,
+        mut on_line: impl FnMut(&[u8]),
+    ) -> Batch {
+        let mut batch = Batch {
+            bytes: 0,
+            closed: false,
+        };
+        let State::Open { ctx, .. } = &mut self.state else {
+            return batch;
+        };
+        loop {
+            match ctx.read(link) {
+                Ok(Message::Text(text)) => {
+                    batch.bytes += text.len() + 1;
+                    on_line(text.as_bytes());
+                }
+                // Not what a chat server sends, but a line all the same.
+                Ok(Message::Binary(data)) => {
+                    batch.bytes += data.len() + 1;
+                    on_line(&data);
+                }
+                Ok(Message::Close(_)) => {
+                    // tungstenite queued our close reply: one try to send it.
+                    let _ = ctx.flush(link);
+                    batch.closed = true;
+                    return batch;
+                }
+                // A ping (its pong is queued), a pong, a raw frame.
+                Ok(_) => {}
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    batch.closed = true;
+                    return batch;
+                }
+            }
+        }
+        batch.closed = self.flush_frames(link).is_err();
+        batch
+    }
+
+    fn flush_frames<S: io::Write>(&mut self, link: &mut S) -> io::Result<bool> {
+        let State::Open { ctx, flush_pending } = &mut self.state else {
+            return Ok(true);
+        };
+        // tungstenite wants `Read + Write` even to write; flushing never reads.
+        match ctx.flush(&mut WriteOnly(link)) {
+            Ok(()) => {
+                *flush_pending = false;
+                Ok(true)
+            }
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                *flush_pending = true;
+                Ok(false)
+            }
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+/// A writer passed where tungstenite asks for `Read + Write` but only
+/// writes (`flush`): reading it is a bug, and says so.
+struct WriteOnly<'a, W>(&'a mut W);
+
+impl<W: io::Write> io::Read for WriteOnly<'_, W> {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other("WebSocket flush tried to read"))
+    }
+}
+
+impl<W: io::Write> io::Write for WriteOnly<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The client's half of the HTTP upgrade, sans-IO: the request to send,
+/// and the response head as it arrives.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// `Sec-WebSocket-Key`: base64 of 16 random bytes.
+    key: String,
+    /// The response so far (the head, and possibly what followed it).
+    head: Vec<u8>,
+}
+
+/// Why the server's answer to the upgrade is not a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// No complete head within [`MAX_HEAD`] bytes.
+    TooLarge,
+    /// Not an HTTP response at all (a line chat port's greeting, say).
+    NotHttp(String),
+    /// A status other than 101 (the path is wrong, the Origin refused...).
+    Status { code: u16, reason: String },
+    /// A 101 whose `Sec-WebSocket-Accept` is missing or not for our key.
+    BadAccept,
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebSocket handshake failed: ")?;
+        match self {
+            HeadError::TooLarge => write!(f, "the response head is over {MAX_HEAD} bytes"),
+            HeadError::NotHttp(e) => write!(
+                f,
+                "the reply is not HTTP (is this the server's web port?): {e}"
+            ),
+            HeadError::Status { code, reason } => write!(
+                f,
+                "the server answered {code} {reason}, not 101 (is the URL's path its WebSocket?)"
+            ),
+            HeadError::BadAccept => {
+                f.write_str("the 101's Sec-WebSocket-Accept is missing or not for our key")
+            }
+        }
+    }
+}
+
+impl Upgrade {
+    /// An upgrade with this key (16 bytes, sent as base64).
+    pub fn new(key: [u8; 16]) -> Upgrade {
+        Upgrade {
+            key: base64(&key),
+            head: Vec::new(),
+        }
+    }
+
+    /// The request head. `host` is the URL's `host:port`. No Origin: a
+    /// browser's Origin is what a server checks, and this is no browser.
+    pub fn request(&self, host: &str, path: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            self.key
+        )
+        .into_bytes()
+    }
+
+    /// More of the response. `Ok(None)`: the head is not complete yet;
+    /// `Ok(Some(tail))`: a good 101, and `tail` is what followed its head
+    /// (the first WebSocket bytes, often empty).
+    pub fn receive(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, HeadError> {
+        self.head.extend_from_slice(bytes);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(&self.head) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+            Ok(httparse::Status::Partial) if self.head.len() < MAX_HEAD => return Ok(None),
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(e) => return Err(HeadError::NotHttp(e.to_string())),
+        };
+        if response.code != Some(101) {
+            return Err(HeadError::Status {
+                code: response.code.unwrap_or(0),
+                reason: response.reason.unwrap_or("").to_string(),
+            });
+        }
+        let want = derive_accept_key(self.key.as_bytes());
+        let accept = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"));
+        if accept.is_none_or(|h| h.value.trim_ascii() != want.as_bytes()) {
+            return Err(HeadError::BadAccept);
+        }
+        Ok(Some(self.head.split_off(len)))
+    }
+}
+
+/// 16 bytes no two connections share. Unpredictable enough for a key whose
+/// only job is to show that the server read this request (RFC 6455, 4.1):
+/// std's `RandomState` is seeded randomly per thread, and a counter and the
+/// clock tell connections apart. No `rand` crate for this.
+fn new_key() -> [u8; 16] {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let count = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut key = [0u8; 16];
+    for (half, out) in key.chunks_exact_mut(8).enumerate() {
+        let mut h = seed.build_hasher();
+        h.write_u64(count);
+        h.write_u128(nanos);
+        h.write_usize(half);
+        out.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    key
+}
+
+/// Standard base64 with padding (RFC 4648), for the 16-byte key.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6455's example: this key, base64 of "the sample nonce".
+    const NONCE: &[u8; 16] = b"the sample nonce";
+
+    fn response(accept: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n{extra}"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn key_is_base64_of_16_bytes() {
+        assert_eq!(base64(NONCE), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_ne!(new_key(), new_key());
+    }
+
+    #[test]
+    fn request_head_is_a_plain_upgrade() {
+        let req = Upgrade::new(*NONCE).request("127.0.0.1:8080", "/ws");
+        let text = String::from_utf8(req).unwrap();
+        assert_eq!(
+            text,
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        assert!(!text.to_ascii_lowercase().contains("origin"));
+    }
+
+    /// The RFC's accept value for its key, split across reads.
+    #[test]
+    fn good_101_in_pieces() {
+        let mut up = Upgrade::new(*NONCE);
+        let resp = response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "");
+        let (a, b) = resp.split_at(20);
+        assert_eq!(up.receive(a), Ok(None));
+        assert_eq!(up.receive(b), Ok(Some(Vec::new())));
+    }
+
+    #[test]
+    fn wrong_or_missing_accept_key_is_refused() {
+        let mut up = Upgrade::new(*NONCE);
+        let wrong = response("dGhlIHNhbXBsZSBub25jZQ==", "");
+        assert_eq!(up.receive(&wrong), Err(HeadError::BadAccept));
+        let mut up = Upgrade::new(*NONCE);
+        let missing = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(up.receive(missing), Err(HeadError::BadAccept));
+    }
+
+    #[test]
+    fn other_status_is_refused_with_its_reason() {
+        let mut up = Upgrade::new(*NONCE);
+        let e = up
+            .receive(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HeadError::Status {
+                code: 403,
+                reason: "Forbidden".into()
+            }
+        );
+        assert!(e.to_string().contains("403 Forbidden"), "{e}");
+    }
+
+    #[test]
+    fn oversized_head_is_refused() {
+        let mut up = Upgrade::new(*NONCE);
+        assert_eq!(up.receive(b"HTTP/1.1 101 OK\r\n"), Ok(None));
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(1000));
+        let mut result = Ok(None);
+        for _ in 0..9 {
+            result = up.receive(filler.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn not_http_is_named() {
+        let mut up = Upgrade::new(*NONCE);
+        let e = up.receive(b"Welcome to pollchat!\n").unwrap_err();
+        assert!(matches!(e, HeadError::NotHttp(_)), "{e:?}");
+    }
+
+    /// A server may send its first frame in the same segment as the 101:
+    /// those bytes are the WebSocket's, not lost, and read as a message.
+    #[test]
+    fn bytes_after_the_head_are_kept() {
+        // An unmasked text frame "hi" (server to client).
+        let frame = [0x81, 0x02, b'h', b'i'];
+        let mut resp = response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "");
+        resp.extend_from_slice(&frame);
+        let mut up = Upgrade::new(*NONCE);
+        assert_eq!(up.receive(&resp), Ok(Some(frame.to_vec())));
+
+        let mut ws = WsConn {
+            state: State::Upgrading {
+                upgrade: Upgrade::new(*NONCE),
+                request: Vec::new(),
+                sent: 0,
+            },
+        };
+        ws.receive_head(&resp).unwrap();
+        assert!(!ws.is_upgrading());
+        let mut lines = Vec::new();
+        let batch = ws.read_lines(&mut Drained, |l| lines.push(l.to_vec()));
+        assert_eq!(lines, vec![b"hi".to_vec()]);
+        assert_eq!(
+            batch,
+            Batch {
+                bytes: 3,
+                closed: false
+            }
+        );
+    }
+
+    /// A socket with nothing more to read and room for everything.
+    struct Drained;
+
+    impl io::Read for Drained {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl io::Write for Drained {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+}
