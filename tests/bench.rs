@@ -341,3 +341,255 @@ mod tls {
         binary_over_tls_with_and_without_ca,
     );
 }
+
+// ----- over WebSocket (`--ws`) ----------------------------------------------
+//
+// Against pollchat's web port (`--web-port`), on both engines: every bench
+// connection upgrades `/ws`, sends each line as a text frame and takes each
+// frame it receives as one line.
+
+#[cfg(feature = "web")]
+mod ws {
+    use super::*;
+    use pollchat::bench::WsPlan;
+    use pollchat::chat::ChatRoom;
+    use pollchat::config::{HANDSHAKE_TIMEOUT, WebListen};
+    use pollchat::engine::RunningServer;
+    use pollchat::web::OriginPolicy;
+
+    /// A chat room with a plain listener and a web port (https/wss with
+    /// `https`: the certificate and key files), both on free loopback ports.
+    pub(super) fn start_chat_web(
+        engine: EngineKind,
+        limits: Limits,
+        https: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> RunningServer {
+        let mut config = common::test_config(engine, limits);
+        config.web = Some(WebListen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            origins: OriginPolicy::default(),
+            https,
+            head_timeout: HANDSHAKE_TIMEOUT,
+        });
+        common::start_configured(config, ChatRoom::new())
+    }
+
+    /// The web port of a server started by [`start_chat_web`].
+    pub(super) fn web_addr(server: &RunningServer) -> SocketAddr {
+        server.web_addr().expect("the server has a web listener")
+    }
+
+    /// Every connection a WebSocket to `ws://addr/ws`.
+    pub(super) fn ws_config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
+        let mut cfg = config(addr, receivers, messages);
+        cfg.swarm.ws = Some(WsPlan {
+            url: format!("ws://{addr}/ws"),
+            host: addr.to_string(),
+            path: "/ws".into(),
+        });
+        cfg
+    }
+
+    /// Over WebSocket every probe still reaches every receiver once, in
+    /// order, and the welcome and join notices (frames too) are not taken
+    /// for probes; a stalled client (it must finish the upgrade to be
+    /// connected at all) is counted and, under light load, left connected.
+    fn counts_every_delivery_over_websocket(engine: EngineKind) {
+        let server = start_chat_web(engine, test_limits(), None);
+        let mut cfg = ws_config(web_addr(&server), 10, 200);
+        cfg.swarm.stalled = 1;
+        let report = bench::run(&cfg).unwrap();
+        assert!(report.websocket && !report.tls);
+        assert!(report.server.starts_with("ws://"), "{}", report.server);
+        assert_all_delivered(&report, 10, 200);
+        assert_eq!(
+            report.connect_us.count, 12,
+            "one per connection, upgrade included"
+        );
+        assert_eq!(report.stalled_disconnected, vec![false]);
+        assert_eq!(report.receivers_disconnected, 0);
+    }
+
+    /// A stalled WebSocket client (upgraded, then never reads) is cut off
+    /// by the room once it falls `--log-cap` behind, and the receivers lose
+    /// nothing meanwhile: it stalls like a line client.
+    fn stalled_websocket_reader_is_reported_disconnected(engine: EngineKind) {
+        let limits = Limits {
+            log_cap: 64 * 1024,
+            ..test_limits()
+        };
+        let server = start_chat_web(engine, limits, None);
+        // 8 MB: more than the kernel buffers a non-reading socket.
+        let mut cfg = ws_config(web_addr(&server), 3, 8000);
+        cfg.swarm.stalled = 1;
+        cfg.load.payload = 1000;
+        let report = bench::run(&cfg).unwrap();
+        assert_eq!(report.stalled_disconnected, vec![true]);
+        assert_eq!((report.lost, report.deliveries), (0, 3 * 8000));
+    }
+
+    /// The binary: `--ws ws://…` reports 0 lost (exit 0) and says it ran
+    /// over WebSocket; a wrong path is refused with the server's status,
+    /// and the line port with "not HTTP" (exit 2: the run could not be made).
+    fn binary_over_websocket(engine: EngineKind) {
+        let server = start_chat_web(engine, test_limits(), None);
+        let run = |url: &str| {
+            Command::new(env!("CARGO_BIN_EXE_pollchat"))
+                .args(["bench", "--ws", url, "-n", "3"])
+                .args(["--window", "4", "--messages", "20", "--drain", "2"])
+                .output()
+                .expect("run pollchat bench")
+        };
+        let web = web_addr(&server);
+        let out = run(&format!("ws://{web}/ws"));
+        let table = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{table}");
+        assert!(
+            table.contains(&format!("server ws://{web}/ws over WebSocket: 3 receivers")),
+            "{table}"
+        );
+        assert!(table.contains("sent 20  deliveries 60 "), "{table}");
+        assert!(table.contains(" lost 0 "), "{table}");
+
+        for (url, want) in [
+            (format!("ws://{web}/chat"), ": the server answered 404 "),
+            (
+                format!("ws://{}/ws", server.local_addr()),
+                ": the reply is not HTTP",
+            ),
+        ] {
+            let out = run(&url);
+            assert_eq!(out.status.code(), Some(2), "{url}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(
+                err.starts_with("pollchat: connection #")
+                    && err.contains(": WebSocket handshake failed")
+                    && err.contains(want),
+                "{url}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
+    /// `--ws` with the flags it cannot go with: one line, status 2.
+    #[test]
+    fn ws_flag_mistakes_are_start_errors() {
+        for (args, want) in [
+            (&["--ws", "http://127.0.0.1/ws"][..], "expected ws://"),
+            (
+                &["--ws", "ws://127.0.0.1/ws", "--port", "9"],
+                "cannot be used with",
+            ),
+            (
+                &["--ws", "ws://127.0.0.1/ws", "--tls"],
+                "cannot be used with",
+            ),
+            (
+                &["--ws", "ws://127.0.0.1/ws", "--insecure"],
+                "--ca and --insecure go with --tls or a wss:// URL",
+            ),
+            (
+                &["--ws", "ws://127.0.0.1/ws", "--server-name", "x"],
+                "--server-name goes with --tls or a wss:// URL",
+            ),
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+                .arg("bench")
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    engine_tests!(
+        counts_every_delivery_over_websocket,
+        stalled_websocket_reader_is_reported_disconnected,
+        binary_over_websocket,
+    );
+
+    /// `wss://`: the TLS client under the WebSocket (`--ca`, as `--tls`).
+    #[cfg(feature = "tls")]
+    mod wss {
+        use super::*;
+        use common::tls::TestCert;
+        use pollchat::bench::TlsPlan;
+        use pollchat::client::tls::ClientTls;
+        use pollchat::tls::Verify;
+
+        /// Every probe reaches every receiver over wss, trusting the test
+        /// certificate, and the report says both layers.
+        fn counts_every_delivery_over_wss(engine: EngineKind) {
+            let cert = TestCert::new();
+            let server = start_chat_web(
+                engine,
+                test_limits(),
+                Some((cert.cert.clone(), cert.key.clone())),
+            );
+            let port = web_addr(&server).port();
+            let mut cfg = ws_config(web_addr(&server), 5, 100);
+            cfg.swarm.ws = Some(WsPlan {
+                url: format!("wss://localhost:{port}/ws"),
+                host: format!("localhost:{port}"),
+                path: "/ws".into(),
+            });
+            cfg.swarm.tls = Some(TlsPlan {
+                config: ClientTls::new(&Verify::AlsoTrust(cert.cert.clone())).unwrap(),
+                server_name: "localhost".into(),
+            });
+            cfg.swarm.stalled = 1;
+            let report = bench::run(&cfg).unwrap();
+            assert!(report.websocket && report.tls);
+            assert_all_delivered(&report, 5, 100);
+            assert_eq!(report.stalled_disconnected, vec![false]);
+        }
+
+        /// The binary: `--ws wss://localhost:PORT/ws --ca cert.pem` reports
+        /// 0 lost (exit 0); without `--ca` the TLS handshake is refused with
+        /// the reason (exit 2).
+        fn binary_over_wss_with_and_without_ca(engine: EngineKind) {
+            let cert = TestCert::new();
+            let server = start_chat_web(
+                engine,
+                test_limits(),
+                Some((cert.cert.clone(), cert.key.clone())),
+            );
+            let url = format!("wss://localhost:{}/ws", web_addr(&server).port());
+            let run = |extra: &[&str]| {
+                Command::new(env!("CARGO_BIN_EXE_pollchat"))
+                    .args(["bench", "--ws", &url, "-n", "3"])
+                    .args(["--window", "4", "--messages", "20", "--drain", "2"])
+                    .args(extra)
+                    .output()
+                    .expect("run pollchat bench")
+            };
+            let ca = cert.cert.display().to_string();
+            let out = run(&["--ca", &ca]);
+            let table = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(out.status.code(), Some(0), "{table}");
+            assert!(
+                table.contains(&format!("server {url} over WebSocket + TLS: 3 receivers")),
+                "{table}"
+            );
+            assert!(table.contains("sent 20  deliveries 60 "), "{table}");
+            assert!(table.contains(" lost 0 "), "{table}");
+
+            let out = run(&[]);
+            assert_eq!(out.status.code(), Some(2));
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(
+                err.starts_with("pollchat: connection #")
+                    && err.contains(": TLS handshake failed: certificate not trusted"),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+
+        engine_tests!(
+            counts_every_delivery_over_wss,
+            binary_over_wss_with_and_without_ca,
+        );
+    }
+}
