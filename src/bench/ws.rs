@@ -513,6 +513,106 @@ mod tests {
         );
     }
 
+    /// An open WebSocket over `sock`, as after a 101 with nothing after it.
+    fn open() -> WsConn {
+        let mut ws = WsConn {
+            state: State::Upgrading {
+                upgrade: Upgrade::new(*NONCE),
+                request: Vec::new(),
+                sent: 0,
+            },
+        };
+        ws.receive_head(&response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", ""))
+            .unwrap();
+        ws
+    }
+
+    /// A server's ping is answered within the same read batch: the pong
+    /// (masked, as a client's frames are) is written before read_lines
+    /// returns, though nothing else was sent.
+    #[test]
+    fn a_ping_is_answered_by_the_read_batch() {
+        let mut ws = open();
+        let mut sock = Scripted {
+            input: vec![0x89, 0x02, b'h', b'b'],
+            room: usize::MAX,
+            written: Vec::new(),
+        };
+        let batch = ws.read_lines(&mut sock, |_| panic!("a ping is no line"));
+        assert_eq!(
+            batch,
+            Batch {
+                bytes: 0,
+                closed: false
+            }
+        );
+        // FIN + pong, masked, 2 bytes; then the 4-byte mask and the payload.
+        assert_eq!(sock.written[..2], [0x8A, 0x82]);
+        let mask = &sock.written[2..6];
+        let payload: Vec<u8> = sock.written[6..]
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(b, m)| b ^ m)
+            .collect();
+        assert_eq!(payload, b"hb");
+        assert!(!ws.wants_flush());
+    }
+
+    /// A line that meets a full socket is taken (it waits inside
+    /// tungstenite), says so, and goes out whole on the next flush.
+    #[test]
+    fn a_line_that_does_not_fit_goes_out_on_flush() {
+        let mut ws = open();
+        let mut sock = Scripted {
+            input: Vec::new(),
+            room: 3,
+            written: Vec::new(),
+        };
+        assert!(!ws.send_line(&mut sock, b"hello").unwrap());
+        assert!(ws.wants_flush());
+        assert_eq!(sock.written.len(), 3);
+        sock.room = usize::MAX;
+        assert!(ws.flush(&mut sock).unwrap());
+        assert!(!ws.wants_flush());
+        // FIN + text, masked, 5 bytes: 2 + 4 (mask) + 5.
+        assert_eq!(sock.written[..2], [0x81, 0x85]);
+        assert_eq!(sock.written.len(), 11);
+    }
+
+    /// A socket with these bytes to read, then `WouldBlock`; it takes at
+    /// most `room` bytes in all before blocking.
+    struct Scripted {
+        input: Vec<u8>,
+        room: usize,
+        written: Vec<u8>,
+    }
+
+    impl io::Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl io::Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room.saturating_sub(self.written.len()));
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// A socket with nothing more to read and room for everything.
     struct Drained;
 
