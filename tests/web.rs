@@ -313,7 +313,7 @@ fn a_websocket_member_behind_a_small_window_gets_every_line_of_a_burst(engine: E
             .collect();
         paster.send_raw(burst.as_bytes());
     }
-    let mut next = vec![0usize; PASTERS];
+    let mut next = [0usize; PASTERS];
     for _ in 0..PASTERS * LINES {
         let line = member.line();
         let (k, i) = common::numbered::numbers_in(&line)
