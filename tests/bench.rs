@@ -351,33 +351,8 @@ mod tls {
 #[cfg(feature = "web")]
 mod ws {
     use super::*;
+    use common::web::{start_chat_web, web_addr};
     use pollchat::bench::WsPlan;
-    use pollchat::chat::ChatRoom;
-    use pollchat::config::{HANDSHAKE_TIMEOUT, WebListen};
-    use pollchat::engine::RunningServer;
-    use pollchat::web::OriginPolicy;
-
-    /// A chat room with a plain listener and a web port (https/wss with
-    /// `https`: the certificate and key files), both on free loopback ports.
-    pub(super) fn start_chat_web(
-        engine: EngineKind,
-        limits: Limits,
-        https: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    ) -> RunningServer {
-        let mut config = common::test_config(engine, limits);
-        config.web = Some(WebListen {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            origins: OriginPolicy::default(),
-            https,
-            head_timeout: HANDSHAKE_TIMEOUT,
-        });
-        common::start_configured(config, ChatRoom::new())
-    }
-
-    /// The web port of a server started by [`start_chat_web`].
-    pub(super) fn web_addr(server: &RunningServer) -> SocketAddr {
-        server.web_addr().expect("the server has a web listener")
-    }
 
     /// Every connection a WebSocket to `ws://addr/ws`.
     pub(super) fn ws_config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
@@ -395,7 +370,7 @@ mod ws {
     /// for probes; a stalled client (it must finish the upgrade to be
     /// connected at all) is counted and, under light load, left connected.
     fn counts_every_delivery_over_websocket(engine: EngineKind) {
-        let server = start_chat_web(engine, test_limits(), None);
+        let server = start_chat_web(engine, test_limits());
         let mut cfg = ws_config(web_addr(&server), 10, 200);
         cfg.swarm.stalled = 1;
         let report = bench::run(&cfg).unwrap();
@@ -418,7 +393,7 @@ mod ws {
             log_cap: 64 * 1024,
             ..test_limits()
         };
-        let server = start_chat_web(engine, limits, None);
+        let server = start_chat_web(engine, limits);
         // 8 MB: more than the kernel buffers a non-reading socket.
         let mut cfg = ws_config(web_addr(&server), 3, 8000);
         cfg.swarm.stalled = 1;
@@ -432,7 +407,7 @@ mod ws {
     /// over WebSocket; a wrong path is refused with the server's status,
     /// and the line port with "not HTTP" (exit 2: the run could not be made).
     fn binary_over_websocket(engine: EngineKind) {
-        let server = start_chat_web(engine, test_limits(), None);
+        let server = start_chat_web(engine, test_limits());
         let run = |url: &str| {
             Command::new(env!("CARGO_BIN_EXE_pollchat"))
                 .args(["bench", "--ws", url, "-n", "3"])
@@ -515,19 +490,25 @@ mod ws {
     mod wss {
         use super::*;
         use common::tls::TestCert;
+        use common::web::{start_app_web, web_listen};
         use pollchat::bench::TlsPlan;
+        use pollchat::chat::ChatRoom;
         use pollchat::client::tls::ClientTls;
+        use pollchat::engine::RunningServer;
         use pollchat::tls::Verify;
+
+        /// A chat room whose web port speaks https and wss with `cert`.
+        fn start_chat_wss(engine: EngineKind, cert: &TestCert) -> RunningServer {
+            let mut web = web_listen();
+            web.https = Some((cert.cert.clone(), cert.key.clone()));
+            start_app_web(engine, test_limits(), web, ChatRoom::new())
+        }
 
         /// Every probe reaches every receiver over wss, trusting the test
         /// certificate, and the report says both layers.
         fn counts_every_delivery_over_wss(engine: EngineKind) {
             let cert = TestCert::new();
-            let server = start_chat_web(
-                engine,
-                test_limits(),
-                Some((cert.cert.clone(), cert.key.clone())),
-            );
+            let server = start_chat_wss(engine, &cert);
             let port = web_addr(&server).port();
             let mut cfg = ws_config(web_addr(&server), 5, 100);
             cfg.swarm.ws = Some(WsPlan {
@@ -551,11 +532,7 @@ mod ws {
         /// the reason (exit 2).
         fn binary_over_wss_with_and_without_ca(engine: EngineKind) {
             let cert = TestCert::new();
-            let server = start_chat_web(
-                engine,
-                test_limits(),
-                Some((cert.cert.clone(), cert.key.clone())),
-            );
+            let server = start_chat_wss(engine, &cert);
             let url = format!("wss://localhost:{}/ws", web_addr(&server).port());
             let run = |extra: &[&str]| {
                 Command::new(env!("CARGO_BIN_EXE_pollchat"))
