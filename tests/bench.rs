@@ -351,7 +351,7 @@ mod tls {
 #[cfg(feature = "web")]
 mod ws {
     use super::*;
-    use common::web::{start_chat_web, web_addr};
+    use common::web::{start_app_web, start_chat_web, web_addr, web_listen};
     use pollchat::bench::WsPlan;
 
     /// Every connection a WebSocket to `ws://addr/ws`.
@@ -401,6 +401,22 @@ mod ws {
         let report = bench::run(&cfg).unwrap();
         assert_eq!(report.stalled_disconnected, vec![true]);
         assert_eq!((report.lost, report.deliveries), (0, 3 * 8000));
+    }
+
+    /// `--login TEXT` is the first frame on every connection, on its own
+    /// (the relay forwards nothing from a client before it), and each probe
+    /// after it is a frame of its own.
+    fn login_frame_is_sent_first(engine: EngineKind) {
+        let server = start_app_web(
+            engine,
+            test_limits(),
+            web_listen(),
+            TestRelay::new(Some("NICK bench"), None),
+        );
+        let mut cfg = ws_config(web_addr(&server), 4, 30);
+        cfg.swarm.login = Some("NICK bench{i}".into());
+        let report = bench::run(&cfg).unwrap();
+        assert_eq!((report.deliveries, report.lost), (120, 0));
     }
 
     /// The binary: `--ws ws://…` reports 0 lost (exit 0) and says it ran
@@ -482,6 +498,7 @@ mod ws {
     engine_tests!(
         counts_every_delivery_over_websocket,
         stalled_websocket_reader_is_reported_disconnected,
+        login_frame_is_sent_first,
         binary_over_websocket,
     );
 
