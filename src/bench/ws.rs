@@ -6,7 +6,8 @@
 //! 1. **Upgrading.** The request head goes out once TCP (and TLS) are up;
 //!    the swarm hands every byte read to [`WsConn::receive_head`] until the
 //!    server's `101 Switching Protocols` is complete and its
-//!    `Sec-WebSocket-Accept` matches our key. This is part of connecting:
+//!    `Sec-WebSocket-Accept` matches our key (derived as the server derives
+//!    it, [`accept_key`]). This is part of connecting:
 //!    it never shows up in fan-out latency.
 //! 2. **Open.** tungstenite's stream-less [`WebSocketContext`] does the
 //!    framing (masking, fragments, ping/pong, close). Each text message in
@@ -22,11 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tungstenite::error::Error as WsError;
-use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use super::BenchError;
 use super::swarm::WsPlan;
+use crate::web::accept_key;
 
 /// Longest response head accepted: a 101 is a few hundred bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -330,7 +331,7 @@ impl Upgrade {
                 reason: response.reason.unwrap_or("").to_string(),
             });
         }
-        let want = derive_accept_key(self.key.as_bytes());
+        let want = accept_key(&self.key);
         let accept = response
             .headers
             .iter()
