@@ -183,6 +183,11 @@ impl BenchArgs {
             return Err(BenchError::Ws(WS_NOT_BUILT.into()));
         }
         let wss = self.ws.as_ref().is_some_and(|ws| ws.secure);
+        if wss && !cfg!(feature = "tls") {
+            return Err(BenchError::Ws(
+                "wss://: built without TLS support (rebuild with the default features)".into(),
+            ));
+        }
         if self.server_name.is_some() && !self.tls.tls && !wss {
             return Err(BenchError::Flags(
                 "--server-name goes with --tls or a wss:// URL",
