@@ -24,7 +24,8 @@
 //! - [`client`]: `pollchat connect`, a terminal client built on its own
 //!   `mio::Poll` loop over stdin and the socket.
 //! - [`bench`]: `pollchat bench`, a fan-out load generator for any line
-//!   chat server (not used by the server itself).
+//!   chat server, or WebSocket one with `--ws` (not used by the server
+//!   itself).
 
 #![forbid(unsafe_code)]
 
