@@ -856,7 +856,7 @@ impl<A: App + Send + 'static> Shared<A> {
         let Some(already_read) = self.read_request(key, &conn, front, deadline) else {
             return; // answered and closed, or gone
         };
-        let Web::Socket(ws) = front.upgrade(already_read) else {
+        let Web::Socket(ws) = *front.upgrade(already_read) else {
             return;
         };
         conn.upgrade(ws);

@@ -399,12 +399,12 @@ mod tests {
     /// What a browser would send (masked frames).
     fn from_browser(messages: &[Message]) -> Vec<u8> {
         let mut client = WebSocketContext::new(Role::Client, None);
-        let mut out = Vec::new();
+        let mut out = io::Cursor::new(Vec::new());
         for m in messages {
             client.write(&mut out, m.clone()).unwrap();
         }
         client.flush(&mut out).unwrap();
-        out
+        out.into_inner()
     }
 
     /// Every message the peer can read within a moment.
