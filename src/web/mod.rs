@@ -30,7 +30,7 @@ mod page;
 mod ws;
 
 #[cfg(feature = "web")]
-pub use http::{Answer, MAX_HEAD, Progress, RequestHead};
+pub use http::{Answer, MAX_HEAD, Progress, RequestHead, accept_key};
 #[cfg(feature = "web")]
 pub use ws::{MISSED_PINGS, WebSocket};
 
@@ -79,10 +79,7 @@ impl Front {
         head.read_from(r, &self.origins)
     }
 
-    /// The 101 was sent: the connection is a WebSocket. Boxed, like
-    /// [`Front::connection`]: in the lean build `Web` has no values, and a
-    /// bare `Web` expression makes the caller's following code unreachable
-    /// (a lint error), where a box of one does not.
+    /// The 101 was sent: the connection is a WebSocket.
     pub fn upgrade(&self, already_read: Vec<u8>) -> Box<Web> {
         Box::new(Web::Socket(WebSocket::new(already_read, self.max_line)))
     }
