@@ -89,6 +89,10 @@ impl SharedWebSocket {
     ///
     /// Called with empty `bytes` right after the upgrade, it delivers the
     /// frames that came with the request head.
+    ///
+    /// Once the input has ended, what still arrives is not fed in (the
+    /// poll engine stops reading there too): after refusing an oversized
+    /// frame, tungstenite keeps its header and would buffer its payload.
     pub(crate) fn take_input(
         &self,
         tls: Option<&SharedSession>,
@@ -103,8 +107,8 @@ impl SharedWebSocket {
         let mut failed = None;
         // Bounded: each pass hands out bytes of a message already decoded,
         // consumes fed bytes, or ends (fed bytes run out: `WouldBlock`; the
-        // WebSocket closed: `Ok(0)` every time).
-        loop {
+        // WebSocket closed: `Ok(0)`).
+        while !inbound.is_eof() {
             let mut io = plaintext(&mut session, &mut fed);
             match ws.read(&mut io, &mut lines) {
                 Ok(0) => {
@@ -532,6 +536,32 @@ mod tests {
         assert_eq!(web.close(None, conn.stream()).unwrap(), Sent::All);
         let got = received(&mut peer);
         assert!(matches!(got.as_slice(), [Message::Close(_)]), "{got:?}");
+    }
+
+    /// Regression: after refusing a frame whose header claims 10 MB, the
+    /// reader went on feeding what arrived into tungstenite, which had kept
+    /// that header: it buffered the payload, and in a debug build panicked
+    /// (`read_in`'s assertion). Nothing is fed after the end of input.
+    #[test]
+    fn after_a_refused_frame_nothing_more_is_fed() {
+        let (conn, mut peer) = pair();
+        let web = conn.websocket().unwrap();
+        let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend((10u64 << 20).to_be_bytes());
+        header.extend([7, 7, 7, 7]);
+        web.take_input(None, conn.stream(), &header, &mut inbound)
+            .unwrap();
+        assert!(inbound.is_eof());
+        for _ in 0..64 {
+            web.take_input(None, conn.stream(), &[b'x'; 4096], &mut inbound)
+                .unwrap();
+        }
+        let got = received(&mut peer);
+        assert!(
+            matches!(got.as_slice(), [Message::Close(Some(f))] if u16::from(f.code) == 1009),
+            "{got:?}"
+        );
     }
 
     /// The request head is read from fed bytes across several calls, and
