@@ -1129,7 +1129,8 @@ impl<A: App + Send + 'static> Shared<A> {
             // The App is going away with us: no departures to announce.
             room.depart(key, Farewell::Flush);
         }
-        // TLS clients still shaking hands have nothing to flush.
+        // TLS clients still shaking hands, and browsers still sending their
+        // request (or being answered), have nothing of the room's to flush.
         for (_, member) in room.clients.iter().filter(|(_, m)| m.shaking_hands) {
             member.conn.cut_off(b"");
         }
