@@ -210,14 +210,7 @@ impl SharedWebSocket {
         let mut ws = self.lock();
         let mut session = tls.map(SharedSession::lock);
         let mut fed = Fed::new(&[], sock);
-        if !words.is_empty() {
-            let _ = ws.write(
-                &mut plaintext(&mut session, &mut fed),
-                &[IoSlice::new(words)],
-            );
-        }
-        ws.close_normally(&mut plaintext(&mut session, &mut fed), "");
-        let _ = ws.send(&mut plaintext(&mut session, &mut fed));
+        ws.last_words(&mut plaintext(&mut session, &mut fed), words);
         if let Some(session) = session.as_deref_mut() {
             session.close();
             let _ = session.send(&mut fed);
