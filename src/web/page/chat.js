@@ -131,9 +131,17 @@ state.addEventListener('click', () => {
   }
 });
 
+// A phone back on the network need not wait out the backoff.
+window.addEventListener('online', () => {
+  if (!ws && !quitting) {
+    delay = MIN_DELAY;
+    connect();
+  }
+});
+
 // ----- the input -----------------------------------------------------------
 
-const history = [];
+const sent = [];
 let recall = 0; // index into history while Up/Down browse it
 
 form.addEventListener('submit', (e) => {
@@ -148,9 +156,9 @@ form.addEventListener('submit', (e) => {
   if (/^\/quit(\s|$)/i.test(line)) quitting = true;
   // The server does not echo our own lines, so show them here as sent.
   show(line, 'own');
-  if (history[history.length - 1] !== line) history.push(line);
-  if (history.length > MAX_HISTORY) history.shift();
-  recall = history.length;
+  if (sent[sent.length - 1] !== line) sent.push(line);
+  if (sent.length > MAX_HISTORY) sent.shift();
+  recall = sent.length;
   input.value = '';
   log.scrollTop = log.scrollHeight; // sending always returns to the bottom
   jump.hidden = true;
@@ -159,13 +167,13 @@ form.addEventListener('submit', (e) => {
 input.addEventListener('keydown', (e) => {
   if (e.key === 'ArrowUp' && recall > 0) {
     recall -= 1;
-  } else if (e.key === 'ArrowDown' && recall < history.length) {
+  } else if (e.key === 'ArrowDown' && recall < sent.length) {
     recall += 1;
   } else {
     return;
   }
   e.preventDefault();
-  input.value = history[recall] || '';
+  input.value = sent[recall] || '';
 });
 
 connect();
