@@ -12,6 +12,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -213,6 +214,45 @@ class LineClient {
   }
 }
 
+// ----- a reverse proxy that serves the web port under a sub-path -----------
+
+// What nginx's `location /chat/ { proxy_pass http://backend/; }` does, for
+// the page and its WebSocket: strip the prefix, pass everything else.
+function subPathProxy(target, prefix) {
+  const strip = (url) => url.slice(prefix.length - 1);
+  const proxy = http.createServer((req, res) => {
+    if (!req.url.startsWith(prefix)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const opts = { host: '127.0.0.1', port: target, path: strip(req.url), method: req.method, headers: req.headers };
+    const up = http.request(opts, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.writeHead(502).end());
+    req.pipe(up);
+  });
+  // An upgrade: replay the head with the shorter path, then relay bytes.
+  proxy.on('upgrade', (req, sock, head) => {
+    if (!req.url.startsWith(prefix)) {
+      sock.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const up = net.connect(target, '127.0.0.1', () => {
+      const lines = [`${req.method} ${strip(req.url)} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(lines.join('\r\n') + '\r\n\r\n');
+      up.write(head);
+      up.pipe(sock);
+      sock.pipe(up);
+    });
+    up.on('error', () => sock.destroy());
+    sock.on('error', () => up.destroy());
+  });
+  return new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve(proxy)));
+}
+
 // ----- browser tabs ----------------------------------------------------------
 
 class Tab {
@@ -346,7 +386,9 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pollchat-e2e-'));
   const servers = [];
   const clients = [];
+  const proxies = [];
   let browser = null;
+  let erin = null; // the line client of the plain-http server
   try {
     const { cert, key, ca } = makeCert(dir);
     const [line, web, tlsLine, line2, web2] = await freePorts(5);
@@ -514,7 +556,7 @@ async function main() {
         [line2, web2]);
       servers.push(plain);
       await plain.ready();
-      const erin = await LineClient.connect(line2, 'erin');
+      erin = await LineClient.connect(line2, 'erin');
       clients.push(erin);
       await erin.join('erin');
       const c = await Tab.open(browser, `http://127.0.0.1:${web2}/`, 'frank');
@@ -527,12 +569,26 @@ async function main() {
       await c.waitLine('<erin> plain reply', 'chat');
       await c.healthy();
     });
+    await check('behind a proxy at /chat/ the page uses /chat/ws', async () => {
+      const proxy = await subPathProxy(web2, '/chat/');
+      proxies.push(proxy);
+      const port = proxy.address().port;
+      const g = await Tab.open(browser, `http://127.0.0.1:${port}/chat/`, 'grace');
+      await g.waitState('connected');
+      assert(g.sockets[0] === `ws://127.0.0.1:${port}/chat/ws`, `socket URL ${g.sockets[0]}`);
+      await g.join('grace');
+      await g.say('hello via the proxy');
+      await erin.expect((l) => l === '<grace> hello via the proxy', 'grace\'s line');
+      await g.healthy();
+    });
   } catch (err) {
     // Set-up that every check needs (cert, ports, server, browser) failed.
     failed += 1;
     console.log(`FAIL set-up: ${err && err.message || err}`);
   } finally {
     for (const c of clients) c.close();
+    for (const p of proxies) p.close();
+    for (const p of proxies) p.closeAllConnections();
     if (browser) await browser.close().catch(() => {});
     for (const s of servers) {
       if (failed) console.log(`-- server ${s.args.slice(0, 8).join(' ')} …:\n${s.output.trim()}`);
