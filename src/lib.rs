@@ -9,6 +9,7 @@
 //! - [`framing`]: bytes → lines, with a length cap.
 //! - [`sanitize`]: lines → text safe to show on a terminal.
 //! - [`tls`]: rustls sessions in front of sockets, certificates, reload.
+//! - [`web`]: the browser front: the chat page, HTTP heads, WebSockets.
 //! - [`flood`]: the token bucket behind `--rate`/`--burst`.
 //! - [`inbound`]: framing + flood control + sanitising for one client.
 //! - [`admission`]: `--max-clients` and `--max-per-ip`.
@@ -44,3 +45,4 @@ pub mod protocol;
 pub mod quiz;
 pub mod sanitize;
 pub mod tls;
+pub mod web;
