@@ -100,7 +100,9 @@ function connect() {
   sock.onclose = (e) => {
     if (ws !== sock) return; // an old socket, already replaced
     ws = null;
-    if (e.reason) show('! closed: ' + e.reason, 'error');
+    // A normal close (1000, e.g. after /quit) is news; any other is an error.
+    if (e.reason && e.code === 1000) show('* closed: ' + e.reason, 'notice');
+    else if (e.reason) show('! closed: ' + e.reason, 'error');
     if (quitting) setState('disconnected', 'disconnected (tap to rejoin)');
     else retry();
   };
