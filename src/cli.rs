@@ -10,8 +10,9 @@ use log::LevelFilter;
 
 use crate::chat::names::{self, NameError};
 use crate::client::address::ServerAddress;
-use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS, TlsListen};
+use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS, TlsListen, WebListen};
 use crate::quiz::Settings;
+use crate::web::OriginPolicy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -154,6 +155,8 @@ pub struct ServerArgs {
     pub idle_timeout: Option<u64>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -170,19 +173,54 @@ pub struct TlsArgs {
     /// --tls-cert and --tls-key; SIGHUP reloads both files.
     #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"], value_parser = clap::value_parser!(u16).range(1..))]
     pub tls_port: Option<u16>,
-    /// Certificate chain for --tls-port (PEM, as certbot or `openssl req` write it).
-    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    /// Certificate chain for --tls-port and --web-port (PEM, as certbot or
+    /// `openssl req` write it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        requires = "uses_certificate"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "FILE", requires = "tls_port")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve TLS only: no plain listener.
     #[arg(long, requires = "tls_port")]
     pub tls_only: bool,
-    /// Seconds a TLS client may take to finish its handshake before it is
-    /// disconnected.
+    /// Seconds a TLS client may take to finish its handshake (and a web
+    /// client to send its request) before it is disconnected.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
+}
+
+/// The web listener's flags, shared by `serve` and `quiz`. They exist in
+/// the lean build too, which then refuses them at start-up.
+#[derive(Debug, Args)]
+#[group(id = "uses_certificate", multiple = true, args = ["tls_port", "web_port"])]
+pub struct WebArgs {
+    /// Also serve the chat page and its WebSocket (same room) on this port:
+    /// https and wss with --tls-cert and --tls-key, else http and ws.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub web_port: Option<u16>,
+    /// An origin allowed to open the chat's WebSocket besides the page's
+    /// own, e.g. https://chat.example.org when a proxy serves it under
+    /// another name; `*` allows any. Repeatable.
+    #[arg(long, value_name = "ORIGIN", requires = "web_port")]
+    pub web_origin: Vec<String>,
+}
+
+impl WebArgs {
+    fn listen(&self, host: IpAddr, tls: &TlsArgs) -> Option<WebListen> {
+        Some(WebListen {
+            addr: SocketAddr::new(host, self.web_port?),
+            origins: OriginPolicy {
+                allowed: self.web_origin.clone(),
+            },
+            https: tls.tls_cert.clone().zip(tls.tls_key.clone()),
+            head_timeout: Duration::from_secs(tls.handshake_timeout),
+        })
+    }
 }
 
 impl TlsArgs {
@@ -203,6 +241,7 @@ impl ServerArgs {
             addr: SocketAddr::new(self.host, port),
             plain: !self.tls.tls_only,
             tls: self.tls.listen(self.host),
+            web: self.web.listen(self.host, &self.tls),
             engine: self.engine,
             limits: Limits {
                 max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),

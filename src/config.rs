@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::web::OriginPolicy;
+
 /// Which I/O model drives the App.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineKind {
@@ -101,6 +103,22 @@ pub struct TlsListen {
     pub handshake_timeout: Duration,
 }
 
+/// The web port (`--web-port`): the chat page, and on `/ws` a WebSocket
+/// into the same room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebListen {
+    pub addr: SocketAddr,
+    /// Who may open the WebSocket from a browser page, besides the page
+    /// itself (`--web-origin`).
+    pub origins: OriginPolicy,
+    /// Serve https and wss with this certificate chain and key (PEM), the
+    /// files `--tls-cert` and `--tls-key` name.
+    pub https: Option<(PathBuf, PathBuf)>,
+    /// A connection that has not sent its whole request head by then (its
+    /// TLS handshake included) is closed, like a slow TLS handshake.
+    pub head_timeout: Duration,
+}
+
 /// The default `--handshake-timeout`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,6 +131,8 @@ pub struct Config {
     pub plain: bool,
     /// The TLS listener, if any.
     pub tls: Option<TlsListen>,
+    /// The web listener, if any.
+    pub web: Option<WebListen>,
     pub engine: EngineKind,
     pub limits: Limits,
     /// Turn SIGINT/SIGTERM into a graceful shutdown. The binary sets this;
@@ -127,6 +147,7 @@ impl Config {
             addr,
             plain: true,
             tls: None,
+            web: None,
             engine: EngineKind::Poll,
             limits: Limits::default(),
             handle_signals: false,

@@ -90,20 +90,22 @@ fn bench(args: &pollchat::bench::BenchArgs) -> ExitCode {
 /// Bind, say where, and run `app` until shut down.
 fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
     let engine = config.engine;
-    let config_plain = config.plain;
+    let plain = config.plain;
+    let https = config.web.as_ref().is_some_and(|w| w.https.is_some());
     let server = match Server::bind(config, app) {
         Ok(server) => server,
         Err(e) => return start_error(&e),
     };
-    let plain = config_plain;
-    match server.tls_addr() {
-        None => info!("listening on {} (engine: {engine})", server.local_addr()),
-        Some(tls) if plain => info!(
-            "listening on {}, TLS on {tls} (engine: {engine})",
-            server.local_addr()
-        ),
-        Some(tls) => info!("listening on {tls}, TLS only (engine: {engine})"),
+    let mut listening = match server.tls_addr() {
+        None => format!("listening on {}", server.local_addr()),
+        Some(tls) if plain => format!("listening on {}, TLS on {tls}", server.local_addr()),
+        Some(tls) => format!("listening on {tls}, TLS only"),
+    };
+    if let Some(web) = server.web_addr() {
+        let scheme = if https { "https" } else { "http" };
+        listening.push_str(&format!(", web page on {scheme}://{web}/"));
     }
+    info!("{listening} (engine: {engine})");
     exit_with(server.run())
 }
 

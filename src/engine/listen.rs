@@ -16,12 +16,23 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 use crate::config::Config;
 use crate::error::StartError;
 use crate::tls::Acceptor;
+use crate::web::Front;
 
-/// What a server listens on: the plain port (unless `--tls-only`) and the
-/// TLS port (with `--tls-port`), both joining the same room.
+/// What a server listens on: the plain port (unless `--tls-only`), the TLS
+/// port (with `--tls-port`) and the web port (with `--web-port`), all
+/// joining the same room.
 pub(crate) struct Listeners {
     pub plain: Option<std::net::TcpListener>,
     pub tls: Option<(std::net::TcpListener, Arc<Acceptor>)>,
+    pub web: Option<WebDoor>,
+}
+
+/// The web port: its listener, the checks and sizes for its connections,
+/// and (https) where their TLS sessions come from.
+pub(crate) struct WebDoor {
+    pub listener: std::net::TcpListener,
+    pub front: Arc<Front>,
+    pub tls: Option<Arc<Acceptor>>,
 }
 
 /// Bind what `config` asks for. The certificate and key are loaded first, so
@@ -33,6 +44,25 @@ pub(crate) fn bind_all(config: &Config) -> Result<Listeners, StartError> {
         )),
         None => None,
     };
+    let front = match &config.web {
+        Some(web) => Some(Arc::new(
+            Front::new(web.origins.clone(), config.limits.max_line)
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        )),
+        None => None,
+    };
+    // https: the same pair as the TLS port (one load, one SIGHUP reload),
+    // or, with no TLS port, its own.
+    let web_acceptor = match (
+        config.web.as_ref().and_then(|w| w.https.as_ref()),
+        &config.tls,
+    ) {
+        (None, _) => None,
+        (Some((cert, key)), Some(tls)) if *cert == tls.cert && *key == tls.key => acceptor.clone(),
+        (Some((cert, key)), _) => Some(Arc::new(
+            Acceptor::load(cert, key).map_err(StartError::Tls)?,
+        )),
+    };
     let bind = |addr| bind_listener(addr).map_err(|e| StartError::from_bind(addr, e));
     let plain = if config.plain {
         Some(bind(config.addr)?)
@@ -43,10 +73,18 @@ pub(crate) fn bind_all(config: &Config) -> Result<Listeners, StartError> {
         (Some(tls), Some(acceptor)) => Some((bind(tls.addr)?, acceptor)),
         _ => None,
     };
+    let web = match (&config.web, front) {
+        (Some(web), Some(front)) => Some(WebDoor {
+            listener: bind(web.addr)?,
+            front,
+            tls: web_acceptor,
+        }),
+        _ => None,
+    };
     if plain.is_none() && tls.is_none() {
         return Err(StartError::Config("--tls-only needs --tls-port".into()));
     }
-    Ok(Listeners { plain, tls })
+    Ok(Listeners { plain, tls, web })
 }
 
 /// Connections the kernel may hold fully opened, waiting for `accept`.

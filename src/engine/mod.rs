@@ -108,6 +108,14 @@ impl<A: App + Send + 'static> Server<A> {
         }
     }
 
+    /// The web listener's address, if there is one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Server::Poll(s) => s.web_addr(),
+            Server::Threaded(s) => s.web_addr(),
+        }
+    }
+
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         match self {
             Server::Poll(s) => s.shutdown_handle(),
@@ -128,6 +136,7 @@ impl<A: App + Send + 'static> Server<A> {
     pub fn spawn(self) -> io::Result<RunningServer> {
         let addr = self.local_addr();
         let tls_addr = self.tls_addr();
+        let web_addr = self.web_addr();
         let handle = self.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("pollchat-server".into())
@@ -135,6 +144,7 @@ impl<A: App + Send + 'static> Server<A> {
         Ok(RunningServer {
             addr,
             tls_addr,
+            web_addr,
             handle,
             thread: Some(thread),
         })
@@ -146,6 +156,7 @@ impl<A: App + Send + 'static> Server<A> {
 pub struct RunningServer {
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -157,6 +168,10 @@ impl RunningServer {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

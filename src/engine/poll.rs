@@ -29,6 +29,15 @@
 //! the loop before the client joins the room (`Life::Handshaking`, with a
 //! deadline), WRITABLE is also wanted while the session holds ciphertext,
 //! and the broadcast log is encrypted per client as it is written.
+//!
+//! Browsers (`--web-port`) keep them too: their connection first sends one
+//! request head (read in the loop, with the same deadline as a handshake),
+//! which either gets the page and is closed, or upgrades to a WebSocket
+//! that joins the room. A WebSocket sits above the TLS session
+//! (`web::Lines`): the log's lines go out as text frames written straight
+//! from the shared segments, WRITABLE is also wanted while it holds a
+//! frame of its own (a pong), and every client on it is pinged each
+//! `PING_INTERVAL`.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -56,6 +65,7 @@ use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
 use crate::tls::{Acceptor, Plaintext, Session};
+use crate::web::{self, Front, Lines, Progress, Web, WebSocket};
 
 /// Tokens for the non-client sources. Client tokens are slab keys, which
 /// start at 0 and stay far below these.
@@ -63,6 +73,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
+const WEB_LISTENER: Token = Token(usize::MAX - 5);
 
 /// One shared read buffer for the whole loop: clients only keep what is left
 /// of an unfinished line, so an idle client holds no read buffer at all.
@@ -81,8 +92,10 @@ const ACCEPTS_PER_TICK: usize = 32;
 /// Where a client is in its life:
 ///
 /// ```text
-///  Handshaking ──done──▶ Open      (TLS clients only; a failed or
-///   └── error, EOF, deadline ──▶ Dead    overdue handshake never joins)
+///  Handshaking ──done──▶ Open      (TLS and web clients only; a failed or
+///   │                                 overdue handshake never joins)
+///   ├── error, EOF, deadline ──▶ Dead
+///   └── web request answered (the page, a 4xx) ──▶ Closing
 ///
 ///  Open ──leave (FIN, /quit, idle)──▶ Closing ──all written──▶ Draining ──its FIN──▶ Dead ──▶ reaped
 ///   │                                  │ CLOSE_GRACE             │ LINGER                 (end of tick:
@@ -91,9 +104,10 @@ const ACCEPTS_PER_TICK: usize = 32;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
-    /// A TLS client whose handshake has not finished: it holds a slot and
-    /// an address count, but is not in the room yet, so a slowloris
-    /// connection is never announced to anyone.
+    /// A TLS client whose handshake has not finished, or a web client
+    /// whose request head has not all arrived: it holds a slot and an
+    /// address count, but is not in the room yet, so a slowloris connection
+    /// is never announced to anyone.
     Handshaking,
     /// In the room: receives broadcasts, its input is read.
     Open,
@@ -118,6 +132,9 @@ struct Client {
     /// The TLS session in front of the socket, boxed (a session is over
     /// 1 KiB): a plain client pays one pointer.
     tls: Option<Box<Session>>,
+    /// A web client's request head being read, then its WebSocket; boxed,
+    /// so a line client pays one pointer.
+    web: Option<Box<Web>>,
     /// For per-address accounting and log lines (the port is only logged
     /// at connect; 17 bytes instead of a 32-byte `SocketAddr`).
     ip: IpAddr,
@@ -153,8 +170,11 @@ pub struct PollServer<A> {
     listener: Option<TcpListener>,
     /// The TLS port, and where its sessions come from (SIGHUP reloads it).
     tls_listener: Option<(TcpListener, Arc<Acceptor>)>,
+    /// The web port, and (https) where its sessions come from.
+    web_listener: Option<(TcpListener, Option<Arc<Acceptor>>)>,
     local_addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     handle: ShutdownHandle,
@@ -184,6 +204,8 @@ struct Loop<A> {
     /// Clients to remove at the end of this tick.
     dead: Vec<usize>,
     next_serial: u32,
+    /// The web port's request checks and WebSocket sizes.
+    web: Option<Arc<Front>>,
 }
 
 /// The output half of the loop: one broadcast goes into `log` in
@@ -224,12 +246,15 @@ struct Timers {
     to_drain: Vec<usize>,
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
-    /// TLS clients still handshaking, in deadline order: when they are given
-    /// up on, and their peer address, which the App hears when they join.
+    /// TLS clients still handshaking and web clients still sending their
+    /// request head, in deadline order: when they are given up on, and
+    /// their peer address, which the App hears when they join.
     handshakes: Vec<Handshake>,
+    /// When every WebSocket is pinged next (while there are any).
+    next_ping: Option<Instant>,
 }
 
-/// A TLS client's handshake in progress (see `Life::Handshaking`).
+/// A handshake in progress (see `Life::Handshaking`).
 struct Handshake {
     deadline: Instant,
     key: usize,
@@ -246,11 +271,37 @@ struct Accepting {
     again: bool,
     /// How long a TLS client may take over its handshake.
     handshake_timeout: Duration,
+    /// How long a web client may take to send its request head (its TLS
+    /// handshake included).
+    head_timeout: Duration,
     /// Decides that pause, and rate-limits its warning.
     backoff: AcceptBackoff,
 }
 
+/// Which listener a connection came in on, and what it will speak.
+#[derive(Clone, Copy)]
+enum Door<'a> {
+    /// Lines over plain TCP.
+    Lines,
+    /// Lines over TLS.
+    Tls(&'a Arc<Acceptor>),
+    /// A request head, then the page or a WebSocket; over TLS with an
+    /// acceptor (https).
+    Web(Option<&'a Arc<Acceptor>>),
+}
+
 impl Timers {
+    /// A handshake is over (joined, answered): forget its deadline. Returns
+    /// the peer address it was accepted with.
+    fn finish_handshake(&mut self, key: usize, serial: u32) -> Option<SocketAddr> {
+        let at = self
+            .handshakes
+            .iter()
+            .position(|h| h.key == key && h.serial == serial)?;
+        // `remove`, not `swap_remove`: the list stays in deadline order.
+        Some(self.handshakes.remove(at).peer)
+    }
+
     /// The soonest of the schedules, if any.
     fn next_deadline(&self) -> Option<Instant> {
         [
@@ -259,6 +310,7 @@ impl Timers {
             self.throttled.iter().map(|t| t.0).min(),
             self.closing.iter().map(|t| t.0).min(),
             self.handshakes.iter().map(|h| h.deadline).min(),
+            self.next_ping,
         ]
         .into_iter()
         .flatten()
@@ -273,7 +325,7 @@ impl<A: App> PollServer<A> {
         let poll = Poll::new().map_err(StartError::Setup)?;
         // The plain port and/or the TLS port (its certificate loaded first),
         // each a source in the same Poll.
-        let Listeners { plain, tls } = listen::bind_all(&config)?;
+        let Listeners { plain, tls, web } = listen::bind_all(&config)?;
         let register = |listener: std::net::TcpListener, token| {
             let mut listener = TcpListener::from_std(listener);
             poll.registry()
@@ -287,7 +339,15 @@ impl<A: App> PollServer<A> {
             Some((l, acceptor)) => Some((register(l, TLS_LISTENER)?, acceptor)),
             None => None,
         };
+        let (web_listener, web_front) = match web {
+            Some(door) => (
+                Some((register(door.listener, WEB_LISTENER)?, door.tls)),
+                Some(door.front),
+            ),
+            None => (None, None),
+        };
         let tls_addr = tls_listener.as_ref().map(|((_, addr), _)| *addr);
+        let web_addr = web_listener.as_ref().map(|((_, addr), _)| *addr);
         let local_addr = match (&listener, tls_addr) {
             (Some((_, addr)), _) => *addr,
             (None, Some(addr)) => addr,
@@ -295,6 +355,7 @@ impl<A: App> PollServer<A> {
         };
         let listener = listener.map(|(l, _)| l);
         let tls_listener = tls_listener.map(|((l, _), acceptor)| (l, acceptor));
+        let web_listener = web_listener.map(|((l, _), acceptor)| (l, acceptor));
 
         // The waker lets another thread interrupt `poll()`; the shutdown
         // handle owns it.
@@ -305,7 +366,8 @@ impl<A: App> PollServer<A> {
 
         let signals = if config.handle_signals {
             // SIGHUP reloads the certificate, when there is one.
-            let wanted: &[i32] = if tls_listener.is_some() {
+            let https = web_listener.as_ref().is_some_and(|(_, a)| a.is_some());
+            let wanted: &[i32] = if tls_listener.is_some() || https {
                 &[SIGINT, SIGTERM, SIGHUP]
             } else {
                 &[SIGINT, SIGTERM]
@@ -323,6 +385,10 @@ impl<A: App> PollServer<A> {
             .tls
             .as_ref()
             .map_or(Duration::ZERO, |t| t.handshake_timeout);
+        let head_timeout = config
+            .web
+            .as_ref()
+            .map_or(Duration::ZERO, |w| w.head_timeout);
         let limits = config.limits;
         let max_clients = rules::max_clients(&limits);
         let now = Instant::now();
@@ -330,8 +396,10 @@ impl<A: App> PollServer<A> {
             poll,
             listener,
             tls_listener,
+            web_listener,
             local_addr,
             tls_addr,
+            web_addr,
             signals,
             shutdown_requested,
             handle,
@@ -365,10 +433,12 @@ impl<A: App> PollServer<A> {
                 dispatching: false,
                 accepting: Accepting {
                     handshake_timeout,
+                    head_timeout,
                     ..Accepting::default()
                 },
                 dead: Vec::new(),
                 next_serial: 0,
+                web: web_front,
             },
         })
     }
@@ -379,6 +449,10 @@ impl<A: App> PollServer<A> {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -409,13 +483,19 @@ impl<A: App> PollServer<A> {
                     // New connections: accept (a slice per tick, see `accept_all`).
                     LISTENER => {
                         if let Some(listener) = &self.listener {
-                            self.state.accept_all(listener, None, registry, now);
+                            self.state.accept_all(listener, Door::Lines, registry, now);
                         }
                     }
                     TLS_LISTENER => {
                         if let Some((listener, acceptor)) = &self.tls_listener {
                             self.state
-                                .accept_all(listener, Some(acceptor), registry, now);
+                                .accept_all(listener, Door::Tls(acceptor), registry, now);
+                        }
+                    }
+                    WEB_LISTENER => {
+                        if let Some((listener, acceptor)) = &self.web_listener {
+                            let door = Door::Web(acceptor.as_ref());
+                            self.state.accept_all(listener, door, registry, now);
                         }
                     }
                     // Another thread called `ShutdownHandle::shutdown`.
@@ -424,7 +504,10 @@ impl<A: App> PollServer<A> {
                         if let Some(signals) = self.signals.as_mut() {
                             for signal in signals.pending() {
                                 if signal == SIGHUP {
-                                    reload_certificate(self.tls_listener.as_ref());
+                                    let tls = self.tls_listener.as_ref().map(|(_, a)| a);
+                                    let web =
+                                        self.web_listener.as_ref().and_then(|(_, a)| a.as_ref());
+                                    reload_certificate(tls, web);
                                     continue;
                                 }
                                 info!("signal {signal} received, shutting down");
@@ -439,12 +522,14 @@ impl<A: App> PollServer<A> {
 
             // Step 3: timers — the App's deadline, flood pauses ending,
             // accept back-off ending, idle clients, closing clients.
-            self.state.run_timers(
-                self.listener.as_ref(),
-                self.tls_listener.as_ref(),
-                registry,
-                now,
-            );
+            let doors = [
+                self.listener.as_ref().map(|l| (l, Door::Lines)),
+                self.tls_listener.as_ref().map(|(l, a)| (l, Door::Tls(a))),
+                self.web_listener
+                    .as_ref()
+                    .map(|(l, a)| (l, Door::Web(a.as_ref()))),
+            ];
+            self.state.run_timers(&doors, registry, now);
 
             // Step 4: one write per client that has output, then drop the dead.
             self.state.end_of_tick(registry, now);
@@ -489,7 +574,7 @@ impl<A: App> Loop<A> {
     fn accept_all(
         &mut self,
         listener: &TcpListener,
-        tls: Option<&Arc<Acceptor>>,
+        door: Door<'_>,
         registry: &Registry,
         now: Instant,
     ) {
@@ -508,7 +593,7 @@ impl<A: App> Loop<A> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     accepted += 1;
-                    self.admit(stream, peer, tls, registry, now);
+                    self.admit(stream, peer, door, registry, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Retry at once, or (out of fds) pause: see `rules`.
@@ -523,22 +608,28 @@ impl<A: App> Loop<A> {
     }
 
     /// A new connection: check the limits, register it, tell the App (a
-    /// TLS client: once its handshake is done, in `handshake`).
+    /// TLS or web client: once its handshake is done, in `handshake`).
     fn admit(
         &mut self,
         mut stream: TcpStream,
         peer: SocketAddr,
-        tls: Option<&Arc<Acceptor>>,
+        door: Door<'_>,
         registry: &Registry,
         now: Instant,
     ) {
         if let Err(refusal) = self.admission.admit(peer.ip()) {
-            match tls {
-                None => rules::refuse(stream, peer, refusal),
-                Some(_) => rules::refuse_silently(stream, peer, refusal),
+            match door {
+                Door::Lines => rules::refuse(stream, peer, refusal),
+                // A line of text is no answer for a TLS or HTTP client.
+                Door::Tls(_) | Door::Web(_) => rules::refuse_silently(stream, peer, refusal),
             }
             return;
         }
+        let (tls, web) = match door {
+            Door::Lines => (None, None),
+            Door::Tls(acceptor) => (Some(acceptor), None),
+            Door::Web(acceptor) => (acceptor, self.web.as_ref().map(|f| f.connection())),
+        };
         let session = match tls.map(|acceptor| acceptor.accept()).transpose() {
             Ok(session) => session,
             Err(e) => {
@@ -558,11 +649,17 @@ impl<A: App> Loop<A> {
             return;
         }
         self.next_serial = self.next_serial.wrapping_add(1);
-        let life = if session.is_some() {
-            // Not in the room until the handshake is done, and not for
-            // longer than `--handshake-timeout` if it never is.
+        let life = if session.is_some() || web.is_some() {
+            // Not in the room until the handshake (and the request head) is
+            // done, and not for longer than `--handshake-timeout` if it
+            // never is.
+            let timeout = if web.is_some() {
+                self.accepting.head_timeout
+            } else {
+                self.accepting.handshake_timeout
+            };
             self.timers.handshakes.push(Handshake {
-                deadline: now + self.accepting.handshake_timeout,
+                deadline: now + timeout,
                 key,
                 serial: self.next_serial,
                 peer,
@@ -574,6 +671,7 @@ impl<A: App> Loop<A> {
         entry.insert(Client {
             stream,
             tls: session,
+            web,
             ip: peer.ip(),
             serial: self.next_serial,
             life,
@@ -602,61 +700,69 @@ impl<A: App> Loop<A> {
 
     // ----- TLS handshake ----------------------------------------------------
 
-    /// A handshaking client's socket is ready: feed the session until
-    /// `WouldBlock`, send its replies, and once the handshake is done, join
-    /// the room and read on (the client's first line may have come with its
-    /// last handshake message). A failed handshake (garbage, plain text to
-    /// the TLS port) closes the connection; nobody else ever knew of it.
+    /// A handshaking client's socket is ready: feed the TLS session until
+    /// `WouldBlock` and send its replies; then (web) read the request head.
+    /// Once both are done, join the room and read on (the client's first
+    /// line may have come with its last handshake message). A failed
+    /// handshake (garbage, plain text to the TLS port) closes the
+    /// connection; nobody else ever knew of it.
     fn handshake(&mut self, key: usize, now: Instant) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        let Some(session) = client.tls.as_deref_mut() else {
-            return;
-        };
-        let mut result = Ok(());
-        // Fairness: a peer that keeps talking is read again next tick.
-        let mut capped = true;
-        for _ in 0..READS_PER_TICK {
-            if !session.is_handshaking() {
+        if let Some(session) = client.tls.as_deref_mut()
+            && session.is_handshaking()
+        {
+            let mut result = Ok(());
+            // Fairness: a peer that keeps talking is read again next tick.
+            let mut capped = true;
+            for _ in 0..READS_PER_TICK {
+                if !session.is_handshaking() {
+                    capped = false;
+                    break;
+                }
+                match session.receive(&mut client.stream) {
+                    Ok(0) => result = Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => result = Err(e),
+                }
                 capped = false;
                 break;
             }
-            match session.receive(&mut client.stream) {
-                Ok(0) => result = Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => result = Err(e),
+            // Our half of the handshake, or the alert that ends it.
+            let sent = session.send(&mut client.stream);
+            let done = !session.is_handshaking();
+            let waiting = session.wants_write();
+            if let Err(e) = result.and(sent) {
+                debug!("TLS handshake with {} failed: {e}", client.ip);
+                client.life = Life::Dead;
+                self.dead.push(key);
+                return;
             }
-            capped = false;
-            break;
+            if waiting {
+                mark_for_flush(client, key, &mut self.outgoing.flush_list);
+            }
+            if !done {
+                if capped {
+                    self.timers.read_again.push((key, client.serial));
+                }
+                return;
+            }
+            debug!("client {key} finished its TLS handshake");
         }
-        // Our half of the handshake, or the alert that ends it.
-        let sent = session.send(&mut client.stream);
-        let done = !session.is_handshaking();
-        let waiting = session.wants_write();
-        if let Err(e) = result.and(sent) {
-            debug!("TLS handshake with {} failed: {e}", client.ip);
-            client.life = Life::Dead;
-            self.dead.push(key);
+        if client
+            .web
+            .as_deref()
+            .is_some_and(|w| matches!(w, Web::Head(_)))
+            && !self.read_request(key, now)
+        {
             return;
         }
-        if waiting {
-            mark_for_flush(client, key, &mut self.outgoing.flush_list);
-        }
-        if !done {
-            if capped {
-                self.timers.read_again.push((key, client.serial));
-            }
+        let Some(client) = self.clients.get_mut(key) else {
             return;
-        }
-        let serial = client.serial;
-        let Some(at) = self
-            .timers
-            .handshakes
-            .iter()
-            .position(|h| h.key == key && h.serial == serial)
-        else {
+        };
+        let Some(peer) = self.timers.finish_handshake(key, client.serial) else {
             // Every handshaking client has its entry; without one it could
             // never join nor be given up on.
             debug_assert!(false, "client {key} handshook without a timer entry");
@@ -664,15 +770,71 @@ impl<A: App> Loop<A> {
             self.dead.push(key);
             return;
         };
-        // `remove`, not `swap_remove`: the list stays in deadline order.
-        let peer = self.timers.handshakes.remove(at).peer;
         client.life = Life::Open;
         // Owed only what is said from now on.
         client.out = OutQueue::new(self.outgoing.log.head());
         client.last_heard = now;
-        debug!("client {key} finished its TLS handshake");
+        if client.web.is_some() && self.timers.next_ping.is_none() {
+            self.timers.next_ping = Some(now + web::PING_INTERVAL);
+        }
         self.join(key, peer, now);
         self.read_client(key, now);
+    }
+
+    // ----- web request ------------------------------------------------------
+
+    /// A web client's request head, read as far as it has come. True once it
+    /// is a WebSocket, ready to join. Otherwise it waits for more, or it was
+    /// answered (the page, an error) and now only has that answer to flush
+    /// before it closes, or it is gone.
+    fn read_request(&mut self, key: usize, now: Instant) -> bool {
+        let (Some(client), Some(front)) = (self.clients.get_mut(key), self.web.as_ref()) else {
+            return false;
+        };
+        let Some(Web::Head(head)) = client.web.as_deref_mut() else {
+            return false;
+        };
+        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+        let answer = match front.read_head(head, &mut plaintext) {
+            Ok(Progress::NeedMore) => return false,
+            Ok(Progress::Answer(answer)) => answer,
+            Err(e) => {
+                debug!("web client {} gone before its request: {e}", client.ip);
+                client.life = Life::Dead;
+                self.dead.push(key);
+                return false;
+            }
+        };
+        debug!(
+            "web client {key} ({}): {} -> {}",
+            client.ip, answer.request, answer.status
+        );
+        let Some(already_read) = answer.upgrade else {
+            // The page or an error: sent like any output, then closed. It
+            // never joined, so the App hears nothing of it.
+            client.web = None;
+            client.out.push_private(&self.outgoing.log, &answer.bytes);
+            client.life = Life::Closing;
+            client.closed_by_app = true;
+            let serial = client.serial;
+            self.timers.finish_handshake(key, serial);
+            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
+            return false;
+        };
+        // The 101 goes out now, before any frame: a socket this fresh (or a
+        // TLS session under its buffer limit) takes it whole.
+        if let Err(e) = write_all_now(&mut plaintext, &answer.bytes) {
+            debug!("web client {key}: cannot send the upgrade: {e}");
+            client.life = Life::Dead;
+            self.dead.push(key);
+            return false;
+        }
+        client.web = Some(Box::new(front.upgrade(already_read)));
+        if client.tls.as_ref().is_some_and(|s| s.wants_write()) {
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
+        }
+        true
     }
 
     // ----- read -----------------------------------------------------------
@@ -709,8 +871,9 @@ impl<A: App> Loop<A> {
             if client.life != Life::Open || client.inbound.as_ref().is_some_and(|i| i.is_eof()) {
                 return;
             }
-            // The socket, or the TLS session in front of it.
-            match Plaintext::over(client.tls.as_deref_mut(), &mut client.stream)
+            // The socket, or the TLS session in front of it, or a
+            // WebSocket's text frames above either.
+            match lines_of(&mut client.stream, &mut client.tls, &mut client.web)
                 .read(&mut self.scratch)
             {
                 // FIN: the peer will send no more. Deliver any last line.
@@ -742,9 +905,10 @@ impl<A: App> Loop<A> {
             _ => {}
         }
         // A TLS record may have asked for an answer (a key update, an
-        // alert) that the socket could not take at once.
+        // alert) that the socket could not take at once, and a WebSocket
+        // answers pings and closes: flush after every read batch.
         if let Some(client) = self.clients.get_mut(key)
-            && client.tls.as_ref().is_some_and(|s| s.wants_write())
+            && own_frames_waiting(client)
         {
             mark_for_flush(client, key, &mut self.outgoing.flush_list);
         }
@@ -964,8 +1128,7 @@ impl<A: App> Loop<A> {
     /// pauses ending, clients that never finished closing, idle clients.
     fn run_timers(
         &mut self,
-        listener: Option<&TcpListener>,
-        tls_listener: Option<&(TcpListener, Arc<Acceptor>)>,
+        doors: &[Option<(&TcpListener, Door<'_>)>],
         registry: &Registry,
         now: Instant,
     ) {
@@ -980,11 +1143,8 @@ impl<A: App> Loop<A> {
         }
         if self.accepting.again {
             self.accepting.again = false;
-            if let Some(listener) = listener {
-                self.accept_all(listener, None, registry, now);
-            }
-            if let Some((listener, acceptor)) = tls_listener {
-                self.accept_all(listener, Some(acceptor), registry, now);
+            for &(listener, door) in doors.iter().flatten() {
+                self.accept_all(listener, door, registry, now);
             }
         }
 
@@ -1031,10 +1191,45 @@ impl<A: App> Loop<A> {
 
         self.expire_handshakes(now);
         self.sweep_idle(now);
+        self.ping_websockets(now);
+    }
+
+    /// Every `PING_INTERVAL`: ping each WebSocket, and drop those that left
+    /// `MISSED_PINGS` in a row unanswered (a browser that is gone without a
+    /// FIN, say a phone that lost its network).
+    fn ping_websockets(&mut self, now: Instant) {
+        if self.timers.next_ping.is_none_or(|at| at > now) {
+            return;
+        }
+        let mut gone = Vec::new();
+        for (key, client) in self.clients.iter_mut() {
+            if client.life != Life::Open {
+                continue;
+            }
+            let Some(ws) = client.web.as_deref_mut().and_then(Web::socket) else {
+                continue;
+            };
+            let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+            if ws.ping(&mut plaintext) {
+                mark_for_flush(client, key, &mut self.outgoing.flush_list);
+            } else {
+                gone.push(key);
+            }
+        }
+        self.timers.next_ping = self
+            .clients
+            .iter()
+            .any(|(_, c)| c.web.is_some())
+            .then(|| now + web::PING_INTERVAL);
+        for key in gone {
+            debug!("client {key} answered no pings: gone");
+            self.leave(key, now, Life::Dead);
+        }
     }
 
     /// `--handshake-timeout`: a TLS client that has not finished its
-    /// handshake by now (half a ClientHello, or nothing at all) is closed.
+    /// handshake by now (half a ClientHello, or nothing at all), or a web
+    /// client that has not sent its whole request head, is closed.
     fn expire_handshakes(&mut self, now: Instant) {
         // Entries are pushed with the same timeout as they are accepted, so
         // the list is in deadline order: most ticks stop at the first.
@@ -1056,7 +1251,7 @@ impl<A: App> Loop<A> {
                 && client.serial == h.serial
                 && client.life == Life::Handshaking
             {
-                debug!("TLS client {} did not finish its handshake in time", h.peer);
+                debug!("{} did not finish its handshake or request in time", h.peer);
                 last_words(client, b"");
                 client.life = Life::Dead;
                 dead.push(h.key);
@@ -1342,22 +1537,32 @@ fn flush_client(
         return Ok(Wrote::Drained);
     }
     // A TLS client's ciphertext left over from last time goes first: the
-    // session takes new plaintext only as its buffer empties.
+    // session takes new plaintext only as its buffer empties. Then a
+    // WebSocket's own frames (a pong, say), unless one of ours is half
+    // written: that one is finished by the write below.
     if let Some(session) = client.tls.as_deref_mut() {
         session.send(&mut client.stream).map_err(WriteFailure::Io)?;
+    }
+    if let Some(ws) = client.web.as_deref_mut().and_then(Web::socket) {
+        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+        ws.send(&mut plaintext).map_err(WriteFailure::Io)?;
     }
     let wrote = if client.life == Life::Handshaking {
         // Nothing of the room's until it has joined.
         Wrote::Drained
     } else {
-        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
         client
             .out
-            .write_to(log, key, &mut plaintext, now)
+            .write_to(
+                log,
+                key,
+                &mut lines_of(&mut client.stream, &mut client.tls, &mut client.web),
+                now,
+            )
             .map_err(WriteFailure::Io)?
             .1
     };
-    let mut tls_waiting = client.tls.as_ref().is_some_and(|s| s.wants_write());
+    let mut tls_waiting = own_frames_waiting(client);
     if wrote == Wrote::Drained {
         client.behind = false;
         if client.life == Life::Closing && !tls_waiting {
@@ -1370,7 +1575,8 @@ fn flush_client(
         }
     }
     // WRITABLE only while the socket has refused something, or the TLS
-    // session holds ciphertext the socket has no room for yet.
+    // session (or the WebSocket) holds bytes of its own that the socket
+    // has no room for yet.
     let refused = wrote == Wrote::Refused || tls_waiting;
     if refused != client.wants_write {
         let interest = if refused {
@@ -1397,23 +1603,37 @@ fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Ti
 }
 
 /// Everything owed has been written: may our side shut now? A plain
-/// client, yes. A TLS client first hears `close_notify` (this end closed on
-/// purpose, and nothing was cut off): queued here (once; rustls ignores a
-/// second), and only once the socket has taken it does the FIN follow.
+/// client, yes. A WebSocket first sends its close frame, and a TLS client
+/// its `close_notify` (this end closed on purpose, and nothing was cut
+/// off): each queued here (once; a second is ignored), and only once the
+/// socket has taken them does the FIN follow.
 fn ready_to_shut(client: &mut Client) -> bool {
+    if let Some(ws) = client.web.as_deref_mut().and_then(Web::socket) {
+        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+        ws.close_normally(&mut plaintext, "");
+        // An error means the peer is gone: nothing left to wait for.
+        if !ws.send(&mut plaintext).unwrap_or(true) {
+            return false;
+        }
+    }
     let Some(session) = client.tls.as_deref_mut() else {
         return true;
     };
     session.close();
-    // An error means the peer is gone: nothing left to wait for.
     session.send(&mut client.stream).unwrap_or(true)
 }
 
-/// Best effort, never waiting: `bytes` (a reason), then for a TLS client a
-/// `close_notify`, just before the connection is closed.
+/// Best effort, never waiting: `bytes` (a reason), then for a WebSocket its
+/// close frame and for a TLS client a `close_notify`, just before the
+/// connection is closed.
 fn last_words(client: &mut Client, bytes: &[u8]) {
     if !bytes.is_empty() {
-        let _ = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream).write(bytes);
+        let _ = lines_of(&mut client.stream, &mut client.tls, &mut client.web).write(bytes);
+    }
+    if let Some(ws) = client.web.as_deref_mut().and_then(Web::socket) {
+        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+        ws.close_normally(&mut plaintext, "");
+        let _ = ws.send(&mut plaintext);
     }
     if let Some(session) = client.tls.as_deref_mut() {
         session.close();
@@ -1423,15 +1643,47 @@ fn last_words(client: &mut Client, bytes: &[u8]) {
 
 /// SIGHUP: new handshakes use the certificate and key as the files hold
 /// them now; sessions already running keep theirs. A pair that fails to
-/// load changes nothing.
-fn reload_certificate(tls: Option<&(TcpListener, Arc<Acceptor>)>) {
-    let Some((_, acceptor)) = tls else {
-        return;
-    };
-    match acceptor.reload() {
-        Ok(()) => info!("SIGHUP: TLS certificate and key reloaded"),
-        Err(e) => warn!("SIGHUP: TLS reload failed, keeping the old pair: {e}"),
+/// load changes nothing. The TLS and web ports share one acceptor when
+/// they use the same files.
+fn reload_certificate(tls: Option<&Arc<Acceptor>>, web: Option<&Arc<Acceptor>>) {
+    let web = web.filter(|w| tls.is_none_or(|t| !Arc::ptr_eq(t, w)));
+    for acceptor in tls.into_iter().chain(web) {
+        match acceptor.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => warn!("SIGHUP: TLS reload failed, keeping the old pair: {e}"),
+        }
     }
+}
+
+/// A client's lines: its socket, through its TLS session if it has one,
+/// through its WebSocket if it is a browser.
+fn lines_of<'a>(
+    stream: &'a mut TcpStream,
+    tls: &'a mut Option<Box<Session>>,
+    web: &'a mut Option<Box<Web>>,
+) -> Lines<'a, TcpStream> {
+    let ws: Option<&mut WebSocket> = web.as_deref_mut().and_then(Web::socket);
+    Lines::over(ws, Plaintext::over(tls.as_deref_mut(), stream))
+}
+
+/// Its TLS session or its WebSocket holds bytes of its own to send.
+fn own_frames_waiting(client: &Client) -> bool {
+    client.tls.as_ref().is_some_and(|s| s.wants_write())
+        || matches!(client.web.as_deref(), Some(Web::Socket(ws)) if ws.wants_write())
+}
+
+/// Write all of `bytes` without waiting, or fail: for the few bytes that
+/// must go out before anything else on a fresh connection (the 101).
+fn write_all_now(w: &mut impl Write, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match w.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
 }
 
 /// Put a client on this tick's flush list, once.

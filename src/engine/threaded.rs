@@ -208,6 +208,12 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     /// before any port is taken.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
         let listeners = bind_all(&config)?;
+        if listeners.web.is_some() {
+            return Err(StartError::Config(
+                "--web-port: the threaded engine does not serve the web page yet (use --engine poll)"
+                    .into(),
+            ));
+        }
         // Accepting threads block in `accept()`.
         let blocking = |l: std::net::TcpListener| -> Result<_, StartError> {
             l.set_nonblocking(false).map_err(StartError::Setup)?;
@@ -299,6 +305,10 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        None
     }
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
