@@ -473,7 +473,7 @@ async function main() {
       await a.page.fill('#input', '');
     });
     await check('screenshot of the conversation', async () => {
-      await b.page.screenshot({ path: SCREENSHOT });
+      await a.page.screenshot({ path: SCREENSHOT });
       assert(fs.statSync(SCREENSHOT).size > 1000, 'screenshot is empty');
     });
 
