@@ -3,7 +3,7 @@
 // `--web-port` with raw TCP and TLS line clients in the same room.
 //
 //   npm ci --no-audit --no-fund --prefix tests/e2e
-//   node tests/e2e/browser.mjs target/debug/pollchat
+//   node tests/e2e/browser.mjs target/debug/pollchat [--engine threaded]
 //
 // Skips (exit 0, saying so) when `chromium` is not on PATH, so nothing else
 // needs a browser. Every wait is bounded; every process it starts is killed
@@ -365,10 +365,12 @@ const CSP_HEAD = "default-src 'none'";
 const MARKUP = '<img src=x onerror="window.pwned=1">';
 
 async function main() {
-  const bin = process.argv[2];
-  if (!bin) {
-    console.error('usage: node tests/e2e/browser.mjs PATH/TO/pollchat');
-    process.exit(2);
+  const [bin, ...rest] = process.argv.slice(2);
+  // `--engine E` goes to every server started; without it, the default.
+  const engine = rest[0] === '--engine' && rest[1] ? ['--engine', rest[1]] : [];
+  if (!bin || rest.length !== engine.length) {
+    console.error('usage: node tests/e2e/browser.mjs PATH/TO/pollchat [--engine poll|threaded]');
+    return 2;
   }
   const executablePath = chromiumPath();
   if (!executablePath) {
@@ -392,7 +394,8 @@ async function main() {
   try {
     const { cert, key, ca } = makeCert(dir);
     const [line, web, tlsLine, line2, web2] = await freePorts(5);
-    const host = ['--host', '127.0.0.1', '--rate', '0'];
+    // --rate 0: the test sends faster than flood control allows.
+    const host = ['--host', '127.0.0.1', '--rate', '0', ...engine];
     const withTls = ['serve', ...host, '--port', `${line}`, '--web-port', `${web}`,
       '--tls-port', `${tlsLine}`, '--tls-cert', cert, '--tls-key', key];
     let server = new Server(bin, withTls, [line, web, tlsLine]);
