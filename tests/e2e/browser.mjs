@@ -109,10 +109,18 @@ class Server {
     for (const s of [this.proc.stdout, this.proc.stderr]) {
       s.on('data', (d) => { this.output = (this.output + d).slice(-4000); });
     }
-    this.exited = new Promise((resolve) => this.proc.once('exit', (code, sig) => {
-      children.delete(this.proc);
-      resolve({ code, sig });
-    }));
+    this.exited = new Promise((resolve) => {
+      this.proc.once('exit', (code, sig) => {
+        children.delete(this.proc);
+        resolve({ code, sig });
+      });
+      // Could not start at all (a wrong path): no 'exit' follows.
+      this.proc.once('error', (err) => {
+        children.delete(this.proc);
+        this.output += String(err);
+        resolve({ code: err.code });
+      });
+    });
   }
 
   async ready() {
@@ -123,7 +131,7 @@ class Server {
   }
 
   async stop() {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
+    if (!children.has(this.proc)) return this.exited;
     this.proc.kill('SIGTERM');
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), WAIT);
     const how = await this.exited;

@@ -144,7 +144,7 @@ window.addEventListener('online', () => {
 // ----- the input -----------------------------------------------------------
 
 const sent = [];
-let recall = 0; // index into history while Up/Down browse it
+let recall = 0; // index into `sent` while Up/Down browse it
 
 form.addEventListener('submit', (e) => {
   e.preventDefault();
