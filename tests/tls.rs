@@ -12,8 +12,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::assert_closed_by_server;
 use common::numbered::{assert_in_order_from, numbered_line};
-use common::tls::{TestCert, assert_closed_by_server, start_app_tls, start_chat_tls, tls_addr};
+use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
 use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
 use pollchat::chat::ChatRoom;
 use pollchat::config::{EngineKind, Limits};

@@ -13,7 +13,8 @@ use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::tls::{TestCert, assert_closed_by_server, start_chat_tls, tls_addr};
+use common::assert_closed_by_server;
+use common::tls::{TestCert, start_chat_tls, tls_addr};
 use common::{ChildServer, Client, test_limits};
 use pollchat::config::{EngineKind, Limits};
 

@@ -98,7 +98,10 @@ pub fn answer(buf: &[u8], origins: &OriginPolicy) -> Option<Answer> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Some(route(&req, &buf[len..], origins)),
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
+            Some(route(&req, &buf[len..], origins))
+        }
+        Ok(httparse::Status::Complete(_)) => Some(error(431, "request head too large", "")),
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => None,
         Ok(httparse::Status::Partial) => Some(error(431, "request head too large", "")),
         Err(httparse::Error::TooManyHeaders) => Some(error(431, "too many headers", "")),

@@ -96,6 +96,8 @@ pub fn name_in_welcome(welcome: &str) -> String {
 pub mod numbered;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "web")]
+pub mod web;
 
 /// Where a scenario's clients connect: the plain port, or the TLS port
 /// with the certificate to trust. Scenarios written over a `Link` run the
@@ -105,6 +107,9 @@ pub enum Link<'a> {
     Plain(SocketAddr, std::marker::PhantomData<&'a ()>),
     #[cfg(feature = "tls")]
     Tls(SocketAddr, &'a tls::TestCert),
+    /// A WebSocket to the web port.
+    #[cfg(feature = "web")]
+    Web(SocketAddr),
 }
 
 impl Link<'_> {
@@ -118,6 +123,8 @@ impl Link<'_> {
             Link::Plain(addr, _) => Client::join_as(addr, name),
             #[cfg(feature = "tls")]
             Link::Tls(addr, cert) => Client::join_tls_as(addr, cert, name),
+            #[cfg(feature = "web")]
+            Link::Web(addr) => Client::join_ws_as(addr, name),
         }
     }
 }
@@ -135,6 +142,10 @@ enum Conn {
     Plain(TcpStream),
     #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    #[cfg(feature = "web")]
+    Ws(Box<web::WsLines<TcpStream>>),
+    #[cfg(all(feature = "web", feature = "tls"))]
+    Wss(Box<web::WsLines<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>>),
 }
 
 impl std::io::Read for Conn {
@@ -143,6 +154,10 @@ impl std::io::Read for Conn {
             Conn::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
             Conn::Tls(s) => s.read(buf),
+            #[cfg(feature = "web")]
+            Conn::Ws(s) => s.read(buf),
+            #[cfg(all(feature = "web", feature = "tls"))]
+            Conn::Wss(s) => s.read(buf),
         }
     }
 }
@@ -153,6 +168,10 @@ impl Write for Conn {
             Conn::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
             Conn::Tls(s) => s.write(buf),
+            #[cfg(feature = "web")]
+            Conn::Ws(s) => s.write(buf),
+            #[cfg(all(feature = "web", feature = "tls"))]
+            Conn::Wss(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -160,6 +179,10 @@ impl Write for Conn {
             Conn::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
             Conn::Tls(s) => s.flush(),
+            #[cfg(feature = "web")]
+            Conn::Ws(s) => s.flush(),
+            #[cfg(all(feature = "web", feature = "tls"))]
+            Conn::Wss(s) => s.flush(),
         }
     }
 }
@@ -639,4 +662,21 @@ pub fn ensure_fd_limit(want: usize) {
 /// Figures are reported, never compared with a speed.
 pub fn figure(text: &str) {
     eprintln!("figure: {text}");
+}
+
+/// Read until the server closes the connection (end of stream or reset),
+/// skipping what it sends first (an alert); fails if it stays open.
+#[track_caller]
+pub fn assert_closed_by_server(stream: &mut TcpStream, what: &str) {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..1000 {
+        match std::io::Read::read(stream, &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: the server did not close it: {e}"),
+        }
+    }
+    panic!("{what}: endless bytes from the server");
 }

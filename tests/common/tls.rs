@@ -15,7 +15,7 @@ use pollchat::config::{EngineKind, HANDSHAKE_TIMEOUT, Limits, TlsListen};
 use pollchat::engine::RunningServer;
 
 use super::{ChildServer, Client, Conn, READ_TIMEOUT};
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as
 /// `cert.pem` and `key.pem` in a directory of its own (removed on drop).
@@ -176,21 +176,4 @@ impl ChildServer {
             SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
         )
     }
-}
-
-/// Read until the server closes the connection (end of stream or reset),
-/// skipping what it sends first (an alert); fails if it stays open.
-#[track_caller]
-pub fn assert_closed_by_server(stream: &mut TcpStream, what: &str) {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 4096];
-    for _ in 0..1000 {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("{what}: the server did not close it: {e}"),
-        }
-    }
-    panic!("{what}: endless bytes from the server");
 }
