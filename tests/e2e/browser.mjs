@@ -370,7 +370,7 @@ function makeCert(dir) {
 }
 
 const CSP_HEAD = "default-src 'none'";
-const MARKUP = '<img src=x onerror="window.pwned=1">';
+const MARKUP = '<b>x</b> <img src=x onerror="window.pwned=1">';
 
 async function main() {
   const [bin, ...rest] = process.argv.slice(2);
@@ -489,27 +489,30 @@ async function main() {
     });
 
     // 3. Markup and control bytes: text everywhere, no element, no script.
-    await check('markup and ESC from a tab: nc gets text without the control byte', async () => {
-      await b.say(`${MARKUP} \u001b[31mred`);
-      const got = await carol.expect((l) => l.startsWith('<bob> <img'), 'bob\'s markup line');
+    await check('markup, ESC and BEL from a tab: nc gets text without control bytes', async () => {
+      await b.say(`${MARKUP} \u001b[31mred\u0007`);
+      // The bytes really went out: the sender's own copy still holds them.
+      const mine = await b.page.$$eval('#log .own', (ds) => ds.map((d) => d.textContent).pop());
+      assert(mine.includes('\u001b[31m') && mine.endsWith('\u0007'), `sent ${JSON.stringify(mine)}`);
+      const got = await carol.expect((l) => l.startsWith('<bob> <b>'), 'bob\'s markup line');
       assert(!CONTROL.test(got), `control character in ${JSON.stringify(got)}`);
       assert(got.includes(MARKUP) && got.endsWith('red'), `line was ${JSON.stringify(got)}`);
     });
     await check('markup shows as text in the other tab: no img, no script ran', async () => {
-      const shown = await a.waitLineMatching(/^<bob> <img/);
+      const shown = await a.waitLineMatching(/^<bob> <b>/);
       assert(shown.includes(MARKUP), `shown as ${JSON.stringify(shown)}`);
       // One more round trip, so an onerror would have had its chance.
       carol.send('after the markup');
       await a.waitLine('<carol> after the markup');
       const { imgs, pwned, text } = await a.page.evaluate(() => ({
-        imgs: document.querySelectorAll('#log img').length,
+        imgs: document.querySelectorAll('#log img, #log b').length,
         pwned: typeof window.pwned,
         text: document.getElementById('log').textContent,
       }));
-      assert(imgs === 0, `${imgs} img elements in the log`);
+      assert(imgs === 0, `${imgs} img or b elements in the log`);
       assert(pwned === 'undefined', 'window.pwned is set: the markup ran');
       assert(!CONTROL.test(text), 'a control character is in the log');
-      const own = await b.page.evaluate(() => document.querySelectorAll('#log img').length);
+      const own = await b.page.evaluate(() => document.querySelectorAll('#log img, #log b').length);
       assert(own === 0, 'the sender\'s own line made an img');
     });
 
