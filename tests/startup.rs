@@ -228,6 +228,37 @@ fn tls_flags_need_a_tls_port() {
     assert_usage_error(&["quiz", "--tls-cert", "c.pem"], "--tls-port");
 }
 
+/// `--web-origin` needs `--web-port`, and the certificate flags need a
+/// port to serve them on.
+#[test]
+fn web_flags_need_a_web_port() {
+    assert_usage_error(
+        &["serve", "--web-origin", "https://x.example"],
+        "--web-port",
+    );
+    assert_usage_error(
+        &["serve", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+        "--web-port",
+    );
+    assert_usage_error(
+        &["serve", "--web-port", "8080", "--tls-cert", "c.pem"],
+        "--tls-key",
+    );
+}
+
+/// The lean build has no web front either: `--web-port` is a start-up
+/// error that says so.
+#[cfg(not(feature = "web"))]
+#[test]
+fn lean_build_refuses_web() {
+    let port = common::free_port().to_string();
+    let web = common::free_port().to_string();
+    assert_usage_error(
+        &["serve", "--port", &port, "--web-port", &web],
+        "built without web support",
+    );
+}
+
 /// The lean build (`--no-default-features`) has no TLS: asking for it is a
 /// start-up error that says so.
 #[cfg(not(feature = "tls"))]

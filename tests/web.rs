@@ -378,3 +378,104 @@ mod over_tls {
     use super::*;
     engine_tests!(https_and_wss_with_the_tls_certificate);
 }
+
+/// What only a separate server process shows: its memory, and the flags
+/// as a user types them.
+mod process {
+    use super::*;
+    use common::ChildServer;
+    use std::net::SocketAddr;
+
+    fn start_with_web(engine: EngineKind, extra: &[&str]) -> (ChildServer, SocketAddr) {
+        let port = common::free_port();
+        let port_arg = port.to_string();
+        let mut args = vec!["--web-port", &port_arg];
+        args.extend_from_slice(extra);
+        let server = ChildServer::start(engine, &args);
+        (server, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// A frame whose header claims 10 MB is refused at the header (close
+    /// 1009) while its payload is still arriving: the server never buffers
+    /// it, its memory stays flat, and the room carries on.
+    fn an_oversized_frame_is_refused_at_its_header(engine: EngineKind) {
+        let (server, web) = start_with_web(engine, &[]);
+        let mut tcp = Client::join_as(server.addr, "alice");
+        let stream = TcpStream::connect(web).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut raw = stream.try_clone().unwrap();
+        let mut ws = common::web::handshake(web, stream);
+        assert!(ws.read().unwrap().is_text(), "the welcome");
+        tcp.expect_suffix(" joined");
+        let before = server.rss_kib();
+
+        let len: u64 = 10 * 1024 * 1024;
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[7, 7, 7, 7]);
+        raw.write_all(&header).unwrap();
+        // Part of the payload; the server may have hung up meanwhile.
+        let chunk = [b'x'; 64 * 1024];
+        for _ in 0..16 {
+            if raw.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let close = read_until_close(&mut ws);
+        assert_eq!(u16::from(close.code), 1009);
+        assert!(close.reason.contains("too big"), "{}", close.reason);
+        let grown = server.rss_kib().saturating_sub(before);
+        common::figure(&format!(
+            "{engine}: RSS growth after a 10 MB frame header: {grown} KiB"
+        ));
+        assert!(grown < 1024, "{grown} KiB more after a refused 10 MB frame");
+
+        tcp.expect_suffix(" left");
+        tcp.send("/who");
+        assert_eq!(tcp.line(), "* 1 user here: alice");
+    }
+
+    /// `--web-port` with `--tls-cert`/`--tls-key` and no `--tls-port`: the
+    /// web port speaks https, and the start-up line says so.
+    #[cfg(feature = "tls")]
+    fn the_web_port_speaks_https_with_a_certificate(engine: EngineKind) {
+        let cert = common::tls::TestCert::new();
+        let (cert_path, key_path) = (
+            cert.cert.display().to_string(),
+            cert.key.display().to_string(),
+        );
+        let port = common::free_port();
+        let port_arg = port.to_string();
+        let args = [
+            "--web-port",
+            &port_arg,
+            "--tls-cert",
+            &cert_path,
+            "--tls-key",
+            &key_path,
+        ];
+        let server = ChildServer::start(engine, &args);
+        let _ = &server;
+        let web = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = TcpStream::connect(web).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let session = rustls::ClientConnection::new(cert.client_config(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, stream);
+        tls.write_all(b"GET /chat.css HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)
+            .expect("the answer, then close_notify");
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(String::from_utf8_lossy(&answer).contains("Content-Type: text/css"));
+    }
+
+    engine_tests!(an_oversized_frame_is_refused_at_its_header);
+
+    #[cfg(feature = "tls")]
+    mod https {
+        use super::*;
+        engine_tests!(the_web_port_speaks_https_with_a_certificate);
+    }
+}

@@ -830,7 +830,7 @@ impl<A: App> Loop<A> {
             self.dead.push(key);
             return false;
         }
-        client.web = Some(Box::new(front.upgrade(already_read)));
+        client.web = Some(front.upgrade(already_read));
         if client.tls.as_ref().is_some_and(|s| s.wants_write()) {
             mark_for_flush(client, key, &mut self.outgoing.flush_list);
         }

@@ -19,7 +19,7 @@ impl Front {
     pub fn read_head(&self, _head: &mut RequestHead, _r: &mut impl Read) -> io::Result<Progress> {
         match *self {}
     }
-    pub fn upgrade(&self, _already_read: Vec<u8>) -> Web {
+    pub fn upgrade(&self, _already_read: Vec<u8>) -> Box<Web> {
         match *self {}
     }
 }

@@ -80,8 +80,8 @@ impl Front {
     }
 
     /// The 101 was sent: the connection is a WebSocket.
-    pub fn upgrade(&self, already_read: Vec<u8>) -> Web {
-        Web::Socket(WebSocket::new(already_read, self.max_line))
+    pub fn upgrade(&self, already_read: Vec<u8>) -> Box<Web> {
+        Box::new(Web::Socket(WebSocket::new(already_read, self.max_line)))
     }
 }
 
