@@ -361,7 +361,36 @@ fn https_and_wss_with_the_tls_certificate(engine: EngineKind) {
     assert!(last.iter().any(|l| l.contains("Bye")), "{last:?}");
 }
 
+/// The quiz takes the web port too: a browser player and a TCP player in
+/// one game, the browser answering with a letter.
+fn the_quiz_is_played_from_a_browser(engine: EngineKind) {
+    use pollchat::quiz::{Quiz, Settings, questions};
+    const ONE_QUESTION: &str = r#"
+[[question]]
+text = "Which system call waits for many sockets at once?"
+choices = ["select", "fork", "exec"]
+answer = "a"
+"#;
+    let questions = questions::parse(ONE_QUESTION, "test questions").unwrap();
+    let settings = Settings::new(Duration::from_secs(5), 2);
+    let quiz = Quiz::new(questions, settings);
+    let server = start_app_web(engine, test_limits(), web_listen(), quiz);
+    let mut tcp = Client::join_as(server.local_addr(), "alice");
+    let mut browser = Client::join_ws_as(web_addr(&server), "bob");
+    tcp.expect_suffix("(/start to begin now).");
+    tcp.send("/start");
+    for player in [&mut tcp, &mut browser] {
+        player.skip_until(|l| l == "* Question 1 of 1:");
+        player.skip_until(|l| l.starts_with("* You have 5 seconds"));
+        player.send("a");
+    }
+    browser.expect("* You answered a) select.");
+    browser.skip_until(|l| l == "* Game over! Final standings:");
+    tcp.skip_until(|l| l == "* Game over! Final standings:");
+}
+
 engine_tests!(
+    the_quiz_is_played_from_a_browser,
     websocket_and_line_clients_share_a_room,
     the_page_and_errors_are_answered_and_closed,
     bad_handshakes_get_a_4xx_and_are_closed,

@@ -164,7 +164,7 @@ fn upgrade(req: &httparse::Request, tail: &[u8], origins: &OriginPolicy) -> Answ
     {
         return error(403, "this origin may not open the chat", "");
     }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key);
     Answer {
         status: 101,
         bytes: format!(
@@ -175,6 +175,40 @@ fn upgrade(req: &httparse::Request, tail: &[u8], origins: &OriginPolicy) -> Answ
         upgrade: Some(tail.to_vec()),
         request: String::new(),
     }
+}
+
+/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 section 4.2.2): the
+/// base64 of the SHA-1 of the key and a fixed GUID.
+pub fn accept_key(key: &str) -> String {
+    use sha1::Digest;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = sha1::Sha1::new()
+        .chain_update(key.as_bytes())
+        .chain_update(GUID)
+        .finalize();
+    base64(&digest)
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A key is the base64 of 16 bytes: 22 characters, the last of which
@@ -398,6 +432,21 @@ mod tests {
         assert!(!t.contains("Sec-WebSocket-Protocol"));
         assert_eq!(a.upgrade.as_deref(), Some(&b"\x81\x85first frame"[..]));
         assert_eq!(a.request, "GET /ws");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (raw, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(raw.as_bytes()), encoded);
+        }
     }
 
     #[test]

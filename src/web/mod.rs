@@ -30,7 +30,7 @@ mod page;
 mod ws;
 
 #[cfg(feature = "web")]
-pub use http::{Answer, MAX_HEAD, Progress, RequestHead};
+pub use http::{Answer, MAX_HEAD, Progress, RequestHead, accept_key};
 #[cfg(feature = "web")]
 pub use ws::{MISSED_PINGS, WebSocket};
 
