@@ -189,7 +189,14 @@ impl WebSocket {
                 self.unanswered_pings = 0;
             }
             match message {
-                Ok(Message::Text(text)) => return Ok(self.deliver(text.as_bytes(), buf)),
+                Ok(Message::Text(text)) => {
+                    let n = self.deliver(text.as_bytes(), buf);
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    // Longer than `buf`: the next pass hands it out from
+                    // `inbox` (returning 0 here would read as the end).
+                }
                 Ok(Message::Binary(_)) => {
                     self.close(io, CloseCode::Unsupported, "binary frames are not accepted");
                     return Ok(0);
@@ -701,6 +708,7 @@ mod tests {
         let mut buf = [0u8; 64]; // shorter than the last message
         loop {
             match ws.read(&mut io, &mut buf) {
+                Ok(0) => panic!("the end of input, after {got:?}"),
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
