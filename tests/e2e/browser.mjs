@@ -3,7 +3,7 @@
 // `--web-port` with raw TCP and TLS line clients in the same room.
 //
 //   npm ci --no-audit --no-fund --prefix tests/e2e
-//   node tests/e2e/browser.mjs target/debug/pollchat [--engine threaded]
+//   node tests/e2e/browser.mjs target/debug/pollchat [--engine poll|threaded]
 //
 // Skips (exit 0, saying so) when `chromium` is not on PATH, so nothing else
 // needs a browser. Every wait is bounded; every process it starts is killed
