@@ -246,6 +246,19 @@ fn stalled_tls_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
     stalled_reader_scenario(&server, Link::Tls(tls, &cert));
 }
 
+/// The same over WebSocket: the stalled client and every other receiver
+/// are browsers' connections, held to the same bound.
+#[cfg(feature = "web")]
+fn stalled_websocket_reader_is_cut_off_and_memory_stays_bounded(engine: EngineKind) {
+    let web = common::free_port();
+    let port = web.to_string();
+    let mut args = STALLED_READER_ARGS.to_vec();
+    args.extend(["--web-port", &port]);
+    let server = ChildServer::start(engine, &args);
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], web));
+    stalled_reader_scenario(&server, Link::Web(web));
+}
+
 const LOG_CAP: u64 = 256 * 1024;
 const STALLED_READER_ARGS: [&str; 4] = ["--rate", "0", "--log-cap", "262144"];
 
@@ -421,4 +434,10 @@ engine_tests!(
 mod over_tls {
     use super::*;
     engine_tests!(stalled_tls_reader_is_cut_off_and_memory_stays_bounded);
+}
+
+#[cfg(feature = "web")]
+mod over_web {
+    use super::*;
+    engine_tests!(stalled_websocket_reader_is_cut_off_and_memory_stays_bounded);
 }

@@ -217,6 +217,36 @@ fn binary_frames_are_refused_with_a_reason(engine: EngineKind) {
     assert!(close.reason.contains("binary"), "{}", close.reason);
 }
 
+/// A browser's ping is answered with a pong carrying the same payload
+/// (browsers ping only from their own network code; proxies and tools do
+/// it too), and chat goes on around it.
+fn a_ping_is_answered_with_a_pong(engine: EngineKind) {
+    let server = start_chat_web(engine, test_limits());
+    let stream = TcpStream::connect(web_addr(&server)).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut ws = common::web::handshake(web_addr(&server), stream);
+    assert!(ws.read().unwrap().is_text(), "the welcome");
+    ws.send(tungstenite::Message::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    ws.send(tungstenite::Message::text("/who")).unwrap();
+    let mut pong = false;
+    let mut who = false;
+    for _ in 0..10 {
+        match ws.read().expect("the pong and the reply") {
+            tungstenite::Message::Pong(p) => {
+                assert_eq!(&p[..], b"are you there");
+                pong = true;
+            }
+            tungstenite::Message::Text(t) if t.starts_with("* 1 user here") => who = true,
+            other => panic!("unexpected {other:?}"),
+        }
+        if pong && who {
+            return;
+        }
+    }
+    panic!("pong {pong}, /who reply {who}");
+}
+
 /// The close frame the server ends with (bounded: the socket's timeout).
 fn read_until_close<S: Read + Write>(
     ws: &mut tungstenite::WebSocket<S>,
@@ -397,6 +427,7 @@ engine_tests!(
     slowloris_heads_are_closed_at_the_deadline,
     markup_and_control_bytes_arrive_as_plain_text,
     binary_frames_are_refused_with_a_reason,
+    a_ping_is_answered_with_a_pong,
     websocket_clients_count_against_max_clients,
     a_websocket_member_that_stops_reading_is_cut_off,
     a_websocket_member_behind_a_small_window_gets_every_line_of_a_burst,

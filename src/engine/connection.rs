@@ -26,12 +26,16 @@
 //! A TLS client's bytes also go through its session (`threaded_tls.rs`),
 //! which both threads share: the reader feeds it what it read
 //! ([`take_input`]), the writer encrypts what is owed through it, and every
-//! close ends with its `close_notify`.
+//! close ends with its `close_notify`. A browser's lines also go through
+//! its WebSocket (`threaded_web.rs`), shared the same way, above the
+//! session: frames in, frames out, and a close frame before the
+//! `close_notify` and the FIN.
 //!
-//! Locking: the log's lock, then this connection's state, then (TLS) its
-//! session; the room's lock, if held, comes before all three. The log's
-//! lock is shared by every writer (a read lock) and taken alone only to
-//! append or trim, and no lock is held across a call that can wait.
+//! Locking: the log's lock, then this connection's state, then its
+//! WebSocket, then (TLS) its session; the room's lock, if held, comes
+//! before all of them. The log's lock is shared by every writer (a read
+//! lock) and taken alone only to append or trim, and no lock is held
+//! across a call that can wait.
 //!
 //! [`queue`]: Connection::queue
 //! [`wake_if_idle`]: Connection::wake_if_idle
@@ -53,9 +57,11 @@ use super::fanout_log::FanoutLog;
 use super::out_queue::{OutQueue, Wrote};
 use super::rules::{self, fits_sendq};
 use super::threaded_tls::{Sent, SharedSession};
+use super::threaded_web::SharedWebSocket;
 use crate::inbound::Inbound;
 use crate::protocol;
 use crate::tls::Session;
+use crate::web::WebSocket;
 
 /// Every write: never wait (the writer waits in `poll()` instead, so the
 /// cursor always says how much the kernel has taken), and no SIGPIPE on a
@@ -82,6 +88,11 @@ pub(crate) struct Connection {
     /// own lock (`threaded_tls.rs`); `None` for a plain client, which then
     /// pays one word for it.
     tls: Option<SharedSession>,
+    /// A browser's WebSocket, set once by its reader when the request head
+    /// upgraded (before its writer starts), shared by both threads behind
+    /// its own lock (`threaded_web.rs`); boxed, so a line client pays two
+    /// words for it.
+    web: std::sync::OnceLock<Box<SharedWebSocket>>,
     /// The room's broadcasts, read through `state.out`'s cursor.
     log: SharedLog,
     /// The cursor, the private lines and the flags the three parties
@@ -122,11 +133,12 @@ struct Outgoing {
     writer_idle: bool,
     /// The writer thread has finished with the socket.
     writer_done: bool,
-    /// TLS: since when the session has held ciphertext the socket would not
-    /// take, with nothing else owed. The cursor alone would say "not
-    /// behind", so this is what lets the stall timeout and the output
-    /// limits see such a client as they see a plain one whose socket is
-    /// full. Always `None` for a plain client.
+    /// TLS or WebSocket: since when the session has held ciphertext (or
+    /// the WebSocket a frame of its own: a pong, a ping, the close) that
+    /// the socket would not take, with nothing else owed. The cursor alone
+    /// would say "not behind", so this is what lets the stall timeout and
+    /// the output limits see such a client as they see a plain one whose
+    /// socket is full. Always `None` for a plain line client.
     cipher_waiting: Option<Instant>,
 }
 
@@ -150,6 +162,7 @@ impl Connection {
         Self {
             stream,
             tls: tls.map(SharedSession::new),
+            web: std::sync::OnceLock::new(),
             log,
             state: Mutex::new(Outgoing {
                 out,
@@ -178,6 +191,18 @@ impl Connection {
     /// A TLS client's session.
     pub(crate) fn tls(&self) -> Option<&SharedSession> {
         self.tls.as_ref()
+    }
+
+    /// Its request head asked for a WebSocket, and the 101 is sent: from
+    /// now on its lines are frames. Called by the reader before the writer
+    /// starts (and only once: a second call changes nothing).
+    pub(crate) fn upgrade(&self, ws: WebSocket) {
+        let _ = self.web.set(Box::new(SharedWebSocket::new(ws)));
+    }
+
+    /// A browser's WebSocket, once upgraded.
+    pub(crate) fn websocket(&self) -> Option<&SharedWebSocket> {
+        self.web.get().map(|b| &**b)
     }
 
     /// A panicking thread must not take the others down with it: the state
@@ -301,44 +326,79 @@ impl Connection {
     }
 
     /// Hang up now: forget what it is owed, send `last_words` only if the
-    /// socket takes them without waiting (a TLS client's through its
-    /// session, then its `close_notify`), and shut the socket down, which
-    /// also wakes a reader or writer blocked on it.
+    /// socket takes them without waiting (a browser's as a text frame and
+    /// then its close frame; a TLS client's through its session, then its
+    /// `close_notify`), and shut the socket down, which also wakes a reader
+    /// or writer blocked on it.
     pub(crate) fn cut_off(&self, last_words: &[u8]) {
         self.forget_owed(&read_log(&self.log));
         // Its socket buffer is probably full, and the room lock may be
         // held: never wait for these.
-        match &self.tls {
-            // The session lock comes after the room's: allowed here.
-            Some(tls) => tls.last_words(&self.stream, last_words),
-            None if !last_words.is_empty() => {
+        match (self.websocket(), &self.tls) {
+            // The WebSocket's and the session's locks come after the
+            // room's: allowed here.
+            (Some(web), tls) => web.last_words(tls.as_ref(), &self.stream, last_words),
+            (None, Some(tls)) => tls.last_words(&self.stream, last_words),
+            (None, None) if !last_words.is_empty() => {
                 let _ = send(&self.stream, last_words, SEND_FLAGS);
             }
-            None => {}
+            (None, None) => {}
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Every `web::PING_INTERVAL`, for a browser: ping it (the room's timer
+    /// thread calls this, under the room lock: it never waits). `None` for
+    /// a line client; `Some(false)` if it left the last pings unanswered
+    /// and is to be taken for gone. A ping the socket would not take at
+    /// once is the writer's to send.
+    pub(crate) fn ping(&self) -> Option<bool> {
+        let web = self.websocket()?;
+        match web.ping(self.tls.as_ref(), &self.stream) {
+            None => Some(false),
+            Some(sent) => {
+                if sent == Sent::Waiting {
+                    self.writer_must_send();
+                }
+                Some(true)
+            }
+        }
+    }
+
+    /// The session or the WebSocket holds bytes of its own the socket would
+    /// not take: wake a sleeping writer, which waits for room and sends
+    /// them. Takes the state lock: call it with the WebSocket's and the
+    /// session's let go.
+    fn writer_must_send(&self) {
+        let mut state = self.state();
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.to_writer.notify_one();
+        }
     }
 
     // ----- the reader's side ------------------------------------------------
 
     /// Bytes the reader just read from the socket, into its framing: as
     /// they are for a plain client; through the session for a TLS one
-    /// (`SharedSession::take_ciphertext`), called without any other lock
-    /// held. If the session answered something (a key update, say) that
-    /// the socket would not take at once, the writer is woken to wait for
-    /// room and send it.
+    /// (`SharedSession::take_ciphertext`); through the WebSocket (and the
+    /// session) for a browser (`SharedWebSocket::take_input`); called
+    /// without any other lock held. If the session or the WebSocket
+    /// answered something (a key update, a pong) that the socket would not
+    /// take at once, the writer is woken to wait for room and send it.
     pub(crate) fn take_input(&self, bytes: &[u8], inbound: &mut Inbound) -> io::Result<()> {
-        let Some(tls) = &self.tls else {
-            inbound.push(bytes);
-            return Ok(());
-        };
-        if tls.take_ciphertext(&self.stream, bytes, inbound)? == Sent::Waiting {
-            // The session's lock was let go first: state, then session.
-            let mut state = self.state();
-            if state.writer_idle {
-                state.writer_idle = false;
-                self.to_writer.notify_one();
+        let sent = match (self.websocket(), &self.tls) {
+            (Some(web), tls) => web.take_input(tls.as_ref(), &self.stream, bytes, inbound)?,
+            (None, Some(tls)) => tls.take_ciphertext(&self.stream, bytes, Some(inbound))?,
+            (None, None) => {
+                inbound.push(bytes);
+                return Ok(());
             }
+        };
+        if sent == Sent::Waiting {
+            // Their locks were let go first: state, then WebSocket, then
+            // session.
+            self.writer_must_send();
         }
         Ok(())
     }
@@ -408,24 +468,27 @@ impl Connection {
                 break;
             }
             let now = Instant::now();
-            let wrote = match &self.tls {
-                None => state
+            // Under the log and state locks, as the cursor must move with
+            // what the frames or the session take: the WebSocket's lock,
+            // then the session's, last.
+            let wrote = match (self.websocket(), &self.tls) {
+                (None, None) => state
                     .out
                     .write_to(&log, key, &mut NonBlocking(&self.stream), now),
-                // Under the log and state locks, as the cursor must move
-                // with what the session takes: the session's lock last.
-                Some(tls) => {
-                    let wrote = tls.write_owed(&mut state.out, &log, key, &self.stream, now);
-                    let stuck = matches!(wrote, Ok((_, Wrote::Refused)))
-                        && state.out.behind_since().is_none();
-                    state.cipher_waiting = if stuck {
-                        Some(state.cipher_waiting.unwrap_or(now))
-                    } else {
-                        None
-                    };
-                    wrote
+                (Some(web), tls) => {
+                    web.write_owed(tls.as_ref(), &mut state.out, &log, key, &self.stream, now)
                 }
+                (None, Some(tls)) => tls.write_owed(&mut state.out, &log, key, &self.stream, now),
             };
+            if self.tls.is_some() || self.websocket().is_some() {
+                let stuck =
+                    matches!(wrote, Ok((_, Wrote::Refused))) && state.out.behind_since().is_none();
+                state.cipher_waiting = if stuck {
+                    Some(state.cipher_waiting.unwrap_or(now))
+                } else {
+                    None
+                };
+            }
             match wrote {
                 Ok((_, Wrote::More)) => {}
                 Ok((_, Wrote::Drained)) => {
@@ -463,6 +526,11 @@ impl Connection {
                 }
             }
         }
+        // An orderly close: the close frame, then the `close_notify`, then
+        // the FIN.
+        if written_all && let Some(web) = self.websocket() {
+            self.send_close_frame(web, stall);
+        }
         if written_all && let Some(tls) = &self.tls {
             self.send_close_notify(tls, stall);
         }
@@ -491,6 +559,22 @@ impl Connection {
                 return;
             }
             sent = tls.flush(&self.stream);
+        }
+    }
+
+    /// A browser's orderly close, after everything owed: its close frame,
+    /// waiting for room like `send_close_notify` (without the WebSocket's
+    /// lock), at most `stall` at a time; a cut-off ends the wait at once.
+    fn send_close_frame(&self, web: &SharedWebSocket, stall: Duration) {
+        let tls = self.tls.as_ref();
+        let mut sent = web.close(tls, &self.stream);
+        // Bounded: each pass waits for room at most `stall`, and ends once
+        // the connection is cut off (which also wakes the `poll()`).
+        while let Ok(Sent::Waiting) = sent {
+            if self.state().aborted || !self.wait_writable(stall) {
+                return;
+            }
+            sent = web.flush(tls, &self.stream);
         }
     }
 

@@ -12,6 +12,9 @@
 //! - `connection.rs`: a threaded-engine client's socket, cursor and writer.
 //! - `threaded_tls.rs`: a threaded-engine TLS client's session, shared by
 //!   its reader and writer behind one lock, and its handshake.
+//! - `threaded_web.rs`: a threaded-engine browser's request head and
+//!   answer, and its WebSocket, shared by its reader and writer behind one
+//!   lock.
 //! - `rules.rs`: what both engines do the same way (`--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
@@ -30,6 +33,7 @@ pub mod poll;
 mod rules;
 pub mod threaded;
 mod threaded_tls;
+mod threaded_web;
 
 use std::io;
 use std::net::SocketAddr;

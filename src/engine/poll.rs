@@ -1627,13 +1627,13 @@ fn ready_to_shut(client: &mut Client) -> bool {
 /// close frame and for a TLS client a `close_notify`, just before the
 /// connection is closed.
 fn last_words(client: &mut Client, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        let _ = lines_of(&mut client.stream, &mut client.tls, &mut client.web).write(bytes);
-    }
-    if let Some(ws) = client.web.as_deref_mut().and_then(Web::socket) {
-        let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
-        ws.close_normally(&mut plaintext, "");
-        let _ = ws.send(&mut plaintext);
+    let mut plaintext = Plaintext::over(client.tls.as_deref_mut(), &mut client.stream);
+    match client.web.as_deref_mut().and_then(Web::socket) {
+        Some(ws) => ws.last_words(&mut plaintext, bytes),
+        None if !bytes.is_empty() => {
+            let _ = plaintext.write(bytes);
+        }
+        None => {}
     }
     if let Some(session) = client.tls.as_deref_mut() {
         session.close();

@@ -37,15 +37,26 @@
 //! get its writer. Its two threads then share one session behind one lock
 //! (`threaded_tls.rs` says why that lock is never held across a wait).
 //!
+//! The web page (`--web-port`): a third accept loop, on a thread of its
+//! own. A browser's reader thread also starts alone, under one deadline
+//! from the accept (`--handshake-timeout`): the TLS handshake for https,
+//! then the request head (`read_request`). The page or an error is
+//! answered and closed by that thread, and the room never hears of it; an
+//! upgrade to a WebSocket joins the room and gets its writer, and its two
+//! threads share the WebSocket behind one more lock (`threaded_web.rs`).
+//! The timer thread also pings every WebSocket every 30 s
+//! (`Room::ping_websockets`).
+//!
 //! Threads: the caller of `run()` (accepting), one more accepting TLS
-//! clients when there is a TLS listener, one timer thread (App deadlines,
-//! e.g. the quiz's), one signal thread (the binary only), and two per client
-//! (one while a TLS client shakes hands), each with a small stack
-//! (`CLIENT_STACK`).
+//! clients when there is a TLS listener and one accepting browsers when
+//! there is a web listener, one timer thread (App deadlines, e.g. the
+//! quiz's, and pings), one signal thread (the binary only), and two per
+//! client (one while a TLS client shakes hands or a browser sends its
+//! request), each with a small stack (`CLIENT_STACK`).
 //!
 //! Lock order: the room, then the log, then a connection's state, then a
-//! TLS client's session; never the reverse, and no socket call that can
-//! wait under any of them.
+//! browser's WebSocket, then a TLS client's session; never the reverse, and
+//! no socket call that can wait under any of them.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -68,6 +79,7 @@ use super::listen::bind_all;
 use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use super::threaded_tls;
+use super::threaded_web;
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
@@ -75,6 +87,7 @@ use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
 use crate::protocol;
 use crate::tls::Acceptor;
+use crate::web::{self, Front, Progress, Web};
 
 /// Stack size for client threads. Rust's default is 2 MiB: only touched
 /// pages count in RSS, but 2,000 threads would reserve 4 GiB of address
@@ -102,6 +115,9 @@ const LIMITS_EVERY: usize = 64 * 1024;
 /// After shutdown has hung up on everyone, how long it waits for client
 /// threads to notice before returning anyway.
 const THREAD_EXIT_WAIT: Duration = Duration::from_secs(1);
+/// A browser's reads of its request head (and of its TLS handshake). A
+/// browser's head is well under 2 KiB; more just takes another read.
+const HEAD_READ: usize = 1024;
 
 /// A bound threaded-engine server. See [`crate::engine::Server`].
 pub struct ThreadedServer<A> {
@@ -114,13 +130,27 @@ pub struct ThreadedServer<A> {
     local_addr: SocketAddr,
     /// The TLS listener's address, if there is one.
     tls_addr: Option<SocketAddr>,
-    /// SIGINT/SIGTERM (and SIGHUP with a TLS listener), when the binary
-    /// asked for them (`handle_signals`).
+    /// The web listener (`--web-port`), likewise shared with the shutdown
+    /// handle, and what its connections are checked against.
+    web: Option<WebPort>,
+    /// The web listener's address, if there is one.
+    web_addr: Option<SocketAddr>,
+    /// SIGINT/SIGTERM (and SIGHUP with a TLS listener or https), when the
+    /// binary asked for them (`handle_signals`).
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     handle: ShutdownHandle,
     /// Everything the client threads and the timer share.
     shared: Arc<Shared<A>>,
+}
+
+/// The web port: its listener, the request checks and WebSocket sizes, and
+/// (https) where its sessions come from: the TLS port's acceptor when both
+/// use the same files (`listen::bind_all`), so one SIGHUP reloads both.
+struct WebPort {
+    listener: Arc<TcpListener>,
+    front: Arc<Front>,
+    tls: Option<Arc<Acceptor>>,
 }
 
 /// What every thread shares: the room behind its lock, and the wake-ups.
@@ -134,6 +164,10 @@ struct Shared<A> {
     /// A TLS client that has not finished its handshake this long after it
     /// was accepted is closed (`--handshake-timeout`).
     handshake_timeout: Duration,
+    /// A browser that has not finished its TLS handshake and sent its whole
+    /// request head this long after it was accepted is closed (the same
+    /// `--handshake-timeout`, given as `WebListen::head_timeout`).
+    head_timeout: Duration,
 }
 
 /// The `list_of_clients` and the App: everything the lock protects.
@@ -155,9 +189,13 @@ struct Room<A> {
     /// Writers that were asleep when output was queued for them: woken once
     /// the whole batch is queued (`wake_writers`), so each writes it at once.
     to_wake: Vec<Arc<Connection>>,
-    /// The deadline the timer thread is sleeping until, so an App call that
-    /// moves it can wake the timer (and one that does not, need not).
+    /// The deadline the timer thread is sleeping until (the App's, or the
+    /// next ping's if that comes first), so an App call that moves it can
+    /// wake the timer (and one that does not, need not).
     timer_deadline: Option<Instant>,
+    /// When every WebSocket member is pinged next; `None` while there is
+    /// none (`ping_websockets`).
+    next_ping: Option<Instant>,
     /// Shutdown began: the timer stops, nobody new joins.
     shutting_down: bool,
 }
@@ -171,9 +209,10 @@ struct Member {
     open: bool,
     /// Its socket and output queue, shared with its two threads.
     conn: Arc<Connection>,
-    /// A TLS client still shaking hands: its id and address slot are
-    /// taken (half-open connections count against `--max-per-ip`), but it
-    /// is not in the room yet, and shutdown hangs up on it at once.
+    /// A TLS client still shaking hands, or a browser still sending its
+    /// request head (or being answered and closed): its id and address slot
+    /// are taken (half-open connections count against `--max-per-ip`), but
+    /// it is not in the room yet, and shutdown hangs up on it at once.
     shaking_hands: bool,
 }
 
@@ -208,12 +247,6 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     /// before any port is taken.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
         let listeners = bind_all(&config)?;
-        if listeners.web.is_some() {
-            return Err(StartError::Config(
-                "--web-port: the threaded engine does not serve the web page yet (use --engine poll)"
-                    .into(),
-            ));
-        }
         // Accepting threads block in `accept()`.
         let blocking = |l: std::net::TcpListener| -> Result<_, StartError> {
             l.set_nonblocking(false).map_err(StartError::Setup)?;
@@ -226,6 +259,18 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         };
         let tls_addr = match &tls {
             Some((listener, _)) => Some(listener.local_addr().map_err(StartError::Setup)?),
+            None => None,
+        };
+        let web = match listeners.web {
+            Some(door) => Some(WebPort {
+                listener: blocking(door.listener)?,
+                front: door.front,
+                tls: door.tls,
+            }),
+            None => None,
+        };
+        let web_addr = match &web {
+            Some(port) => Some(port.listener.local_addr().map_err(StartError::Setup)?),
             None => None,
         };
         let local_addr = match (&plain, tls_addr) {
@@ -242,6 +287,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         let weak_listeners: Vec<_> = plain
             .iter()
             .chain(tls.iter().map(|(listener, _)| listener))
+            .chain(web.iter().map(|port| &port.listener))
             .map(Arc::downgrade)
             .collect();
         let (handle, shutdown_requested) = ShutdownHandle::new(Arc::new(move || {
@@ -253,7 +299,8 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
         let signals = if config.handle_signals {
             // SIGHUP reloads the certificate; without TLS it keeps its
             // default meaning (the terminal went away: exit).
-            let watched: &[i32] = if tls.is_some() {
+            let https = web.as_ref().is_some_and(|port| port.tls.is_some());
+            let watched: &[i32] = if tls.is_some() || https {
                 &[SIGINT, SIGTERM, SIGHUP]
             } else {
                 &[SIGINT, SIGTERM]
@@ -266,6 +313,10 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             .tls
             .as_ref()
             .map_or(crate::config::HANDSHAKE_TIMEOUT, |t| t.handshake_timeout);
+        let head_timeout = config
+            .web
+            .as_ref()
+            .map_or(crate::config::HANDSHAKE_TIMEOUT, |w| w.head_timeout);
 
         let limits = config.limits;
         let room = Room {
@@ -283,6 +334,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             limits: limits.clone(),
             to_wake: Vec::new(),
             timer_deadline: None,
+            next_ping: None,
             shutting_down: false,
         };
         Ok(Self {
@@ -290,6 +342,8 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             tls,
             local_addr,
             tls_addr,
+            web,
+            web_addr,
             signals,
             shutdown_requested,
             handle,
@@ -299,6 +353,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
                 gone: Condvar::new(),
                 limits,
                 handshake_timeout,
+                head_timeout,
             }),
         })
     }
@@ -308,7 +363,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     }
 
     pub fn web_addr(&self) -> Option<SocketAddr> {
-        None
+        self.web_addr
     }
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
@@ -320,62 +375,64 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
     }
 
     /// Start the timer (and signal) thread, accept until shut down (TLS
-    /// clients on a thread of their own), then tell everyone, flush for at
-    /// most `SHUTDOWN_FLUSH`, and return.
+    /// clients and browsers on threads of their own), then tell everyone,
+    /// flush for at most `SHUTDOWN_FLUSH`, and return.
     pub fn run(mut self) -> io::Result<()> {
         let timer = {
             let shared = self.shared.clone();
             spawn_small("pollchat-timer".into(), move || shared.run_timer())?
         };
-        let acceptor = self.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+        // SIGHUP reloads each certificate once: the web port's acceptor is
+        // the TLS port's own when both use the same files.
+        let tls_acceptor = self.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+        let web_acceptor = self
+            .web
+            .as_ref()
+            .and_then(|port| port.tls.clone())
+            .filter(|w| tls_acceptor.as_ref().is_none_or(|t| !Arc::ptr_eq(t, w)));
+        let acceptors: Vec<_> = tls_acceptor.into_iter().chain(web_acceptor).collect();
         let signal_watch = match self.signals.take() {
-            Some(signals) => Some(watch_signals(signals, self.handle.clone(), acceptor)?),
+            Some(signals) => Some(watch_signals(signals, self.handle.clone(), acceptors)?),
             None => None,
         };
 
+        // The web port's accept loop, always on its own thread.
+        let mut accept_threads = Vec::new();
+        if let Some(port) = self.web.take() {
+            let WebPort {
+                listener,
+                front,
+                tls,
+            } = port;
+            accept_threads.extend(self.spawn_accept_loop(
+                "pollchat-accept-web",
+                listener,
+                move |shared, stream, peer| shared.admit_web(stream, peer, &front, tls.as_deref()),
+            ));
+        }
         // The TLS accept loop: on its own thread beside a plain listener,
         // or on this one with `--tls-only`.
-        let tls_accept = match (self.plain.take(), self.tls.take()) {
+        match (self.plain.take(), self.tls.take()) {
             (Some(plain), tls) => {
-                let tls_thread = match tls {
-                    Some((listener, acceptor)) => {
-                        let shared = self.shared.clone();
-                        let stop = self.shutdown_requested.clone();
-                        let thread = thread::Builder::new()
-                            .name("pollchat-accept-tls".into())
-                            .stack_size(CLIENT_STACK)
-                            .spawn(move || {
-                                accept_loop(&listener, &stop, |stream, peer| {
-                                    shared.admit_tls(stream, peer, &acceptor)
-                                })
-                            });
-                        match thread {
-                            Ok(thread) => Some(thread),
-                            Err(e) => {
-                                // Without it nobody could ever connect over
-                                // TLS: stop, as a failed bind would.
-                                self.handle.shutdown();
-                                warn!("cannot start the TLS accept thread: {e}");
-                                None
-                            }
-                        }
-                    }
-                    None => None,
-                };
+                if let Some((listener, acceptor)) = tls {
+                    accept_threads.extend(self.spawn_accept_loop(
+                        "pollchat-accept-tls",
+                        listener,
+                        move |shared, stream, peer| shared.admit_tls(stream, peer, &acceptor),
+                    ));
+                }
                 accept_loop(&plain, &self.shutdown_requested, |stream, peer| {
                     self.shared.admit(stream, peer)
                 });
-                tls_thread
             }
             (None, Some((listener, acceptor))) => {
                 accept_loop(&listener, &self.shutdown_requested, |stream, peer| {
                     self.shared.admit_tls(stream, peer, &acceptor)
                 });
-                None
             }
-            (None, None) => None,
-        };
-        if let Some(thread) = tls_accept {
+            (None, None) => {}
+        }
+        for thread in accept_threads {
             let _ = thread.join();
         }
 
@@ -386,6 +443,36 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             let _ = thread.join();
         }
         Ok(())
+    }
+
+    /// An accept loop on a thread of its own, ended like the others by the
+    /// shutdown handle (which shuts `listener` down). If the thread cannot
+    /// start, nobody could ever connect through that port: the server
+    /// stops, as a failed bind would.
+    fn spawn_accept_loop(
+        &self,
+        name: &str,
+        listener: Arc<TcpListener>,
+        admit: impl Fn(&Arc<Shared<A>>, TcpStream, SocketAddr) + Send + 'static,
+    ) -> Option<JoinHandle<()>> {
+        let shared = self.shared.clone();
+        let stop = self.shutdown_requested.clone();
+        let thread = thread::Builder::new()
+            .name(name.into())
+            .stack_size(CLIENT_STACK)
+            .spawn(move || {
+                accept_loop(&listener, &stop, |stream, peer| {
+                    admit(&shared, stream, peer)
+                })
+            });
+        match thread {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                self.handle.shutdown();
+                warn!("cannot start the {name} thread: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -488,21 +575,21 @@ fn spawn_small(name: String, body: impl FnOnce() + Send + 'static) -> io::Result
 }
 
 /// SIGINT/SIGTERM on a thread of their own: the first one starts a graceful
-/// shutdown. With a TLS listener, SIGHUP reloads its certificate and key
-/// (`Acceptor::reload`): new handshakes use the new pair, sessions already
-/// running keep theirs, and a pair that does not load leaves the old one in
-/// place. The returned handle ends the thread.
+/// shutdown. With a TLS listener or https on the web port, SIGHUP reloads
+/// each of `acceptors` (`Acceptor::reload`): new handshakes use the new
+/// pair, sessions already running keep theirs, and a pair that does not
+/// load leaves the old one in place. The returned handle ends the thread.
 fn watch_signals(
     mut signals: Signals,
     shutdown: ShutdownHandle,
-    acceptor: Option<Arc<Acceptor>>,
+    acceptors: Vec<Arc<Acceptor>>,
 ) -> io::Result<(signal_hook::iterator::Handle, JoinHandle<()>)> {
     let closer = signals.handle();
     let thread = spawn_small("pollchat-signals".into(), move || {
         // Ends after the first SIGINT/SIGTERM, or when `closer` closes it.
         for signal in signals.forever() {
             if signal == SIGHUP {
-                if let Some(acceptor) = &acceptor {
+                for acceptor in &acceptors {
                     reload_certificate(acceptor);
                 }
                 continue;
@@ -533,7 +620,7 @@ impl<A: App + Send + 'static> Shared<A> {
         let mut room = self.lock();
         let result = f(&mut room, Instant::now());
         room.wake_writers();
-        if room.app.poll_timeout() != room.timer_deadline {
+        if room.next_wake() != room.timer_deadline {
             self.timer.notify_one();
         }
         result
@@ -609,6 +696,51 @@ impl<A: App + Send + 'static> Shared<A> {
         }
     }
 
+    /// A new connection on the web port: the same limits and the same
+    /// silent refusal as the TLS port (neither a line of text nor an HTTP
+    /// answer is owed to a connection refused for load), then an id but not
+    /// a seat in the room: its reader thread starts alone, does the TLS
+    /// handshake (https) and reads the request head (`serve_web_client`).
+    fn admit_web(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        front: &Arc<Front>,
+        acceptor: Option<&Acceptor>,
+    ) {
+        let accepted = Instant::now();
+        if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
+            rules::refuse_silently(stream, peer, refusal);
+            return;
+        }
+        let session = match acceptor.map(Acceptor::accept).transpose() {
+            Ok(session) => session,
+            Err(e) => {
+                warn!("cannot start a TLS session for {peer}: {e}");
+                self.with_room(|room, _| room.admission.release(peer.ip()));
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let log = self.with_room(|room, _| room.log.clone());
+        let conn = Arc::new(Connection::new(stream, log, session));
+        let key = self.with_room(|room, _| room.hold(peer, conn.clone(), true));
+        // One deadline from the accept for the handshake and the head.
+        let deadline = accepted + self.head_timeout;
+        let shared = self.clone();
+        let front = front.clone();
+        let reader = spawn_small(format!("reader {key}"), {
+            let conn = conn.clone();
+            move || shared.serve_web_client(key, conn, deadline, &front)
+        });
+        if let Err(e) = reader {
+            warn!("cannot start a thread for client {key} ({peer}): {e}");
+            conn.cut_off(b"");
+            drop(conn);
+            self.with_room(|room, _| room.forget(key));
+        }
+    }
+
     /// The writer first: the reader is the one that waits for it at the end.
     fn start_threads(self: &Arc<Self>, key: usize, conn: Arc<Connection>) -> io::Result<()> {
         let writer = self.start_writer(key, &conn)?;
@@ -669,7 +801,7 @@ impl<A: App + Send + 'static> Shared<A> {
         };
         // Lines that came with the end of the handshake wait here.
         let mut inbound = self.new_inbound();
-        if let Err(why) = threaded_tls::handshake(&conn, tls, deadline, &mut inbound) {
+        if let Err(why) = threaded_tls::handshake(&conn, tls, deadline, Some(&mut inbound)) {
             debug!("client {key} ({}): {why}; closed", conn.peer());
             // Its alert (or `close_notify`) if the socket takes it, then
             // hang up; `done` frees its id and address slot.
@@ -690,6 +822,165 @@ impl<A: App + Send + 'static> Shared<A> {
             }
         }
         self.serve_member(key, &conn, inbound);
+    }
+
+    /// A browser's reader thread: the TLS handshake (https), then the
+    /// request head, both by `deadline`, on this thread alone. The page or
+    /// an error is answered and closed here, and the room never knew of
+    /// it. An upgrade joins the room (the App welcomes it only now), starts
+    /// its writer, and from then on it is served like any client, its lines
+    /// in and out as WebSocket text frames.
+    fn serve_web_client(
+        self: &Arc<Self>,
+        key: usize,
+        conn: Arc<Connection>,
+        deadline: Instant,
+        front: &Front,
+    ) {
+        let mut done = ClientDone {
+            shared: self,
+            key,
+            conn: Some(conn.clone()),
+            writer: None,
+        };
+        let conn = conn;
+        conn.set_reader();
+        if let Some(tls) = conn.tls() {
+            // The plaintext that follows (the head) stays in the session.
+            if let Err(why) = threaded_tls::handshake(&conn, tls, deadline, None) {
+                debug!("web client {key} ({}): {why}; closed", conn.peer());
+                conn.cut_off(b"");
+                return;
+            }
+        }
+        let Some(already_read) = self.read_request(key, &conn, front, deadline) else {
+            return; // answered and closed, or gone
+        };
+        let Web::Socket(ws) = *front.upgrade(already_read) else {
+            return;
+        };
+        conn.upgrade(ws);
+        // Frames that came right behind the head (a client need not wait
+        // for the 101) are lines already; they go to the App once it has
+        // joined.
+        let mut inbound = self.new_inbound();
+        if let Err(e) = conn.take_input(&[], &mut inbound) {
+            debug!("web client {key}: {e}; closed");
+            conn.cut_off(b"");
+            return;
+        }
+        let joined = self.with_room(|room, now| !room.shutting_down && room.join(key, now));
+        if !joined {
+            conn.cut_off(b"");
+            return;
+        }
+        match self.start_writer(key, &conn) {
+            Ok(writer) => done.writer = Some(writer),
+            Err(e) => {
+                warn!("cannot start a writer for client {key}: {e}");
+                self.with_room(|room, now| room.leave(key, Farewell::Abort, now));
+                return;
+            }
+        }
+        self.serve_member(key, &conn, inbound);
+    }
+
+    /// A browser's request head, read until it is complete or `deadline`
+    /// (a slowloris that trickles bytes gains nothing: every blocking
+    /// `read()` ends at it), then answered. For a WebSocket, the 101 is sent
+    /// and what followed the head is returned; the page and the errors
+    /// (404, 405, 400, 431, 403, 426) are sent, then closed as an orderly
+    /// close is (`threaded_web::close_answered`), and `None` is returned,
+    /// as it is for a client gone or out of time (closed silently).
+    fn read_request(
+        &self,
+        key: usize,
+        conn: &Connection,
+        front: &Front,
+        deadline: Instant,
+    ) -> Option<Vec<u8>> {
+        let Web::Head(mut head) = *front.connection() else {
+            return None;
+        };
+        let stream = conn.stream();
+        let mut buf = [0u8; HEAD_READ];
+        // What the last `read()` got; nothing at first, as the head may
+        // have come with the end of the TLS handshake and wait in the
+        // session.
+        let mut n = 0;
+        // Bounded by `deadline`: every pass waits at most until then.
+        let answer = loop {
+            match threaded_web::read_head(conn, front, &mut head, &buf[..n]) {
+                Ok(Progress::NeedMore) => {}
+                Ok(Progress::Answer(answer)) => break answer,
+                Err(e) => {
+                    debug!(
+                        "web client {key} ({}) gone before its request: {e}",
+                        conn.peer()
+                    );
+                    conn.cut_off(b"");
+                    return None;
+                }
+            }
+            n = 0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                debug!(
+                    "{} did not finish its handshake or request in time",
+                    conn.peer()
+                );
+                conn.cut_off(b"");
+                return None;
+            }
+            if let Err(e) = stream.set_read_timeout(Some(left)) {
+                debug!("web client {key}: {e}");
+                conn.cut_off(b"");
+                return None;
+            }
+            match (&mut &*stream).read(&mut buf) {
+                Ok(0) => {
+                    debug!("web client {key} ({}) gone before its request", conn.peer());
+                    conn.cut_off(b"");
+                    return None;
+                }
+                Ok(got) => n = got,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    debug!("web client {key} read error: {e}");
+                    conn.cut_off(b"");
+                    return None;
+                }
+            }
+        };
+        debug!(
+            "web client {key} ({}): {} -> {}",
+            conn.peer(),
+            answer.request,
+            answer.status
+        );
+        // From here on, reads wait as a member's do.
+        let _ = stream.set_read_timeout(None);
+        // The answer goes out like any close's last words: within the
+        // close grace.
+        let grace = Instant::now() + CLOSE_GRACE;
+        if let Err(e) = threaded_web::send_all(conn, &answer.bytes, grace) {
+            debug!("web client {key}: cannot send its answer: {e}");
+            conn.cut_off(b"");
+            return None;
+        }
+        match answer.upgrade {
+            Some(already_read) => Some(already_read),
+            None => {
+                threaded_web::close_answered(conn, grace);
+                None
+            }
+        }
     }
 
     /// A client's input pipeline, fresh.
@@ -783,9 +1074,10 @@ impl<A: App + Send + 'static> Shared<A> {
 
     // ----- timers -----------------------------------------------------------
 
-    /// The timer thread: sleep until the App's next deadline (or forever if
-    /// it has none), call `handle_timeout`, repeat. Any App call that moves
-    /// the deadline wakes it (see `with_room`), so it never polls.
+    /// The timer thread: sleep until the App's next deadline or the next
+    /// round of WebSocket pings (or forever if there is neither), call
+    /// `handle_timeout` or `ping_websockets`, repeat. Any App call that
+    /// moves the deadline wakes it (see `with_room`), so it never polls.
     fn run_timer(&self) {
         let mut room = self.lock();
         loop {
@@ -799,7 +1091,11 @@ impl<A: App + Send + 'static> Shared<A> {
                 room.dispatch(now);
                 room.wake_writers();
             }
-            room.timer_deadline = room.app.poll_timeout();
+            if room.next_ping.is_some_and(|at| at <= now) {
+                room.ping_websockets(now);
+                room.wake_writers();
+            }
+            room.timer_deadline = room.next_wake();
             room = match room.timer_deadline {
                 None => self
                     .timer
@@ -833,7 +1129,8 @@ impl<A: App + Send + 'static> Shared<A> {
             // The App is going away with us: no departures to announce.
             room.depart(key, Farewell::Flush);
         }
-        // TLS clients still shaking hands have nothing to flush.
+        // TLS clients still shaking hands, and browsers still sending their
+        // request (or being answered), have nothing of the room's to flush.
         for (_, member) in room.clients.iter().filter(|(_, m)| m.shaking_hands) {
             member.conn.cut_off(b"");
         }
@@ -875,6 +1172,39 @@ impl<A: App> Room<A> {
         self.clients.get(key).is_some_and(|m| m.open)
     }
 
+    /// When the timer thread must wake next: the App's deadline, or the
+    /// next round of pings if that comes first.
+    fn next_wake(&self) -> Option<Instant> {
+        match (self.app.poll_timeout(), self.next_ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Every `PING_INTERVAL`, on the timer thread: ping each WebSocket
+    /// member, and drop those that left `MISSED_PINGS` pings in a row
+    /// unanswered (a browser gone without a FIN, say a phone that lost its
+    /// network). Here rather than on each member's threads: one scan of
+    /// the room every 30 s, under the lock the timer holds anyway, instead
+    /// of a timed wake-up per writer; a ping is a non-blocking write of a
+    /// few bytes, and one the socket will not take waits for the writer.
+    fn ping_websockets(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        let mut any = false;
+        for (key, member) in self.clients.iter().filter(|(_, m)| m.open) {
+            match member.conn.ping() {
+                None => {}
+                Some(true) => any = true,
+                Some(false) => gone.push(key),
+            }
+        }
+        self.next_ping = any.then(|| now + web::PING_INTERVAL);
+        for key in gone {
+            debug!("client {key} answered no pings: gone");
+            self.leave(key, Farewell::Abort, now);
+        }
+    }
+
     fn open_keys(&self) -> impl Iterator<Item = usize> + '_ {
         self.clients
             .iter()
@@ -903,6 +1233,11 @@ impl<A: App> Room<A> {
         member.open = true;
         member.shaking_hands = false;
         let peer = member.peer;
+        // The first WebSocket starts the pings (the timer is woken by
+        // `with_room`, as the next wake-up moved).
+        if member.conn.websocket().is_some() && self.next_ping.is_none() {
+            self.next_ping = Some(now + web::PING_INTERVAL);
+        }
         debug!("client {key} connected from {peer}");
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);

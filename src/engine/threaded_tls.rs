@@ -88,8 +88,9 @@ impl SharedSession {
 
     /// A panicking thread must not take the other down with it: rustls'
     /// state is consistent between calls, and a call that panicked left
-    /// at worst an error the next call reports.
-    fn lock(&self) -> MutexGuard<'_, Box<Session>> {
+    /// at worst an error the next call reports. A WebSocket client's
+    /// session is locked after its WebSocket (`threaded_web.rs`).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Box<Session>> {
         self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -100,12 +101,17 @@ impl SharedSession {
     /// receive. Whatever the records asked for (a handshake reply, a key
     /// update, an alert) is offered to the socket without waiting.
     ///
+    /// With no `inbound` (a web client's handshake: what follows it is a
+    /// request head, not lines) the plaintext stays in the session, to be
+    /// read from there; a handshake's last flight carries far less than
+    /// the 16 KiB rustls holds.
+    ///
     /// A TLS error is `InvalidData`; its alert has been offered already.
     pub(crate) fn take_ciphertext(
         &self,
         sock: &TcpStream,
         bytes: &[u8],
-        inbound: &mut Inbound,
+        mut inbound: Option<&mut Inbound>,
     ) -> io::Result<Sent> {
         let mut session = self.lock();
         let mut rest = bytes;
@@ -122,7 +128,9 @@ impl SharedSession {
                     break;
                 }
             }
-            if drain_plaintext(&mut session, &mut plain, inbound) {
+            if let Some(inbound) = inbound.as_deref_mut()
+                && drain_plaintext(&mut session, &mut plain, inbound)
+            {
                 break;
             }
         }
@@ -249,7 +257,8 @@ impl fmt::Display for HandshakeFailed {
 /// joins the room: read (blocking, bounded by `deadline`), feed the session,
 /// send its replies, until it is no longer handshaking. Plaintext that came
 /// with the client's last handshake flight (a TLS 1.3 client may send its
-/// first line at once) is already in `inbound`.
+/// first line at once) is already in `inbound`; with no `inbound` (a web
+/// client, whose request head comes next) it waits in the session.
 ///
 /// `deadline` is the slowloris defence: every blocking wait here (the
 /// `read()`, and `poll()` should the socket be full) ends at it, whatever
@@ -258,7 +267,7 @@ pub(crate) fn handshake(
     conn: &Connection,
     tls: &SharedSession,
     deadline: Instant,
-    inbound: &mut Inbound,
+    mut inbound: Option<&mut Inbound>,
 ) -> Result<(), HandshakeFailed> {
     let stream = conn.stream();
     let mut buf = [0u8; HANDSHAKE_READ];
@@ -286,7 +295,7 @@ pub(crate) fn handshake(
             }
             Err(e) => return Err(HandshakeFailed::Io(e)),
         };
-        let mut sent = match tls.take_ciphertext(stream, &buf[..n], inbound) {
+        let mut sent = match tls.take_ciphertext(stream, &buf[..n], inbound.as_deref_mut()) {
             Ok(sent) => sent,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 return Err(HandshakeFailed::Tls(e));
@@ -374,7 +383,7 @@ mod tests {
         let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
         let deadline = Instant::now() + Duration::from_secs(20);
         let tls = conn.tls().unwrap();
-        handshake(&conn, tls, deadline, &mut inbound).unwrap();
+        handshake(&conn, tls, deadline, Some(&mut inbound)).unwrap();
         let client = client_side.join().unwrap();
         (conn, client, peer)
     }
@@ -399,7 +408,7 @@ mod tests {
         let mut inbound = Inbound::new(usize::MAX, 0, 0, Instant::now());
         let tls = conn.tls().unwrap();
         let sent = tls
-            .take_ciphertext(conn.stream(), &ciphertext, &mut inbound)
+            .take_ciphertext(conn.stream(), &ciphertext, Some(&mut inbound))
             .unwrap();
         assert_eq!(sent, Sent::All);
         let now = Instant::now();

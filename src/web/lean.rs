@@ -54,6 +54,9 @@ impl WebSocket {
     pub fn ping(&mut self, _io: &mut (impl Read + Write)) -> bool {
         match *self {}
     }
+    pub fn last_words(&mut self, _io: &mut (impl Read + Write), _words: &[u8]) {
+        match *self {}
+    }
     pub fn close_normally(&mut self, _io: &mut (impl Read + Write), _reason: &str) {
         match *self {}
     }

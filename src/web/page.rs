@@ -1,6 +1,7 @@
 //! The chat page, compiled into the binary: one HTML file, its script and
 //! its style sheet (`page/`), written without a build step or anything
-//! loaded from elsewhere. The script opens `/ws` and renders every line
+//! loaded from elsewhere. The script opens `ws` beside the page (a relative
+//! URL, so it also works under a proxy's sub-path) and renders every line
 //! with `textContent`, so nothing a user types can become markup.
 
 /// The files of the page, by path: content type and bytes.

@@ -156,6 +156,22 @@ impl WebSocket {
         self.close(io, CloseCode::Normal, reason);
     }
 
+    /// Hanging up now (cut off as too slow, say): `words` as one text frame,
+    /// then the close frame, each as far as the socket takes them without
+    /// waiting. Not the words if one of our frames is half written: they
+    /// would become the rest of its payload; nor then the close, which may
+    /// only follow a whole frame.
+    pub fn last_words(&mut self, io: &mut (impl Read + Write), words: &[u8]) {
+        if self.frame.is_open() {
+            return;
+        }
+        if !words.is_empty() {
+            let _ = self.write(io, &[IoSlice::new(words)]);
+        }
+        self.close_normally(io, "");
+        let _ = self.send(io);
+    }
+
     fn close(&mut self, io: &mut (impl Read + Write), code: CloseCode, reason: &str) {
         if self.closed {
             return;
@@ -189,7 +205,14 @@ impl WebSocket {
                 self.unanswered_pings = 0;
             }
             match message {
-                Ok(Message::Text(text)) => return Ok(self.deliver(text.as_bytes(), buf)),
+                Ok(Message::Text(text)) => {
+                    let n = self.deliver(text.as_bytes(), buf);
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    // Longer than `buf`: the next pass hands it out from
+                    // `inbox` (returning 0 here would read as the end).
+                }
                 Ok(Message::Binary(_)) => {
                     self.close(io, CloseCode::Unsupported, "binary frames are not accepted");
                     return Ok(0);
@@ -701,6 +724,7 @@ mod tests {
         let mut buf = [0u8; 64]; // shorter than the last message
         loop {
             match ws.read(&mut io, &mut buf) {
+                Ok(0) => panic!("the end of input, after {got:?}"),
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
@@ -804,6 +828,31 @@ mod tests {
             .filter(|m| matches!(m, Message::Ping(_)))
             .count();
         assert!(pings >= 3, "{pings}");
+    }
+
+    /// Last words are a whole frame and a close; with a frame of ours half
+    /// written they are left out, so the half frame is never garbled.
+    #[test]
+    fn last_words_never_land_inside_a_half_written_frame() {
+        let mut ws = WebSocket::new(Vec::new(), 2048);
+        let mut io = wire();
+        ws.last_words(&mut io, b"! too slow\n");
+        let got = messages(&io.output);
+        assert!(
+            matches!(&got[0], Message::Text(t) if t.as_str() == "! too slow"),
+            "{got:?}"
+        );
+        assert!(matches!(&got[1], Message::Close(_)), "{got:?}");
+
+        let mut ws = WebSocket::new(Vec::new(), 2048);
+        let mut io = wire();
+        let line = format!("{}\n", "q".repeat(200));
+        io.room = 50;
+        let taken = ws.write(&mut io, &[IoSlice::new(line.as_bytes())]).unwrap();
+        assert!(taken < 200);
+        io.room = usize::MAX;
+        ws.last_words(&mut io, b"! too slow\n");
+        assert_eq!(io.output.len(), 50, "nothing after the half frame");
     }
 
     #[test]
