@@ -1,6 +1,7 @@
 //! `pollchat bench` against in-process servers: it counts every delivery,
 //! notices losses (and exits non-zero for them), answers a login prompt,
-//! and reports whether a stalled client was cut off.
+//! and reports whether a stalled client was cut off; over plain TCP, TLS
+//! (`--tls`) and WebSocket (`--ws`, ws:// and wss://).
 
 mod common;
 
