@@ -295,7 +295,7 @@ impl Upgrade {
     /// An upgrade with this key (16 bytes, sent as base64).
     pub fn new(key: [u8; 16]) -> Upgrade {
         Upgrade {
-            key: base64(&key),
+            key: crate::web::base64(&key),
             head: Vec::new(),
         }
     }
@@ -365,28 +365,6 @@ fn new_key() -> [u8; 16] {
     key
 }
 
-/// Standard base64 with padding (RFC 4648), for the 16-byte key.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +382,7 @@ mod tests {
 
     #[test]
     fn key_is_base64_of_16_bytes() {
+        use crate::web::base64;
         assert_eq!(base64(NONCE), "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");

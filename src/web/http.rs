@@ -189,8 +189,9 @@ pub fn accept_key(key: &str) -> String {
     base64(&digest)
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648): Sec-WebSocket-Accept here,
+/// and the bench's Sec-WebSocket-Key.
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

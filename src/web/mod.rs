@@ -30,7 +30,7 @@ mod page;
 mod ws;
 
 #[cfg(feature = "web")]
-pub use http::{Answer, MAX_HEAD, Progress, RequestHead, accept_key};
+pub use http::{Answer, MAX_HEAD, Progress, RequestHead, accept_key, base64};
 #[cfg(feature = "web")]
 pub use ws::{MISSED_PINGS, WebSocket};
 
