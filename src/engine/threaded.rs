@@ -808,12 +808,26 @@ impl<A: App + Send + 'static> Shared<A> {
             conn.cut_off(b"");
             return;
         }
+        self.join_and_serve(key, &conn, &mut done, inbound);
+    }
+
+    /// A client held until its handshake was done (TLS, web) enters the
+    /// room now (the App welcomes it only now), gets its writer, and is
+    /// served like any client. Not if the server is shutting down
+    /// meanwhile: then it is hung up on.
+    fn join_and_serve(
+        self: &Arc<Self>,
+        key: usize,
+        conn: &Arc<Connection>,
+        done: &mut ClientDone<'_, A>,
+        inbound: Inbound,
+    ) {
         let joined = self.with_room(|room, now| !room.shutting_down && room.join(key, now));
         if !joined {
             conn.cut_off(b"");
             return;
         }
-        match self.start_writer(key, &conn) {
+        match self.start_writer(key, conn) {
             Ok(writer) => done.writer = Some(writer),
             Err(e) => {
                 warn!("cannot start a writer for client {key}: {e}");
@@ -821,7 +835,7 @@ impl<A: App + Send + 'static> Shared<A> {
                 return;
             }
         }
-        self.serve_member(key, &conn, inbound);
+        self.serve_member(key, conn, inbound);
     }
 
     /// A browser's reader thread: the TLS handshake (https), then the
@@ -869,20 +883,7 @@ impl<A: App + Send + 'static> Shared<A> {
             conn.cut_off(b"");
             return;
         }
-        let joined = self.with_room(|room, now| !room.shutting_down && room.join(key, now));
-        if !joined {
-            conn.cut_off(b"");
-            return;
-        }
-        match self.start_writer(key, &conn) {
-            Ok(writer) => done.writer = Some(writer),
-            Err(e) => {
-                warn!("cannot start a writer for client {key}: {e}");
-                self.with_room(|room, now| room.leave(key, Farewell::Abort, now));
-                return;
-            }
-        }
-        self.serve_member(key, &conn, inbound);
+        self.join_and_serve(key, &conn, &mut done, inbound);
     }
 
     /// A browser's request head, read until it is complete or `deadline`

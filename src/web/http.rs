@@ -301,7 +301,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// At most `max` bytes of `s`, on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
+pub(super) fn cut(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -22,6 +22,8 @@
 use std::io::{self, IoSlice, Read, Write};
 
 use tungstenite::error::{CapacityError, Error as WsError};
+
+use super::http::cut;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
@@ -520,15 +522,6 @@ impl<S: Write> Write for Guarded<'_, S> {
         }
         self.io.flush()
     }
-}
-
-/// At most `max` bytes of `s`, on a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
