@@ -664,36 +664,11 @@ impl<A: App + Send + 'static> Shared<A> {
     /// closes), then an id, but not a seat in the room: its reader thread
     /// starts alone and does the handshake first (`serve_tls_client`).
     fn admit_tls(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, acceptor: &Acceptor) {
-        let accepted = Instant::now();
-        if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
-            rules::refuse_silently(stream, peer, refusal);
-            return;
-        }
-        let session = match acceptor.accept() {
-            Ok(session) => session,
-            Err(e) => {
-                warn!("cannot start a TLS session for {peer}: {e}");
-                self.with_room(|room, _| room.admission.release(peer.ip()));
-                return;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let log = self.with_room(|room, _| room.log.clone());
-        let conn = Arc::new(Connection::new(stream, log, Some(session)));
-        let key = self.with_room(|room, _| room.hold(peer, conn.clone(), true));
         // The deadline runs from the accept: time spent here counts.
-        let deadline = accepted + self.handshake_timeout;
-        let shared = self.clone();
-        let reader = spawn_small(format!("reader {key}"), {
-            let conn = conn.clone();
-            move || shared.serve_tls_client(key, conn, deadline)
+        let deadline = Instant::now() + self.handshake_timeout;
+        self.admit_unjoined(stream, peer, Some(acceptor), move |shared, key, conn| {
+            shared.serve_tls_client(key, conn, deadline)
         });
-        if let Err(e) = reader {
-            warn!("cannot start a thread for client {key} ({peer}): {e}");
-            conn.cut_off(b"");
-            drop(conn);
-            self.with_room(|room, _| room.forget(key));
-        }
     }
 
     /// A new connection on the web port: the same limits and the same
@@ -708,7 +683,24 @@ impl<A: App + Send + 'static> Shared<A> {
         front: &Arc<Front>,
         acceptor: Option<&Acceptor>,
     ) {
-        let accepted = Instant::now();
+        // One deadline from the accept for the handshake and the head.
+        let deadline = Instant::now() + self.head_timeout;
+        let front = front.clone();
+        self.admit_unjoined(stream, peer, acceptor, move |shared, key, conn| {
+            shared.serve_web_client(key, conn, deadline, &front)
+        });
+    }
+
+    /// A connection that must finish a handshake before it joins: check the
+    /// limits (a refusal is silent), start its TLS session if it has one,
+    /// hold an id for it, and start its reader thread on `serve`.
+    fn admit_unjoined(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        acceptor: Option<&Acceptor>,
+        serve: impl FnOnce(&Arc<Self>, usize, Arc<Connection>) + Send + 'static,
+    ) {
         if let Err(refusal) = self.with_room(|room, _| room.admission.admit(peer.ip())) {
             rules::refuse_silently(stream, peer, refusal);
             return;
@@ -725,13 +717,10 @@ impl<A: App + Send + 'static> Shared<A> {
         let log = self.with_room(|room, _| room.log.clone());
         let conn = Arc::new(Connection::new(stream, log, session));
         let key = self.with_room(|room, _| room.hold(peer, conn.clone(), true));
-        // One deadline from the accept for the handshake and the head.
-        let deadline = accepted + self.head_timeout;
         let shared = self.clone();
-        let front = front.clone();
         let reader = spawn_small(format!("reader {key}"), {
             let conn = conn.clone();
-            move || shared.serve_web_client(key, conn, deadline, &front)
+            move || serve(&shared, key, conn)
         });
         if let Err(e) = reader {
             warn!("cannot start a thread for client {key} ({peer}): {e}");
