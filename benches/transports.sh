@@ -11,7 +11,8 @@
 #   - fan-out at N=100, 200 msgs/s: p99 of each link's room against plain;
 #   - saturated fan-out at N=100: server CPU per delivery, against plain.
 #
-# Each engine in ENGINES gets its own rows; LINKS picks the links.
+# Each engine in ENGINES gets its own rows; LINKS picks the links (wss,
+# WebSocket over TLS, is left out by default to keep the sitting short).
 #
 # Usage: benches/transports.sh   (RUNS=5 ENGINES="poll threaded"
 # LINKS="plain tls ws" by default; about 18 minutes on 2 cores)
@@ -89,17 +90,24 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-# bench against a fresh server with every listener: $1 = engine,
-# $2 = plain|tls|ws, the rest bench flags.
+# bench against a fresh server: $1 = engine, $2 = plain|tls|ws|wss, the
+# rest bench flags. The server has a TLS port and an https web port, except
+# for ws: with the certificate the web port would speak https, so a ws run
+# gets a server with a plain web port instead.
 bench_case() {
     local engine=$1 link=$2
     shift 2
-    start_server "$BIN" serve --engine "$engine" --port PORT --tls-port TLSPORT \
-        "${TLS_FLAGS[@]}" --web-port WEBPORT
+    if [ "$link" = ws ]; then
+        start_server "$BIN" serve --engine "$engine" --port PORT --web-port WEBPORT
+    else
+        start_server "$BIN" serve --engine "$engine" --port PORT --tls-port TLSPORT \
+            "${TLS_FLAGS[@]}" --web-port WEBPORT
+    fi
     local target=(--port "$PORT")
     case $link in
         tls) target=(--port "$((PORT + 1))" --tls --ca "$OUT/cert.pem") ;;
         ws) target=(--ws "ws://127.0.0.1:$((PORT + 2))/ws") ;;
+        wss) target=(--ws "wss://localhost:$((PORT + 2))/ws" --ca "$OUT/cert.pem") ;;
     esac
     "$BIN" bench "${target[@]}" --server-pid "$SERVER_PID" --json "$@" \
         | python3 -c "import json,sys; r=json.load(sys.stdin); r['link']='$link'; r['engine']='$engine'; print(json.dumps(r))"
@@ -135,7 +143,7 @@ engines = sorted({r["engine"] for r in idle}, key=["poll", "threaded"].index)
 def idle_mib(engine, case):
     return med([r["rss_kib"] for r in idle if r["case"] == case and r["engine"] == engine]) / 1024
 links = sys.argv[2:]
-names = {"plain": "plain", "tls": "TLS", "ws": "WebSocket"}
+names = {"plain": "plain", "tls": "TLS", "ws": "WebSocket", "wss": "WebSocket + TLS"}
 print("| build | binary | " + " | ".join(f"idle RSS, {e}" for e in engines) + " | target |")
 print("|---|---:|" + "---:|" * len(engines) + "---|")
 for case, label, size, target in [
