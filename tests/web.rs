@@ -226,25 +226,49 @@ fn a_ping_is_answered_with_a_pong(engine: EngineKind) {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut ws = common::web::handshake(web_addr(&server), stream);
     assert!(ws.read().unwrap().is_text(), "the welcome");
+    // The ping alone: nothing else the server sends could carry the pong.
     ws.send(tungstenite::Message::Ping(b"are you there".to_vec().into()))
         .unwrap();
-    ws.send(tungstenite::Message::text("/who")).unwrap();
-    let mut pong = false;
-    let mut who = false;
-    for _ in 0..10 {
-        match ws.read().expect("the pong and the reply") {
-            tungstenite::Message::Pong(p) => {
-                assert_eq!(&p[..], b"are you there");
-                pong = true;
-            }
-            tungstenite::Message::Text(t) if t.starts_with("* 1 user here") => who = true,
-            other => panic!("unexpected {other:?}"),
-        }
-        if pong && who {
-            return;
-        }
+    match ws.read().expect("the pong") {
+        tungstenite::Message::Pong(p) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected the pong, got {other:?}"),
     }
-    panic!("pong {pong}, /who reply {who}");
+    ws.send(tungstenite::Message::text("/who")).unwrap();
+    let who = ws.read().expect("the /who reply");
+    assert!(
+        who.to_text().unwrap().starts_with("* 1 user here"),
+        "{who:?}"
+    );
+}
+
+/// Lines said while a web connection was still sending its request head
+/// are not its to hear: the answer starts with the status line. (The poll
+/// engine once sent them first, and in a debug build the log had moved
+/// past its cursor: a panic.)
+fn a_page_asked_for_after_a_broadcast_is_only_the_page(engine: EngineKind) {
+    let server = start_chat_web(engine, test_limits());
+    let (mut alice, mut bob) = Client::alice_and_bob(server.local_addr());
+    let mut browser = TcpStream::connect(web_addr(&server)).unwrap();
+    // Once alice has her /who reply, the server has handled everything
+    // that arrived before it, the browser's connection included.
+    alice.send("/who");
+    alice.skip_until(|l| l.contains(" here: "));
+    bob.send("said before the request");
+    alice.expect("<bob> said before the request");
+    browser.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    browser
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    browser
+        .read_to_end(&mut answer)
+        .expect("the page, then close");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{:.80}", text);
+    assert!(
+        !text.contains("said before"),
+        "a chat line went out with the page"
+    );
 }
 
 /// The close frame the server ends with (bounded: the socket's timeout).
@@ -428,6 +452,7 @@ engine_tests!(
     markup_and_control_bytes_arrive_as_plain_text,
     binary_frames_are_refused_with_a_reason,
     a_ping_is_answered_with_a_pong,
+    a_page_asked_for_after_a_broadcast_is_only_the_page,
     websocket_clients_count_against_max_clients,
     a_websocket_member_that_stops_reading_is_cut_off,
     a_websocket_member_behind_a_small_window_gets_every_line_of_a_burst,

@@ -31,6 +31,8 @@ mod ws;
 #[cfg(not(feature = "web"))]
 #[path = "ws_lean.rs"]
 mod ws;
+#[cfg(feature = "web")]
+mod ws_frames;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;

@@ -9,37 +9,28 @@
 //!    `Sec-WebSocket-Accept` matches our key (derived as the server derives
 //!    it, [`accept_key`]). This is part of connecting:
 //!    it never shows up in fan-out latency.
-//! 2. **Open.** tungstenite's stream-less [`WebSocketContext`] does the
-//!    framing (masking, fragments, ping/pong, close). Each text message in
-//!    is one line; each line out is one text message, without its `\n`.
+//! 2. **Open.** Frames by hand (`ws_frames.rs`, which says why not
+//!    tungstenite here): each text message in is one line; each line out
+//!    is one masked text frame, without its `\n`.
 //!
 //! The rules of the loop (see `shared/guide/transports.md`): drain `read()`
 //! to `WouldBlock`, and flush after every read batch, so that the pong
-//! tungstenite queues for a server's ping goes out.
+//! owed for a server's ping goes out.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tungstenite::error::Error as WsError;
-use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
-
 use super::BenchError;
 use super::swarm::WsPlan;
+use super::ws_frames::{ClientFrames, Ended};
 use crate::web::accept_key;
 
 /// Longest response head accepted: a 101 is a few hundred bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Headers parsed at most.
 const MAX_HEADERS: usize = 32;
-/// tungstenite's read buffer: its default (128 KiB, zero-filled) per
-/// connection would make the bench's 10,000 receivers cost 1.3 GB.
-const READ_BUFFER: usize = 4096;
-/// What tungstenite may hold unsent. The swarm hands it one line at a time
-/// and stops at the first that does not go out, so this only needs room
-/// for one long line (a big `--payload`) plus a pong.
-const MAX_WRITE_BUFFER: usize = 4 << 20;
 
 /// One connection's WebSocket, from the request to the close.
 pub struct WsConn {
@@ -54,11 +45,7 @@ enum State {
         request: Vec<u8>,
         sent: usize,
     },
-    Open {
-        ctx: WebSocketContext,
-        /// A flush hit `WouldBlock`: call it again once writable.
-        flush_pending: bool,
-    },
+    Open(ClientFrames),
 }
 
 /// What came of reading an open WebSocket until the socket was drained.
@@ -93,7 +80,7 @@ impl WsConn {
     pub fn wants_flush(&self) -> bool {
         match &self.state {
             State::Upgrading { request, sent, .. } => *sent < request.len(),
-            State::Open { flush_pending, .. } => *flush_pending,
+            State::Open(frames) => frames.wants_flush(),
         }
     }
 
@@ -114,7 +101,7 @@ impl WsConn {
                 }
                 Ok(true)
             }
-            State::Open { .. } => self.flush_frames(link),
+            State::Open(frames) => frames.flush(link),
         }
     }
 
@@ -128,41 +115,20 @@ impl WsConn {
         let Some(tail) = upgrade.receive(bytes).map_err(|e| e.to_string())? else {
             return Ok(());
         };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
-            .max_write_buffer_size(MAX_WRITE_BUFFER);
-        let ctx = WebSocketContext::from_partially_read(tail, Role::Client, Some(config));
-        self.state = State::Open {
-            ctx,
-            flush_pending: false,
-        };
+        let seed = u32::from_le_bytes(new_key()[..4].try_into().unwrap_or_default());
+        self.state = State::Open(ClientFrames::new(tail, seed));
         Ok(())
     }
 
     /// Queue `line` as one text message and write it out. `Ok(true)`: it
     /// went out; `Ok(false)`: it is taken but the socket is full, so send
     /// no more until [`flush`](Self::flush) says all is out. Only when open.
-    pub fn send_line<S: io::Read + io::Write>(
-        &mut self,
-        link: &mut S,
-        line: &[u8],
-    ) -> io::Result<bool> {
-        let State::Open { ctx, flush_pending } = &mut self.state else {
+    pub fn send_line(&mut self, link: &mut impl io::Write, line: &[u8]) -> io::Result<bool> {
+        let State::Open(frames) = &mut self.state else {
             return Ok(false);
         };
-        // One allocation per line, on the sender only: a message owns its
-        // payload. (Probes are ASCII; a login line is the user's text.)
-        let text = String::from_utf8_lossy(line).into_owned();
-        match ctx.write(link, Message::text(text)) {
-            Ok(()) => Ok(true),
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The frame stays in tungstenite's buffer until a flush.
-                *flush_pending = true;
-                Ok(false)
-            }
-            Err(e) => Err(io::Error::other(e)),
-        }
+        frames.queue_text(line);
+        frames.flush(link)
     }
 
     /// Read messages until the socket is drained, each text message to
@@ -176,75 +142,17 @@ impl WsConn {
             bytes: 0,
             closed: false,
         };
-        let State::Open { ctx, .. } = &mut self.state else {
+        let State::Open(frames) = &mut self.state else {
             return batch;
         };
-        loop {
-            match ctx.read(link) {
-                Ok(Message::Text(text)) => {
-                    batch.bytes += text.len() + 1;
-                    on_line(text.as_bytes());
-                }
-                // Not what a chat server sends, but a line all the same.
-                Ok(Message::Binary(data)) => {
-                    batch.bytes += data.len() + 1;
-                    on_line(&data);
-                }
-                Ok(Message::Close(_)) => {
-                    // tungstenite queued our close reply: one try to send it.
-                    let _ = ctx.flush(link);
-                    batch.closed = true;
-                    return batch;
-                }
-                // A ping (its pong is queued), a pong, a raw frame.
-                Ok(_) => {}
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    batch.closed = true;
-                    return batch;
-                }
-            }
-        }
-        batch.closed = self.flush_frames(link).is_err();
+        let read = frames.read(link, |message| {
+            batch.bytes += message.len() + 1;
+            on_line(message);
+        });
+        // The pongs owed, or (after a close) one try at the answer.
+        let flushed = frames.flush(link);
+        batch.closed = !matches!(read, Ok(Ended::No)) || flushed.is_err();
         batch
-    }
-
-    fn flush_frames<S: io::Write>(&mut self, link: &mut S) -> io::Result<bool> {
-        let State::Open { ctx, flush_pending } = &mut self.state else {
-            return Ok(true);
-        };
-        // tungstenite wants `Read + Write` even to write; flushing never reads.
-        match ctx.flush(&mut WriteOnly(link)) {
-            Ok(()) => {
-                *flush_pending = false;
-                Ok(true)
-            }
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                *flush_pending = true;
-                Ok(false)
-            }
-            Err(e) => Err(io::Error::other(e)),
-        }
-    }
-}
-
-/// A writer passed where tungstenite asks for `Read + Write` but only
-/// writes (`flush`): reading it is a bug, and says so.
-struct WriteOnly<'a, W>(&'a mut W);
-
-impl<W: io::Write> io::Read for WriteOnly<'_, W> {
-    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(io::Error::other("WebSocket flush tried to read"))
-    }
-}
-
-impl<W: io::Write> io::Write for WriteOnly<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 
@@ -538,8 +446,8 @@ mod tests {
         assert!(!ws.wants_flush());
     }
 
-    /// A line that meets a full socket is taken (it waits inside
-    /// tungstenite), says so, and goes out whole on the next flush.
+    /// A line that meets a full socket is taken (its frame waits), says
+    /// so, and goes out whole on the next flush.
     #[test]
     fn a_line_that_does_not_fit_goes_out_on_flush() {
         let mut ws = open();

@@ -658,12 +658,22 @@ impl<A: App> Loop<A> {
             } else {
                 self.accepting.handshake_timeout
             };
-            self.timers.handshakes.push(Handshake {
-                deadline: now + timeout,
-                key,
-                serial: self.next_serial,
-                peer,
-            });
+            // In deadline order (TLS and web deadlines may differ), so
+            // `expire_handshakes` looks at the first entries only.
+            let deadline = now + timeout;
+            let at = self
+                .timers
+                .handshakes
+                .partition_point(|h| h.deadline <= deadline);
+            self.timers.handshakes.insert(
+                at,
+                Handshake {
+                    deadline,
+                    key,
+                    serial: self.next_serial,
+                    peer,
+                },
+            );
             Life::Handshaking
         } else {
             Life::Open
@@ -812,7 +822,11 @@ impl<A: App> Loop<A> {
         let Some(already_read) = answer.upgrade else {
             // The page or an error: sent like any output, then closed. It
             // never joined, so the App hears nothing of it.
+            // Owed nothing of the room's: what was said since it connected
+            // must not go out before its answer.
             client.web = None;
+            client.out = OutQueue::new(self.outgoing.log.head());
+            client.out.stop_at_head(&self.outgoing.log);
             client.out.push_private(&self.outgoing.log, &answer.bytes);
             client.life = Life::Closing;
             client.closed_by_app = true;
@@ -1231,8 +1245,7 @@ impl<A: App> Loop<A> {
     /// handshake by now (half a ClientHello, or nothing at all), or a web
     /// client that has not sent its whole request head, is closed.
     fn expire_handshakes(&mut self, now: Instant) {
-        // Entries are pushed with the same timeout as they are accepted, so
-        // the list is in deadline order: most ticks stop at the first.
+        // The list is kept in deadline order: most ticks stop at the first.
         if self
             .timers
             .handshakes

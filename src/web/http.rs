@@ -72,7 +72,9 @@ impl RequestHead {
     /// `UnexpectedEof` (nothing to answer); other errors are the socket's.
     pub fn read_from(&mut self, r: &mut impl Read, origins: &OriginPolicy) -> io::Result<Progress> {
         // Bounded: each pass adds up to READ_STEP bytes, and past MAX_HEAD
-        // the head is answered (431).
+        // the head is answered (431); `Interrupted` (a signal, or the TLS
+        // session's fairness cap) is retried a bounded number of times.
+        let mut interrupted = 0;
         loop {
             let have = self.buf.len();
             self.buf.resize(have + READ_STEP, 0);
@@ -85,8 +87,13 @@ impl RequestHead {
                         return Ok(Progress::Answer(answer));
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Only a peer sending records with nothing in them keeps
+                // this up; it waits for its next bytes, or its deadline.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 16 => {
+                    interrupted += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::NeedMore),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Progress::NeedMore),
                 Err(e) => return Err(e),
             }
         }
@@ -159,8 +166,13 @@ fn upgrade(req: &httparse::Request, tail: &[u8], origins: &OriginPolicy) -> Answ
     let Some(key) = header("Sec-WebSocket-Key").filter(|k| is_websocket_key(k)) else {
         return error(400, "missing or malformed Sec-WebSocket-Key", "");
     };
-    if let Some(origin) = header("Origin")
-        && !origin_allowed(origin, header("Host"), origins)
+    // An Origin that is not text is no origin of ours.
+    let origin_sent = req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("Origin"));
+    if origin_sent
+        && !header("Origin").is_some_and(|origin| origin_allowed(origin, header("Host"), origins))
     {
         return error(403, "this origin may not open the chat", "");
     }
@@ -473,6 +485,15 @@ mod tests {
         }
         let foreign = ask(&ws_request("Origin: https://evil.example\r\n"));
         assert_eq!(foreign.status, 403);
+        let mut not_text = ws_request("").into_bytes();
+        not_text.splice(
+            not_text.len() - 2..not_text.len() - 2,
+            *b"Origin: http://\xff\r\n",
+        );
+        assert_eq!(
+            answer(&not_text, &OriginPolicy::default()).unwrap().status,
+            403
+        );
         assert!(foreign.upgrade.is_none());
     }
 

@@ -40,6 +40,12 @@ const CONTROL_BUFFER: usize = 1024;
 /// Lines framed per `writev` (two slices each).
 const LINES_PER_WRITE: usize = 64;
 
+/// Control frames (pings, pongs) one [`WebSocket::read`] handles before it
+/// lets the others have a turn (`Interrupted`, which engines retry or
+/// revisit): a peer that floods pings must not hold the loop, and flood
+/// control only ever sees lines.
+const CONTROL_FRAMES_PER_READ: usize = 16;
+
 /// Pings the peer may leave unanswered before it is taken for gone.
 pub const MISSED_PINGS: u8 = 2;
 
@@ -194,8 +200,9 @@ impl WebSocket {
     /// UTF-8, broken framing), which is answered with a close frame that
     /// says why. `WouldBlock` means a frame is incomplete.
     pub fn read(&mut self, io: &mut (impl Read + Write), buf: &mut [u8]) -> io::Result<usize> {
-        // Bounded: each pass returns, or consumes one control frame.
-        loop {
+        // Bounded: each pass returns, or consumes one control frame, and
+        // CONTROL_FRAMES_PER_READ of those return too.
+        for _ in 0..CONTROL_FRAMES_PER_READ {
             if !self.inbox.is_empty() {
                 let n = buf.len().min(self.inbox.len());
                 buf[..n].copy_from_slice(&self.inbox[..n]);
@@ -256,6 +263,7 @@ impl WebSocket {
                 }
             }
         }
+        Err(io::ErrorKind::Interrupted.into())
     }
 
     /// A text message as one line: line breaks inside it become spaces (one
@@ -800,6 +808,32 @@ mod tests {
         assert_eq!(&buf[..6], b"early\n");
     }
 
+    /// A flood of pings is handled a slice at a time: each read returns
+    /// after a bounded number of control frames, and the line behind them
+    /// arrives once they are through.
+    #[test]
+    fn a_ping_flood_gives_way_to_the_others() {
+        let mut ws = WebSocket::new(Vec::new(), 2048);
+        let mut io = wire();
+        let mut flood: Vec<Message> = (0..100)
+            .map(|_| Message::Ping(Default::default()))
+            .collect();
+        flood.push(Message::text("after the flood"));
+        io.input.extend(from_browser(&flood));
+        let mut buf = [0u8; 64];
+        let mut interrupted = 0;
+        let line = loop {
+            match ws.read(&mut io, &mut buf) {
+                Ok(n) => break buf[..n].to_vec(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => interrupted += 1,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(interrupted <= 100, "never gave way");
+        };
+        assert_eq!(line, b"after the flood\n");
+        assert_eq!(interrupted, 100 / CONTROL_FRAMES_PER_READ);
+    }
+
     #[test]
     fn a_peer_that_answers_no_pings_is_given_up() {
         let mut ws = WebSocket::new(Vec::new(), 2048);
@@ -809,6 +843,7 @@ mod tests {
         assert!(!ws.ping(&mut io), "two pings unanswered");
         // Anything heard resets the count.
         let mut ws = WebSocket::new(Vec::new(), 2048);
+        let mut io = wire();
         assert!(ws.ping(&mut io));
         assert!(ws.ping(&mut io));
         io.input
