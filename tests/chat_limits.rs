@@ -40,16 +40,36 @@ fn line_too_long_is_refused_but_client_stays(engine: EngineKind) {
 /// flood lines, and each of its lines arrives before the flood ends; an
 /// unpaced server relays the whole paste within a tick or two.
 fn flood_is_paced_not_dropped(engine: EngineKind) {
-    const FLOOD: usize = 1000;
-    const INTERJECTIONS: usize = 5;
-    let limits = Limits {
+    let server = start_chat(engine, flood_limits());
+    let link = common::Link::plain(server.local_addr());
+    flood_scenario(&server, link);
+}
+
+/// The same with the flooder in a browser: its frames are lines under the
+/// same flood control.
+#[cfg(feature = "web")]
+fn a_flooding_browser_is_paced_not_dropped(engine: EngineKind) {
+    let listen = common::web::web_listen();
+    let chat = pollchat::chat::ChatRoom::new();
+    let server = common::web::start_app_web(engine, flood_limits(), listen, chat);
+    let link = common::Link::Web(common::web::web_addr(&server));
+    flood_scenario(&server, link);
+}
+
+fn flood_limits() -> Limits {
+    Limits {
         rate: 250,
         burst: 50,
         ..Limits::default()
-    };
-    let server = start_chat(engine, limits);
+    }
+}
+
+/// The flood scenario above, the flooder joining through `link`.
+fn flood_scenario(server: &pollchat::engine::RunningServer, link: common::Link) {
+    const FLOOD: usize = 1000;
+    const INTERJECTIONS: usize = 5;
     let addr = server.local_addr();
-    let mut flooder = Client::join_as(addr, "flooder");
+    let mut flooder = link.join_as("flooder");
     let mut other = Client::join_as(addr, "other");
     let mut watcher = Client::join_as(addr, "watcher");
     flooder.skip_until(|l| l.ends_with("watcher"));
@@ -120,6 +140,33 @@ fn max_clients_refuses_then_recovers(engine: EngineKind) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     panic!("the slot never came back");
+}
+
+/// WebSocket connections count against `--max-per-ip` too: with two
+/// from an address, a third to the web port is closed unanswered.
+#[cfg(feature = "web")]
+fn max_per_ip_counts_browsers(engine: EngineKind) {
+    use std::io::{Read, Write};
+    let limits = Limits {
+        max_per_ip: 2,
+        per_ip_exempts_loopback: false,
+        ..test_limits()
+    };
+    let server = common::web::start_app_web(
+        engine,
+        limits,
+        common::web::web_listen(),
+        pollchat::chat::ChatRoom::new(),
+    );
+    let web = common::web::web_addr(&server);
+    let _a = Client::join_ws(web);
+    let _b = Client::join(server.local_addr());
+    let mut third = std::net::TcpStream::connect(web).unwrap();
+    third.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = third.read_to_end(&mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
 }
 
 /// Over `--max-per-ip`, a newcomer gets a refusal line and is closed.
@@ -196,3 +243,12 @@ engine_tests!(
     resets_mid_broadcast_lose_nothing,
     idle_timeout_closes_silent_clients,
 );
+
+#[cfg(feature = "web")]
+mod web {
+    use super::*;
+    engine_tests!(
+        a_flooding_browser_is_paced_not_dropped,
+        max_per_ip_counts_browsers
+    );
+}

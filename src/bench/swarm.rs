@@ -579,10 +579,12 @@ impl Swarm {
                 // bench's CPU at saturation.
                 let mut at = None;
                 let batch = match (conn.role, tracker.as_deref_mut()) {
-                    (Role::Receiver(r), Some(t)) => ws.read_lines(&mut conn.link, |line| {
-                        t.on_lines(r, line, *at.get_or_insert_with(Instant::now));
-                    }),
-                    _ => ws.read_lines(&mut conn.link, |_| {}),
+                    (Role::Receiver(r), Some(t)) => {
+                        ws.read_lines(&mut conn.link, &mut self.scratch, |line| {
+                            t.on_lines(r, line, *at.get_or_insert_with(Instant::now));
+                        })
+                    }
+                    _ => ws.read_lines(&mut conn.link, &mut self.scratch, |_| {}),
                 };
                 conn.closed |= batch.closed;
                 return total + batch.bytes;

@@ -136,6 +136,7 @@ impl WsConn {
     pub fn read_lines<S: io::Read + io::Write>(
         &mut self,
         link: &mut S,
+        scratch: &mut [u8],
         mut on_line: impl FnMut(&[u8]),
     ) -> Batch {
         let mut batch = Batch {
@@ -145,7 +146,7 @@ impl WsConn {
         let State::Open(frames) = &mut self.state else {
             return batch;
         };
-        let read = frames.read(link, |message| {
+        let read = frames.read(link, scratch, |message| {
             batch.bytes += message.len() + 1;
             on_line(message);
         });
@@ -390,7 +391,7 @@ mod tests {
         ws.receive_head(&resp).unwrap();
         assert!(!ws.is_upgrading());
         let mut lines = Vec::new();
-        let batch = ws.read_lines(&mut Drained, |l| lines.push(l.to_vec()));
+        let batch = ws.read_lines(&mut Drained, &mut [0u8; 4096], |l| lines.push(l.to_vec()));
         assert_eq!(lines, vec![b"hi".to_vec()]);
         assert_eq!(
             batch,
@@ -426,7 +427,7 @@ mod tests {
             room: usize::MAX,
             written: Vec::new(),
         };
-        let batch = ws.read_lines(&mut sock, |_| panic!("a ping is no line"));
+        let batch = ws.read_lines(&mut sock, &mut [0u8; 4096], |_| panic!("a ping is no line"));
         assert_eq!(
             batch,
             Batch {

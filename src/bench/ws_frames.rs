@@ -16,9 +16,6 @@ use std::io;
 /// Longest message accepted from the server (a big `--payload` fits).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// Bytes read per call; what is left of an unfinished frame is kept.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// One connection's frames: what waits to be sent, and what has arrived
 /// of a frame or message not yet whole. An idle connection holds neither.
 pub struct ClientFrames {
@@ -109,9 +106,11 @@ impl ClientFrames {
     /// Read until `WouldBlock`, each whole text (or binary) message to
     /// `on_message`; pings are answered and a close is answered, both
     /// queued for [`flush`](Self::flush).
+    /// `chunk` is the caller's read buffer (the swarm's one for all).
     pub fn read(
         &mut self,
         r: &mut impl io::Read,
+        chunk: &mut [u8],
         mut on_message: impl FnMut(&[u8]),
     ) -> io::Result<Ended> {
         // Frames that came with the 101.
@@ -121,11 +120,10 @@ impl ClientFrames {
                 return Ok(Ended::Yes);
             }
         }
-        let mut chunk = [0u8; READ_CHUNK];
         // Bounded: each pass reads, and a socket drains.
         loop {
             let have = self.partial.len();
-            let n = match r.read(&mut chunk) {
+            let n = match r.read(chunk) {
                 Ok(0) => return Ok(Ended::Yes),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -353,7 +351,9 @@ mod tests {
             };
             let mut got: Vec<Vec<u8>> = Vec::new();
             assert_eq!(
-                frames.read(&mut sock, |m| got.push(m.to_vec())).unwrap(),
+                frames
+                    .read(&mut sock, &mut [0u8; 4096], |m| got.push(m.to_vec()))
+                    .unwrap(),
                 Ended::No
             );
             assert_eq!(got.len(), 4, "step {step}");
@@ -373,7 +373,9 @@ mod tests {
             step: 1,
         };
         let mut got = Vec::new();
-        frames.read(&mut sock, |m| got.push(m.to_vec())).unwrap();
+        frames
+            .read(&mut sock, &mut [0u8; 4096], |m| got.push(m.to_vec()))
+            .unwrap();
         assert_eq!(got, [b"early".to_vec()]);
     }
 
@@ -387,7 +389,9 @@ mod tests {
             step: usize::MAX,
         };
         assert_eq!(
-            frames.read(&mut sock, |_| panic!("no message")).unwrap(),
+            frames
+                .read(&mut sock, &mut [0u8; 4096], |_| panic!("no message"))
+                .unwrap(),
             Ended::Yes
         );
         let mut out = Vec::new();
@@ -423,7 +427,10 @@ mod tests {
                 input: bad.clone(),
                 step: usize::MAX,
             };
-            assert!(frames.read(&mut sock, |_| {}).is_err(), "{bad:?}");
+            assert!(
+                frames.read(&mut sock, &mut [0u8; 4096], |_| {}).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -436,6 +443,9 @@ mod tests {
             }
         }
         let mut frames = ClientFrames::new(Vec::new(), 7);
-        assert_eq!(frames.read(&mut Eof, |_| {}).unwrap(), Ended::Yes);
+        assert_eq!(
+            frames.read(&mut Eof, &mut [0u8; 4096], |_| {}).unwrap(),
+            Ended::Yes
+        );
     }
 }

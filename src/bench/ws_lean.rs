@@ -42,6 +42,7 @@ impl WsConn {
     pub fn read_lines<S: io::Read + io::Write>(
         &mut self,
         _link: &mut S,
+        _scratch: &mut [u8],
         _on_line: impl FnMut(&[u8]),
     ) -> Batch {
         match *self {}

@@ -314,6 +314,9 @@ impl WebSocket {
                     return Ok(offered);
                 }
             }
+            if lines.is_done() {
+                break;
+            }
             let finishing = self.frame.is_open();
             // Headers, and payloads short enough to copy, go into `staged`
             // back to back: one slice for a run of short lines instead of
@@ -463,6 +466,12 @@ impl<'b> Offered<'b> {
             at: 0,
             offset: 0,
         }
+    }
+
+    /// Nothing more is offered.
+    fn is_done(&self) -> bool {
+        let mut rest = self.bufs.iter().skip(self.at);
+        rest.next().is_none_or(|first| first.len() == self.offset) && rest.all(|b| b.is_empty())
     }
 
     /// Start `n` bytes in.
