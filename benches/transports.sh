@@ -22,6 +22,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 ENGINES=${ENGINES:-poll threaded}
 LINKS=${LINKS:-plain tls ws}
+# PARTS=latency (say) runs only that part of the sitting, without the report.
+PARTS=${PARTS:-sizes idle idle1000 latency saturated}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT=${OUT:-target/transports-bench}
 PORT=${PORT:-9409}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -73,8 +76,9 @@ echo "== sizes"
     echo "{\"default_bytes\": $(stat -c %s "$BIN"), \"lean_bytes\": $(stat -c %s "$LEAN"), \"noweb_bytes\": $(stat -c %s "$NOWEB")}"
 } > "$OUT/sizes.json"
 
-echo "== idle RSS ($RUNS runs each)"
+has idle && echo "== idle RSS ($RUNS runs each)"
 for run in $(seq "$RUNS"); do
+    has idle || break
     for engine in $ENGINES; do
         for case in lean default default-tls default-web; do
             case $case in
@@ -118,6 +122,7 @@ bench_case() {
 side_by_side() {
     local name=$1
     shift
+    has "$name" || return 0
     echo "== $name: bench $* ($RUNS runs each)"
     for run in $(seq "$RUNS"); do
         for engine in $ENGINES; do
@@ -131,6 +136,7 @@ side_by_side idle1000 -n 1000 --messages 0
 side_by_side latency -n 100 --rate 200 --duration 10
 side_by_side saturated -n 100 --window 64 --duration 10
 
+has saturated || { echo "partial sitting ($PARTS): $OUT/*.jsonl"; exit 0; }
 python3 - "$OUT" $LINKS <<'PY' | tee "$OUT/transports.md"
 import json, statistics, sys
 out = sys.argv[1]
