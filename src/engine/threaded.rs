@@ -515,6 +515,22 @@ struct ClientDone<'a, A: App + Send + 'static> {
     writer: Option<JoinHandle<()>>,
 }
 
+impl<'a, A: App + Send + 'static> ClientDone<'a, A> {
+    fn new(
+        shared: &'a Shared<A>,
+        key: usize,
+        conn: &Arc<Connection>,
+        writer: Option<JoinHandle<()>>,
+    ) -> Self {
+        Self {
+            shared,
+            key,
+            conn: Some(conn.clone()),
+            writer,
+        }
+    }
+}
+
 impl<A: App + Send + 'static> Drop for ClientDone<'_, A> {
     fn drop(&mut self) {
         let key = self.key;
@@ -758,12 +774,7 @@ impl<A: App + Send + 'static> Shared<A> {
     /// then free the client's id (`ClientDone`, which does that last part
     /// even if this thread panics).
     fn serve_client(&self, key: usize, conn: Arc<Connection>, writer: JoinHandle<()>) {
-        let _done = ClientDone {
-            shared: self,
-            key,
-            conn: Some(conn.clone()),
-            writer: Some(writer),
-        };
+        let _done = ClientDone::new(self, key, &conn, Some(writer));
         // Declared after `_done`, so dropped before it: the room's is the
         // last reference when `ClientDone` forgets the client.
         let conn = conn;
@@ -777,12 +788,7 @@ impl<A: App + Send + 'static> Shared<A> {
     /// client. A failed or unfinished handshake just closes the connection:
     /// the room never knew it.
     fn serve_tls_client(self: &Arc<Self>, key: usize, conn: Arc<Connection>, deadline: Instant) {
-        let mut done = ClientDone {
-            shared: self,
-            key,
-            conn: Some(conn.clone()),
-            writer: None,
-        };
+        let mut done = ClientDone::new(self, key, &conn, None);
         let conn = conn;
         conn.set_reader();
         let Some(tls) = conn.tls() else {
@@ -840,12 +846,7 @@ impl<A: App + Send + 'static> Shared<A> {
         deadline: Instant,
         front: &Front,
     ) {
-        let mut done = ClientDone {
-            shared: self,
-            key,
-            conn: Some(conn.clone()),
-            writer: None,
-        };
+        let mut done = ClientDone::new(self, key, &conn, None);
         let conn = conn;
         conn.set_reader();
         if let Some(tls) = conn.tls() {
@@ -913,34 +914,22 @@ impl<A: App + Send + 'static> Shared<A> {
                 }
             }
             n = 0;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                debug!(
-                    "{} did not finish its handshake or request in time",
-                    conn.peer()
-                );
-                conn.cut_off(b"");
-                return None;
-            }
-            if let Err(e) = stream.set_read_timeout(Some(left)) {
-                debug!("web client {key}: {e}");
-                conn.cut_off(b"");
-                return None;
-            }
-            match (&mut &*stream).read(&mut buf) {
-                Ok(0) => {
+            match threaded_tls::read_by(stream, &mut buf, deadline) {
+                Ok(threaded_tls::Read::Bytes(0)) => {
                     debug!("web client {key} ({}) gone before its request", conn.peer());
                     conn.cut_off(b"");
                     return None;
                 }
-                Ok(got) => n = got,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                    ) => {}
+                Ok(threaded_tls::Read::Bytes(got)) => n = got,
+                Ok(threaded_tls::Read::Again) => {}
+                Ok(threaded_tls::Read::Late) => {
+                    debug!(
+                        "{} did not finish its handshake or request in time",
+                        conn.peer()
+                    );
+                    conn.cut_off(b"");
+                    return None;
+                }
                 Err(e) => {
                     debug!("web client {key} read error: {e}");
                     conn.cut_off(b"");

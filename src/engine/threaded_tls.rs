@@ -31,7 +31,7 @@
 //! is nobody to share with, and nothing to write but the handshake itself.
 
 use std::fmt;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice, Read as _};
 use std::net::TcpStream;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -253,6 +253,39 @@ impl fmt::Display for HandshakeFailed {
     }
 }
 
+/// What one [`read_by`] got.
+pub(crate) enum Read {
+    /// This many bytes (0: the peer's end of stream).
+    Bytes(usize),
+    /// Nothing yet (a timeout short of the deadline, a signal): call again.
+    Again,
+    /// The deadline has passed.
+    Late,
+}
+
+/// One blocking read of a connection still being set up (its TLS
+/// handshake, a browser's request head) that waits no later than
+/// `deadline`, so a peer that trickles bytes or sends none gains nothing.
+pub(crate) fn read_by(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<Read> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Ok(Read::Late);
+    }
+    stream.set_read_timeout(Some(left))?;
+    match (&mut &*stream).read(buf) {
+        Ok(n) => Ok(Read::Bytes(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(Read::Again)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Complete the TLS handshake of `conn`, on its reader thread, before it
 /// joins the room: read (blocking, bounded by `deadline`), feed the session,
 /// send its replies, until it is no longer handshaking. Plaintext that came
@@ -273,26 +306,11 @@ pub(crate) fn handshake(
     let mut buf = [0u8; HANDSHAKE_READ];
     // Bounded by `deadline`: every pass waits at most until then.
     while tls.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HandshakeFailed::TimedOut);
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(HandshakeFailed::Io)?;
-        let n = match (&mut &*stream).read(&mut buf) {
-            Ok(0) => return Err(HandshakeFailed::Closed),
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
+        let n = match read_by(stream, &mut buf, deadline) {
+            Ok(Read::Bytes(0)) => return Err(HandshakeFailed::Closed),
+            Ok(Read::Bytes(n)) => n,
+            Ok(Read::Again) => continue,
+            Ok(Read::Late) => return Err(HandshakeFailed::TimedOut),
             Err(e) => return Err(HandshakeFailed::Io(e)),
         };
         let mut sent = match tls.take_ciphertext(stream, &buf[..n], inbound.as_deref_mut()) {
