@@ -634,27 +634,32 @@ impl Write for NonBlocking<'_> {
     }
 }
 
+/// For unit tests: a loopback pair, our side as a `Connection` on a fresh
+/// log, and the peer's socket, read with a timeout.
+#[cfg(test)]
+pub(crate) fn loopback_pair() -> (Connection, TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (ours, _) = listener.accept().unwrap();
+    let log = std::sync::Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
+    (Connection::new(ours, log, None), peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::app::{ClientId, Recipients};
     use std::io::Read;
-    use std::net::TcpListener;
     use std::sync::{Arc, mpsc};
 
     const KEY: usize = 1;
     const STALL: Duration = Duration::from_secs(30);
 
-    /// A loopback pair: (our side as a Connection on a fresh log, the
-    /// peer's socket).
     fn pair() -> (Arc<Connection>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
-        (Arc::new(Connection::new(ours, log, None)), peer)
+        let (conn, peer) = loopback_pair();
+        (Arc::new(conn), peer)
     }
 
     fn broadcast(conn: &Connection, bytes: &[u8]) {

@@ -367,8 +367,7 @@ pub(crate) fn close_answered(conn: &Connection, deadline: Instant) {
 #[cfg(all(test, feature = "web"))]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-    use std::sync::{Arc, RwLock};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use tungstenite::Message;
@@ -382,13 +381,7 @@ mod tests {
     /// A loopback pair: ours as a `Connection` upgraded to a WebSocket, and
     /// the peer's socket, read with a timeout.
     fn pair() -> (Connection, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
-        let conn = Connection::new(ours, log, None);
+        let (conn, peer) = super::super::connection::loopback_pair();
         conn.upgrade(WebSocket::new(Vec::new(), 2048));
         (conn, peer)
     }
@@ -561,11 +554,7 @@ mod tests {
     /// what followed it (a first frame) comes back with the 101.
     #[test]
     fn a_request_head_in_pieces_is_answered() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let log = Arc::new(RwLock::new(FanoutLog::new(usize::MAX)));
-        let conn = Connection::new(ours, log, None);
+        let (conn, _peer) = super::super::connection::loopback_pair();
         let front = Front::new(Default::default(), 2048).unwrap();
         let crate::web::Web::Head(mut head) = *front.connection() else {
             panic!("a new connection reads a head")

@@ -814,15 +814,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn binary_frames_are_refused_with_a_reason() {
+    /// What a peer that sent `input` hears back: the end of its input, and
+    /// a close frame's code and reason.
+    fn refused(input: &[u8]) -> (u16, String) {
         let mut ws = WebSocket::new(Vec::new(), 2048);
         let mut io = wire();
-        io.input
-            .extend(from_browser(&[Message::binary(vec![1, 2, 3])]));
+        io.input.extend(input);
         assert_eq!(ws.read(&mut io, &mut [0u8; 64]).unwrap(), 0);
         assert!(ws.send(&mut io).unwrap());
-        let (code, reason) = close_code(&io.output);
+        close_code(&io.output)
+    }
+
+    #[test]
+    fn binary_frames_are_refused_with_a_reason() {
+        let (code, reason) = refused(&from_browser(&[Message::binary(vec![1, 2, 3])]));
         assert_eq!(code, 1003);
         assert!(reason.contains("binary"), "{reason}");
     }
@@ -831,28 +836,19 @@ mod tests {
     /// sent here) and none is buffered.
     #[test]
     fn an_oversized_frame_is_refused_at_its_header() {
-        let mut ws = WebSocket::new(Vec::new(), 2048);
-        let mut io = wire();
         let len: u64 = 10 * 1024 * 1024;
-        io.input.extend([0x81, 0x80 | 127]);
-        io.input.extend(len.to_be_bytes());
-        io.input.extend([1, 2, 3, 4]); // the mask
-        assert_eq!(ws.read(&mut io, &mut [0u8; 64]).unwrap(), 0);
-        assert!(ws.send(&mut io).unwrap());
-        let (code, reason) = close_code(&io.output);
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend(len.to_be_bytes());
+        header.extend([1, 2, 3, 4]); // the mask
+        let (code, reason) = refused(&header);
         assert_eq!(code, 1009);
         assert!(reason.contains("2048"), "{reason}");
     }
 
     #[test]
     fn invalid_utf8_is_refused() {
-        let mut ws = WebSocket::new(Vec::new(), 2048);
-        let mut io = wire();
         // A text frame, masked with zeros, holding a lone continuation byte.
-        io.input.extend([0x81, 0x81, 0, 0, 0, 0, 0x80]);
-        assert_eq!(ws.read(&mut io, &mut [0u8; 64]).unwrap(), 0);
-        assert!(ws.send(&mut io).unwrap());
-        assert_eq!(close_code(&io.output).0, 1007);
+        assert_eq!(refused(&[0x81, 0x81, 0, 0, 0, 0, 0x80]).0, 1007);
     }
 
     #[test]
