@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pollchat::bench::{Swarm, SwarmPlan, Tracker};
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::Server;
 
@@ -33,7 +33,7 @@ fn fanout(c: &mut Criterion) {
                 rate: 0,
                 ..Limits::default()
             };
-            let server = Server::bind(config, ChatRoom::new())
+            let server = Server::bind(config, Chat::new())
                 .expect("bind a bench server")
                 .spawn()
                 .expect("start the bench server");

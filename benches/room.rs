@@ -7,15 +7,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pollchat::app::{App, ClientId, Outbox, Output, Recipients};
-use pollchat::chat::ChatRoom;
+use pollchat::app::{App, ClientId, Clock, Outbox, Output, Recipients};
+use pollchat::chat::Chat;
 
 const MEMBERS: &[usize] = &[10, 100, 1000];
 const LINE: &str = "hello everyone, this is a fairly ordinary chat line";
 
 /// A room with `n` members and one output queue per member.
-fn room_with(n: usize, now: Instant) -> (ChatRoom, Vec<Vec<u8>>) {
-    let mut room = ChatRoom::new();
+fn room_with(n: usize, now: Instant) -> (Chat, Vec<Vec<u8>>) {
+    let mut room = Chat::new();
     let mut out = Outbox::new();
     let peer: SocketAddr = "127.0.0.1:5000".parse().expect("loopback address");
     for id in 0..n {
@@ -33,8 +33,9 @@ fn deliver(output: Output, queues: &mut [Vec<u8>]) {
     for (id, queue) in queues.iter_mut().enumerate() {
         let wanted = match to {
             Recipients::One(ClientId(c)) => c == id,
-            Recipients::AllBut(ClientId(c)) => c != id,
-            Recipients::All => true,
+            // Everyone here is in the lobby.
+            Recipients::RoomBut(_, ClientId(c)) => c != id,
+            Recipients::Room(_) | Recipients::All => true,
         };
         if wanted {
             queue.extend_from_slice(&bytes);
@@ -55,7 +56,7 @@ fn broadcast(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64 - 1));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
-                room.handle_line(ClientId(0), LINE, now, &mut out);
+                room.handle_line(ClientId(0), LINE, Clock::with_wall(now), &mut out);
                 for output in out.drain() {
                     deliver(output, &mut queues);
                 }

@@ -4,15 +4,16 @@
 //! and never reads the clock. An engine (poll or threaded) feeds it events —
 //! a client joined, sent a line, left, or time passed — with `now` passed in,
 //! and the App answers by pushing [`Output`]s into an [`Outbox`]: which bytes go
-//! to whom, and which clients to close. Because both engines drive the same
-//! App, their observable behaviour cannot drift apart.
+//! to whom, which room a client now hears, and which clients to close.
+//! Because both engines drive the same App, their observable behaviour
+//! cannot drift apart.
 //!
 //! Naming follows quinn-proto: `handle_*` for inputs, `poll_*` for questions
 //! the engine asks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The most bytes one [`Recipients::One`] send may hold (issue 11): a reply
 /// must never be able to push its own recipient over `--sendq` by itself.
@@ -29,14 +30,27 @@ pub const MAX_REPLY: usize = 16 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub usize);
 
+/// A room, as engines know it: a number the App hands out. Every client
+/// starts in [`RoomId::LOBBY`] and moves only when the App says
+/// [`Output::Enter`]. An id may be reused once the App dropped the room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u32);
+
+impl RoomId {
+    /// Where every client is when it joins.
+    pub const LOBBY: RoomId = RoomId(0);
+}
+
 /// Who receives a [`Output::Send`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recipients {
     /// Exactly one client (replies, errors, the welcome line).
     One(ClientId),
-    /// Every joined client except one (chat lines, join/leave notices).
-    AllBut(ClientId),
-    /// Every joined client.
+    /// Every client in a room (a rename, a topic).
+    Room(RoomId),
+    /// Every client in a room except one (chat lines, join/leave notices).
+    RoomBut(RoomId, ClientId),
+    /// Every joined client, in every room (the quiz's game, shutdown).
     All,
 }
 
@@ -46,6 +60,9 @@ pub enum Output {
     /// Queue `bytes` for the recipients. The bytes are encoded once and shared:
     /// engines copy or reference them, never re-format per recipient.
     Send { to: Recipients, bytes: Arc<[u8]> },
+    /// From now on `client` hears `room`'s broadcasts instead of its old
+    /// room's. What it is owed from before still reaches it first.
+    Enter { client: ClientId, room: RoomId },
     /// Close a client once what is already queued for it has been flushed.
     /// The App has already forgotten it; the engine must not report it again.
     Close { client: ClientId },
@@ -75,10 +92,13 @@ impl Outbox {
                 text.len()
             );
         }
-        self.items.push(Output::Send {
-            to,
-            bytes: Arc::from(text.into_bytes()),
-        });
+        self.send_shared(to, Arc::from(text.into_bytes()));
+    }
+
+    /// Queue bytes the App keeps a handle on (a history line): the same
+    /// allocation is shared, not copied.
+    pub fn send_shared(&mut self, to: Recipients, bytes: Arc<[u8]>) {
+        self.items.push(Output::Send { to, bytes });
     }
 
     /// A line for one client; the `\n` is added here.
@@ -86,14 +106,23 @@ impl Outbox {
         self.send(Recipients::One(client), format!("{line}\n"));
     }
 
-    /// A line for everyone but `client`; the `\n` is added here.
-    pub fn all_but(&mut self, client: ClientId, line: &str) {
-        self.send(Recipients::AllBut(client), format!("{line}\n"));
+    /// A line for everyone in `room` but `client`; the `\n` is added here.
+    pub fn room_but(&mut self, room: RoomId, client: ClientId, line: &str) {
+        self.send(Recipients::RoomBut(room, client), format!("{line}\n"));
+    }
+
+    /// A line for everyone in `room`; the `\n` is added here.
+    pub fn room(&mut self, room: RoomId, line: &str) {
+        self.send(Recipients::Room(room), format!("{line}\n"));
     }
 
     /// A line for everyone; the `\n` is added here.
     pub fn all(&mut self, line: &str) {
         self.send(Recipients::All, format!("{line}\n"));
+    }
+
+    pub fn enter(&mut self, client: ClientId, room: RoomId) {
+        self.items.push(Output::Enter { client, room });
     }
 
     pub fn close(&mut self, client: ClientId) {
@@ -115,9 +144,30 @@ impl Outbox {
     }
 }
 
+/// The two clocks an engine reads for a line: `now` for deadlines (it
+/// never jumps), `wall` for what people read (it can).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    /// The engine's `now` with the wall clock read beside it: for engines
+    /// only, never the App.
+    pub fn with_wall(now: Instant) -> Self {
+        Self {
+            now,
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// A sans-IO application driven by an engine.
 ///
-/// Every handler receives `now`; none may block or read the clock. The engine
+/// Every handler receives `now`; none may block or read the clock. A line
+/// also comes with `wall`, the wall-clock time it arrived, for what people
+/// read (history stamps), never for deadlines. The engine
 /// guarantees: `handle_joined` before any `handle_line` for a client, and
 /// `handle_left` at most once, never for a client the App closed itself.
 pub trait App {
@@ -125,7 +175,7 @@ pub trait App {
     fn handle_joined(&mut self, client: ClientId, peer: SocketAddr, now: Instant, out: &mut Outbox);
 
     /// One complete, sanitised, non-empty line from a client (no line end).
-    fn handle_line(&mut self, client: ClientId, line: &str, now: Instant, out: &mut Outbox);
+    fn handle_line(&mut self, client: ClientId, line: &str, now: Clock, out: &mut Outbox);
 
     /// A client disconnected (FIN, reset, limit, timeout). Not called for
     /// clients the App closed through [`Outbox::close`].

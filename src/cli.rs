@@ -8,9 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use crate::chat::moderation::OpSecret;
 use crate::chat::names::{self, NameError};
 use crate::client::address::ServerAddress;
 use crate::config::{Config, EngineKind, Limits, MAX_IDLE_TIMEOUT_SECS, TlsListen, WebListen};
+use crate::error::StartError;
 use crate::quiz::Settings;
 use crate::web::OriginPolicy;
 
@@ -56,7 +58,62 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     #[command(flatten)]
+    pub rooms: RoomArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// The environment variable an operator secret may come from.
+pub const OP_SECRET_ENV: &str = "POLLCHAT_OP_SECRET";
+
+/// Rooms, history and moderation (`serve` only: the quiz has one room).
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    /// Most rooms at once, #lobby included; past it /join of a new room is
+    /// refused.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_rooms: u64,
+    /// In a room bigger than this, joins and leaves are summed up every
+    /// 30 s instead of announced one by one.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub quiet_above: u64,
+    /// Lines of a room's chat shown to whoever joins it (0: none).
+    #[arg(long, value_name = "LINES", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub history: u64,
+    /// File holding the operator secret for /op (or set POLLCHAT_OP_SECRET;
+    /// never pass the secret itself as a flag: `ps` shows flags).
+    #[arg(long, value_name = "FILE")]
+    pub op_secret_file: Option<PathBuf>,
+}
+
+impl RoomArgs {
+    /// The chat service's settings. The secret is read from the file, else
+    /// from `POLLCHAT_OP_SECRET`; an unreadable or empty file is an error.
+    pub fn settings(&self) -> Result<crate::chat::Settings, StartError> {
+        let op_secret = match &self.op_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    StartError::Config(format!(
+                        "cannot read --op-secret-file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(OpSecret::new(&text).ok_or_else(|| {
+                    StartError::Config(format!("--op-secret-file {} is empty", path.display()))
+                })?)
+            }
+            None => std::env::var(OP_SECRET_ENV)
+                .ok()
+                .and_then(|secret| OpSecret::new(&secret)),
+        };
+        Ok(crate::chat::Settings {
+            max_rooms: usize::try_from(self.max_rooms).unwrap_or(usize::MAX),
+            quiet_above: usize::try_from(self.quiet_above).unwrap_or(usize::MAX),
+            history: usize::try_from(self.history).unwrap_or(usize::MAX),
+            op_secret,
+            ..crate::chat::Settings::default()
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use clap::Parser;
 use log::info;
 
 use pollchat::app::App;
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::cli::{Cli, Command};
 use pollchat::config::Config;
 use pollchat::engine::Server;
@@ -31,7 +31,14 @@ fn main() -> ExitCode {
             if let Err(e) = pollchat::logging::init(args.server.log_level()) {
                 return start_error(&e);
             }
-            serve(args.server.config(args.port), ChatRoom::new())
+            let settings = match args.rooms.settings() {
+                Ok(settings) => settings,
+                Err(e) => return start_error(&e),
+            };
+            if settings.op_secret.is_some() {
+                info!("operators: /op is enabled");
+            }
+            serve(args.server.config(args.port), Chat::with(settings))
         }
         Command::Quiz(args) => {
             if let Err(e) = pollchat::logging::init(args.server.log_level()) {

@@ -30,6 +30,16 @@ pub fn sanitize(raw: &[u8]) -> String {
     out
 }
 
+/// At most `max` bytes of `s`, on a character boundary: for replies that
+/// echo what someone typed and must stay bounded.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
 
 /// After an ESC: drop the whole sequence it starts.

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{start_app, start_chat, test_limits};
-use pollchat::app::{App, ClientId, Outbox};
+use pollchat::app::{App, ClientId, Clock, Outbox, RoomId};
 use pollchat::bench::{self, BenchConfig, LoadPlan, SwarmPlan};
 use pollchat::config::{EngineKind, Limits};
 
@@ -38,7 +38,7 @@ impl TestRelay {
 impl App for TestRelay {
     fn handle_joined(&mut self, _: ClientId, _: SocketAddr, _: Instant, _: &mut Outbox) {}
 
-    fn handle_line(&mut self, client: ClientId, line: &str, _: Instant, out: &mut Outbox) {
+    fn handle_line(&mut self, client: ClientId, line: &str, _: Clock, out: &mut Outbox) {
         if let Some(login) = self.login
             && !self.logged_in.contains(&client)
         {
@@ -54,7 +54,7 @@ impl App for TestRelay {
         {
             return;
         }
-        out.all_but(client, &format!("[{}] {line}", client.0));
+        out.room_but(RoomId::LOBBY, client, &format!("[{}] {line}", client.0));
     }
 
     fn handle_left(&mut self, _: ClientId, _: Instant, _: &mut Outbox) {}
@@ -510,7 +510,7 @@ mod ws {
         use common::tls::TestCert;
         use common::web::{start_app_web, web_listen};
         use pollchat::bench::TlsPlan;
-        use pollchat::chat::ChatRoom;
+        use pollchat::chat::Chat;
         use pollchat::client::tls::ClientTls;
         use pollchat::engine::RunningServer;
         use pollchat::tls::Verify;
@@ -519,7 +519,7 @@ mod ws {
         fn start_chat_wss(engine: EngineKind, cert: &TestCert) -> RunningServer {
             let mut web = web_listen();
             web.https = Some((cert.cert.clone(), cert.key.clone()));
-            start_app_web(engine, test_limits(), web, ChatRoom::new())
+            start_app_web(engine, test_limits(), web, Chat::new())
         }
 
         /// Every probe reaches every receiver over wss, trusting the test

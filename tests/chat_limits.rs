@@ -50,7 +50,7 @@ fn flood_is_paced_not_dropped(engine: EngineKind) {
 #[cfg(feature = "web")]
 fn a_flooding_browser_is_paced_not_dropped(engine: EngineKind) {
     let listen = common::web::web_listen();
-    let chat = pollchat::chat::ChatRoom::new();
+    let chat = pollchat::chat::Chat::new();
     let server = common::web::start_app_web(engine, flood_limits(), listen, chat);
     let link = common::Link::Web(common::web::web_addr(&server));
     flood_scenario(&server, link);
@@ -156,7 +156,7 @@ fn max_per_ip_counts_browsers(engine: EngineKind) {
         engine,
         limits,
         common::web::web_listen(),
-        pollchat::chat::ChatRoom::new(),
+        pollchat::chat::Chat::new(),
     );
     let web = common::web::web_addr(&server);
     let _a = Client::join_ws(web);

@@ -428,7 +428,7 @@ fn peak_memory_kib(pid: u32) -> u64 {
 mod tls {
     use super::*;
     use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
-    use pollchat::chat::ChatRoom;
+    use pollchat::chat::Chat;
     use pollchat::client::tls::INSECURE_WARNING;
     use pollchat::engine::RunningServer;
 
@@ -501,7 +501,7 @@ mod tls {
             addr: "127.0.0.2:0".parse().unwrap(),
             ..cert.listen()
         };
-        let server = start_app_tls(engine, test_limits(), listen, ChatRoom::new());
+        let server = start_app_tls(engine, test_limits(), listen, Chat::new());
         let addr = tls_addr(&server).to_string();
         let mut me = ClientProcess::start_with_stdin(
             &["--tls", "--ca", &cert_arg(&cert), &addr],

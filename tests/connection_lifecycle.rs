@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{ChildServer, Client, READ_TIMEOUT, start_app, test_limits};
-use pollchat::app::{App, ClientId, MAX_REPLY, Outbox};
+use pollchat::app::{App, ClientId, Clock, MAX_REPLY, Outbox};
 use pollchat::config::{EngineKind, Limits};
 
 /// The server's open sockets, from /proc.
@@ -88,7 +88,7 @@ impl App for Farewells {
         out.to(client, &format!("hello {}", client.0));
     }
 
-    fn handle_line(&mut self, client: ClientId, line: &str, _: Instant, out: &mut Outbox) {
+    fn handle_line(&mut self, client: ClientId, line: &str, _: Clock, out: &mut Outbox) {
         if line == "quit" {
             out.to(client, &"b".repeat(MAX_REPLY - 1));
             out.close(client);
@@ -150,7 +150,7 @@ impl App for Fragile {
         out.to(client, "hello");
     }
 
-    fn handle_line(&mut self, _: ClientId, line: &str, _: Instant, _: &mut Outbox) {
+    fn handle_line(&mut self, _: ClientId, line: &str, _: Clock, _: &mut Outbox) {
         assert_ne!(line, "boom", "the App's bug, on purpose");
     }
 

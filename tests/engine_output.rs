@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{Client, start_app, test_limits};
-use pollchat::app::{App, ClientId, Outbox, Recipients};
+use pollchat::app::{App, ClientId, Clock, Outbox, Recipients, RoomId};
 use pollchat::config::EngineKind;
 
 /// An App that answers each of two words with a fixed mix of outputs.
@@ -22,17 +22,17 @@ impl App for Script {
         out.to(client, "hello");
     }
 
-    fn handle_line(&mut self, client: ClientId, line: &str, _: Instant, out: &mut Outbox) {
+    fn handle_line(&mut self, client: ClientId, line: &str, _: Clock, out: &mut Outbox) {
         match line {
             "go" => {
                 out.all("1");
                 out.to(client, "2");
-                out.all_but(client, "3");
+                out.room_but(RoomId::LOBBY, client, "3");
                 out.to(client, "4");
                 out.all("5");
             }
             "again" => {
-                out.all_but(client, "6");
+                out.room_but(RoomId::LOBBY, client, "6");
                 out.to(client, "7");
             }
             _ => out.to(client, "?"),
@@ -86,7 +86,10 @@ impl Bursts {
             // Alternating ids no client has: everyone hears every line, and
             // no two neighbours can share a broadcast segment.
             let except = ClientId(1_000_000 + self.next % 2);
-            out.send(Recipients::AllBut(except), format!("{}\n", self.next));
+            out.send(
+                Recipients::RoomBut(RoomId::LOBBY, except),
+                format!("{}\n", self.next),
+            );
         }
     }
 }
@@ -96,9 +99,9 @@ impl App for Bursts {
         out.to(client, "hello");
     }
 
-    fn handle_line(&mut self, _: ClientId, _: &str, now: Instant, out: &mut Outbox) {
+    fn handle_line(&mut self, _: ClientId, _: &str, now: Clock, out: &mut Outbox) {
         self.burst(out);
-        self.timer = Some(now + Duration::from_nanos(1));
+        self.timer = Some(now.now + Duration::from_nanos(1));
     }
 
     fn handle_left(&mut self, _: ClientId, _: Instant, _: &mut Outbox) {}

@@ -16,7 +16,7 @@ use common::assert_closed_by_server;
 use common::numbered::{assert_in_order_from, numbered_line};
 use common::tls::{TestCert, start_app_tls, start_chat_tls, tls_addr};
 use common::{ChildServer, Client, READ_TIMEOUT, test_limits};
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{EngineKind, Limits};
 
 /// A real ClientHello, as rustls' client sends it first.
@@ -100,7 +100,7 @@ fn slowloris_handshakes_are_closed_at_the_deadline(engine: EngineKind) {
     let cert = TestCert::new();
     let mut tls = cert.listen();
     tls.handshake_timeout = Duration::from_secs(2);
-    let server = start_app_tls(engine, test_limits(), tls, ChatRoom::new());
+    let server = start_app_tls(engine, test_limits(), tls, Chat::new());
     let tls_port = tls_addr(&server);
     let hello = client_hello(&cert);
     let mut slow: Vec<TcpStream> = (0..SLOW)
@@ -148,7 +148,7 @@ fn handshaking_connections_count_against_max_per_ip(engine: EngineKind) {
         per_ip_exempts_loopback: false,
         ..test_limits()
     };
-    let server = start_app_tls(engine, limits, tls, ChatRoom::new());
+    let server = start_app_tls(engine, limits, tls, Chat::new());
     let tls_port = tls_addr(&server);
     let mut silent: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(tls_port).unwrap())

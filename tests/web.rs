@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::numbered::{assert_in_order_from, numbered_line};
 use common::web::{http, start_app_web, start_chat_web, web_addr, web_listen};
 use common::{Client, READ_TIMEOUT, test_limits};
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{EngineKind, Limits};
 
 /// A TCP client and a browser-like WebSocket client in one room: chat both
@@ -106,7 +106,7 @@ fn upgrade_request(host: &str, extra: &str) -> String {
 fn bad_handshakes_get_a_4xx_and_are_closed(engine: EngineKind) {
     let mut listen = web_listen();
     listen.origins.allowed = vec!["https://chat.example.org".into()];
-    let server = start_app_web(engine, test_limits(), listen, ChatRoom::new());
+    let server = start_app_web(engine, test_limits(), listen, Chat::new());
     let web = web_addr(&server);
     let host = web.to_string();
     let wrong_key = upgrade_request(&host, "").replace("dGhlIHNhbXBsZSBub25jZQ==", "not-a-key");
@@ -143,7 +143,7 @@ fn slowloris_heads_are_closed_at_the_deadline(engine: EngineKind) {
     common::ensure_fd_limit(3 * SLOW);
     let mut listen = web_listen();
     listen.head_timeout = Duration::from_secs(2);
-    let server = start_app_web(engine, test_limits(), listen, ChatRoom::new());
+    let server = start_app_web(engine, test_limits(), listen, Chat::new());
     let web = web_addr(&server);
     let mut slow: Vec<TcpStream> = (0..SLOW)
         .map(|i| {
@@ -385,7 +385,7 @@ fn https_and_wss_with_the_tls_certificate(engine: EngineKind) {
     let cert = common::tls::TestCert::new();
     let mut listen = web_listen();
     listen.https = Some((cert.cert.clone(), cert.key.clone()));
-    let server = start_app_web(engine, test_limits(), listen, ChatRoom::new());
+    let server = start_app_web(engine, test_limits(), listen, Chat::new());
     let web = web_addr(&server);
 
     let stream = TcpStream::connect(web).unwrap();

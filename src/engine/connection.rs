@@ -58,6 +58,7 @@ use super::out_queue::{OutQueue, Wrote};
 use super::rules::{self, fits_sendq};
 use super::threaded_tls::{Sent, SharedSession};
 use super::threaded_web::SharedWebSocket;
+use crate::app::RoomId;
 use crate::inbound::Inbound;
 use crate::protocol;
 use crate::tls::Session;
@@ -240,6 +241,27 @@ impl Connection {
             return Queued::TooSlow;
         }
         state.out.push_private(&log, bytes);
+        if state.writer_idle {
+            state.writer_idle = false;
+            return Queued::WakeWriter;
+        }
+        Queued::Done
+    }
+
+    /// It now hears `room`: what it was owed so far becomes private
+    /// (`OutQueue::enter`), under `--sendq` like any private line.
+    pub(crate) fn enter(&self, key: usize, room: RoomId, sendq: usize) -> Queued {
+        let log = read_log(&self.log);
+        let mut state = self.state();
+        if state.closing || state.aborted || state.writer_done {
+            return Queued::Done;
+        }
+        if state.out.enter(&log, key, room) == 0 {
+            return Queued::Done;
+        }
+        if !fits_sendq(state.out.private_bytes(), 0, sendq) {
+            return Queued::TooSlow;
+        }
         if state.writer_idle {
             state.writer_idle = false;
             return Queued::WakeWriter;
@@ -663,10 +685,10 @@ mod tests {
     }
 
     fn broadcast(conn: &Connection, bytes: &[u8]) {
-        conn.log
-            .write()
-            .unwrap()
-            .push(Recipients::AllBut(ClientId(0)), bytes);
+        conn.log.write().unwrap().push(
+            Recipients::RoomBut(crate::app::RoomId::LOBBY, ClientId(0)),
+            bytes,
+        );
         if conn.wake_if_idle() == Queued::WakeWriter {
             conn.wake_writer();
         }

@@ -16,14 +16,16 @@
 //! client too slow to keep: its engine disconnects it.
 //!
 //! Positions count every byte appended, whoever it was for: a chat line is
-//! for everyone but its speaker, and the speaker's cursor simply steps over
-//! it. Both engines use this type: the poll engine directly, the threaded
+//! for the rest of its speaker's room, and the speaker's cursor, like every
+//! cursor of another room, simply steps over it. One log serves every room:
+//! a broadcast is still appended once, and the cap (`--log-cap`) bounds the
+//! memory of all of them together. Both engines use this type: the poll engine directly, the threaded
 //! one behind a lock shared by the room and every writer.
 
 use std::collections::VecDeque;
 
 use super::rules;
-use crate::app::Recipients;
+use crate::app::{Recipients, RoomId};
 
 /// Consecutive broadcasts to the same recipients share a segment up to this
 /// size: a flood is then one `writev` slice per 16 KiB, not one per line,
@@ -39,7 +41,7 @@ const KEPT_SEGMENTS: usize = 16;
 struct Segment {
     /// Position of `bytes[0]`.
     start: u64,
-    /// `All`, or `AllBut` the speaker.
+    /// `All`, a room, or a room but the speaker.
     to: Recipients,
     bytes: Vec<u8>,
 }
@@ -88,8 +90,8 @@ impl FanoutLog {
         self.retained
     }
 
-    /// Append one broadcast (`All` or `AllBut`; a reply to one client goes to
-    /// its private queue instead).
+    /// Append one broadcast (`All`, `Room` or `RoomBut`; a reply to one
+    /// client goes to its private queue instead).
     pub(crate) fn push(&mut self, to: Recipients, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
@@ -159,11 +161,17 @@ impl FanoutLog {
             .take_while(move |s| s.start < to && from < to)
     }
 
-    /// What client `key` is owed of `[from, to)`, as slices of the shared
-    /// segments, in order.
-    pub(crate) fn owed(&self, key: usize, from: u64, to: u64) -> impl Iterator<Item = &[u8]> {
+    /// What client `key` in `room` is owed of `[from, to)`, as slices of
+    /// the shared segments, in order.
+    pub(crate) fn owed(
+        &self,
+        key: usize,
+        room: RoomId,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = &[u8]> {
         self.overlapping(from, to)
-            .filter(move |s| rules::is_recipient(s.to, key))
+            .filter(move |s| rules::is_recipient(s.to, key, room))
             .map(move |s| {
                 let lo = from.max(s.start) - s.start;
                 let hi = to.min(s.end()) - s.start;
@@ -171,16 +179,24 @@ impl FanoutLog {
             })
     }
 
-    /// Move client `key`'s cursor from `from` over `written` bytes it was
-    /// owed, stepping over what was not meant for it, never past `to`.
-    /// Returns the new position and how many of `written` were used.
-    pub(crate) fn advance(&self, key: usize, from: u64, to: u64, written: usize) -> (u64, usize) {
+    /// Move client `key`'s (in `room`) cursor from `from` over `written`
+    /// bytes it was owed, stepping over what was not meant for it, never
+    /// past `to`. Returns the new position and how many of `written` were
+    /// used.
+    pub(crate) fn advance(
+        &self,
+        key: usize,
+        room: RoomId,
+        from: u64,
+        to: u64,
+        written: usize,
+    ) -> (u64, usize) {
         let mut pos = from;
         let mut left = written as u64;
         for s in self.overlapping(from, to) {
             let start = pos.max(s.start);
             let end = to.min(s.end());
-            if !rules::is_recipient(s.to, key) {
+            if !rules::is_recipient(s.to, key, room) {
                 pos = end;
                 continue;
             }
@@ -201,12 +217,17 @@ mod tests {
     use super::*;
     use crate::app::ClientId;
 
+    const LOBBY: RoomId = RoomId::LOBBY;
+
     fn all_but(key: usize) -> Recipients {
-        Recipients::AllBut(ClientId(key))
+        Recipients::RoomBut(LOBBY, ClientId(key))
     }
 
     fn owed(log: &FanoutLog, key: usize, from: u64) -> Vec<u8> {
-        log.owed(key, from, log.head()).flatten().copied().collect()
+        log.owed(key, LOBBY, from, log.head())
+            .flatten()
+            .copied()
+            .collect()
     }
 
     #[test]
@@ -219,8 +240,31 @@ mod tests {
         assert_eq!(owed(&log, 1, 0), b"all\n");
         assert_eq!(owed(&log, 2, 0), b"a1\na2\nall\n");
         // The speaker's cursor moves over its own lines with nothing written.
-        assert_eq!(log.advance(1, 0, log.head(), 0), (6, 0));
-        assert_eq!(log.advance(1, 0, log.head(), 4), (10, 4));
+        assert_eq!(log.advance(1, LOBBY, 0, log.head(), 0), (6, 0));
+        assert_eq!(log.advance(1, LOBBY, 0, log.head(), 4), (10, 4));
+    }
+
+    /// Rooms share the log: each cursor is owed only its own room's lines
+    /// (and what is for everyone), and steps over the rest.
+    #[test]
+    fn a_cursor_is_owed_only_its_rooms_broadcasts() {
+        let rust = RoomId(7);
+        let mut log = FanoutLog::new(1 << 20);
+        log.push(Recipients::Room(rust), b"rust\n");
+        log.push(all_but(1), b"lobby\n");
+        log.push(Recipients::RoomBut(rust, ClientId(2)), b"mine\n");
+        log.push(Recipients::All, b"all\n");
+        let in_rust = |key| -> Vec<u8> {
+            log.owed(key, rust, 0, log.head())
+                .flatten()
+                .copied()
+                .collect()
+        };
+        assert_eq!(in_rust(2), b"rust\nall\n");
+        assert_eq!(in_rust(3), b"rust\nmine\nall\n");
+        assert_eq!(owed(&log, 3, 0), b"lobby\nall\n");
+        // Room 7's reader moves over the lobby's line without writing it.
+        assert_eq!(log.advance(2, rust, 0, log.head(), 5), (log.head() - 4, 5));
     }
 
     #[test]
@@ -228,7 +272,7 @@ mod tests {
         let mut log = FanoutLog::new(1 << 20);
         log.push(Recipients::All, b"hello\n");
         log.push(all_but(3), b"world\n");
-        let (pos, used) = log.advance(2, 0, log.head(), 8);
+        let (pos, used) = log.advance(2, LOBBY, 0, log.head(), 8);
         assert_eq!((pos, used), (8, 8));
         assert_eq!(owed(&log, 2, pos), b"rld\n");
         // A newcomer at the head is owed only what follows.
@@ -236,8 +280,8 @@ mod tests {
         log.push(all_but(3), b"next\n");
         assert_eq!(owed(&log, 9, newcomer), b"next\n");
         // `to` bounds what is owed: a client that left hears no more.
-        assert_eq!(log.owed(2, pos, newcomer).flatten().count(), 4);
-        assert_eq!(log.advance(2, pos, newcomer, 100), (newcomer, 4));
+        assert_eq!(log.owed(2, LOBBY, pos, newcomer).flatten().count(), 4);
+        assert_eq!(log.advance(2, LOBBY, pos, newcomer, 100), (newcomer, 4));
     }
 
     #[test]

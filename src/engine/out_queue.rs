@@ -1,6 +1,7 @@
-//! One client's output: its cursor into the room's [`FanoutLog`], and a
-//! small private queue for what is meant for it alone (the welcome, replies,
-//! errors). Both engines keep one per client.
+//! One client's output: its cursor into the shared [`FanoutLog`], the room
+//! whose broadcasts it hears, and a small private queue for what is meant
+//! for it alone (the welcome, replies, errors). Both engines keep one per
+//! client.
 //!
 //! Each private line is tagged with the log position it was queued at, so
 //! it goes out after every broadcast said before it and before every one
@@ -15,6 +16,7 @@ use std::io::{self, IoSlice, Write};
 use std::time::{Duration, Instant};
 
 use super::fanout_log::FanoutLog;
+use crate::app::RoomId;
 
 /// Slices gathered into one `writev` at most. A tick rarely owes a client
 /// more than a few; a client owed more gets the rest on its next write.
@@ -37,6 +39,8 @@ pub(crate) struct OutQueue {
     /// Where its share of the log ends: the head when it left the room (it
     /// still hears what was said before), `u64::MAX` while it is in it.
     until: u64,
+    /// The room whose broadcasts it is owed (`Output::Enter` changes it).
+    room: RoomId,
     /// Its private lines; boxed and only while there are some, so an idle
     /// client pays one pointer for them.
     private: Option<Box<PrivateQueue>>,
@@ -78,6 +82,7 @@ impl OutQueue {
         Self {
             cursor: head,
             until: u64::MAX,
+            room: RoomId::LOBBY,
             private: None,
             behind_since: None,
         }
@@ -134,6 +139,31 @@ impl OutQueue {
         }
     }
 
+    /// From now on it hears `room`. What it is still owed (its old room's
+    /// lines, its private ones) becomes one private line, in order, so it
+    /// arrives first; the cursor jumps to the head. Returns that line's
+    /// size, for the caller's `--sendq` check. A client that types `/join`
+    /// has usually read everything, and then nothing is copied.
+    pub(crate) fn enter(&mut self, log: &FanoutLog, key: usize, room: RoomId) -> usize {
+        let mut owed = Vec::new();
+        self.in_order(log, key, usize::MAX, |bytes| owed.extend_from_slice(bytes));
+        self.private = None;
+        self.cursor = log.head();
+        self.room = room;
+        let copied = owed.len();
+        if copied > 0 {
+            self.private = Some(Box::new(PrivateQueue {
+                lines: VecDeque::from([Private {
+                    at: self.cursor,
+                    bytes: owed,
+                    sent: 0,
+                }]),
+                bytes: copied,
+            }));
+        }
+        copied
+    }
+
     /// It left the room: it is owed what was said until now, and no more.
     pub(crate) fn stop_at_head(&mut self, log: &FanoutLog) {
         self.until = self.until.min(log.head());
@@ -148,7 +178,11 @@ impl OutQueue {
 
     /// Nothing is owed: neither log bytes meant for it nor private lines.
     pub(crate) fn is_drained(&self, log: &FanoutLog, key: usize) -> bool {
-        self.private.is_none() && log.owed(key, self.cursor, self.end(log)).next().is_none()
+        self.private.is_none()
+            && log
+                .owed(key, self.room, self.cursor, self.end(log))
+                .next()
+                .is_none()
     }
 
     /// The slices of one write, in order: log bytes up to each private
@@ -159,23 +193,40 @@ impl OutQueue {
             count: 0,
             bytes: 0,
         };
-        let mut add = |bytes: &'a [u8]| {
-            if g.count == MAX_SLICES {
-                return; // the rest goes with the next write
-            }
+        self.in_order(log, key, MAX_SLICES, |bytes| {
             g.slices[g.count] = IoSlice::new(bytes);
             g.count += 1;
             g.bytes += bytes.len();
+        });
+        g
+    }
+
+    /// The first `most` slices of what is owed, in the order they are
+    /// due: log bytes up to each private line's position, the line, and
+    /// so on, then the rest of the log.
+    fn in_order<'a>(
+        &'a self,
+        log: &'a FanoutLog,
+        key: usize,
+        most: usize,
+        mut f: impl FnMut(&'a [u8]),
+    ) {
+        let mut count = 0;
+        let mut add = |bytes: &'a [u8]| {
+            if count < most {
+                count += 1;
+                f(bytes);
+            }
         };
         let mut from = self.cursor;
         for p in self.private_lines() {
             let upto = p.at.min(self.end(log)).max(from);
-            log.owed(key, from, upto).for_each(&mut add);
+            log.owed(key, self.room, from, upto).for_each(&mut add);
             add(&p.bytes[p.sent..]);
             from = upto;
         }
-        log.owed(key, from, self.end(log)).for_each(&mut add);
-        g
+        log.owed(key, self.room, from, self.end(log))
+            .for_each(&mut add);
     }
 
     /// What is owed, if it is one slice of the log and nothing private.
@@ -183,7 +234,7 @@ impl OutQueue {
         if self.private.is_some() {
             return None;
         }
-        let mut owed = log.owed(key, self.cursor, self.end(log));
+        let mut owed = log.owed(key, self.room, self.cursor, self.end(log));
         let first = owed.next()?;
         owed.next().is_none().then_some(first)
     }
@@ -199,7 +250,7 @@ impl OutQueue {
             let bound = front
                 .as_ref()
                 .map_or(end, |p| p.at.min(end).max(self.cursor));
-            let (pos, used) = log.advance(key, self.cursor, bound, written);
+            let (pos, used) = log.advance(key, self.room, self.cursor, bound, written);
             self.cursor = pos;
             written -= used;
             if pos < bound {
@@ -289,6 +340,10 @@ mod tests {
     use super::*;
     use crate::app::{ClientId, Recipients};
 
+    fn all_but(key: usize) -> Recipients {
+        Recipients::RoomBut(RoomId::LOBBY, ClientId(key))
+    }
+
     /// Write what is gathered into `out`, at most `cap` bytes.
     fn write(
         q: &mut OutQueue,
@@ -315,8 +370,8 @@ mod tests {
         let mut q = OutQueue::new(log.head());
         log.push(Recipients::All, b"one\n");
         q.push_private(&log, b"reply\n");
-        log.push(Recipients::AllBut(ClientId(5)), b"two\n");
-        log.push(Recipients::AllBut(ClientId(1)), b"mine\n");
+        log.push(all_but(5), b"two\n");
+        log.push(all_but(1), b"mine\n");
         q.push_private(&log, b"err\n");
         let mut out = Vec::new();
         // Trickle three bytes at a time: order must hold across every cut.
@@ -342,13 +397,36 @@ mod tests {
         assert!(q.is_drained(&log, 2));
     }
 
+    /// `/join`: what it was owed from its old room comes first, in order
+    /// with its replies, then only the new room's lines.
+    #[test]
+    fn entering_a_room_keeps_what_was_owed_then_hears_the_new_room() {
+        let rust = RoomId(3);
+        let mut log = FanoutLog::new(1 << 20);
+        let mut q = OutQueue::new(log.head());
+        log.push(all_but(2), b"lobby1\n");
+        q.push_private(&log, b"reply\n");
+        log.push(Recipients::Room(rust), b"rust-before\n");
+        log.push(all_but(2), b"lobby2\n");
+        assert_eq!(q.enter(&log, 1, rust), b"lobby1\nreply\nlobby2\n".len());
+        log.push(all_but(2), b"lobby-after\n");
+        log.push(Recipients::RoomBut(rust, ClientId(2)), b"rust-after\n");
+        let mut out = Vec::new();
+        while write(&mut q, &log, 1, 5, &mut out) > 0 {}
+        assert_eq!(out, b"lobby1\nreply\nlobby2\nrust-after\n");
+        assert!(q.is_drained(&log, 1));
+        // Caught up: nothing is copied.
+        assert_eq!(q.enter(&log, 1, RoomId::LOBBY), 0);
+        assert!(q.private.is_none());
+    }
+
     #[test]
     fn lag_fall_off_and_stall() {
         let mut log = FanoutLog::new(100);
         let mut q = OutQueue::new(log.head());
         let t0 = Instant::now();
         for i in 0..3 {
-            log.push(Recipients::AllBut(ClientId(i + 10)), &[b'x'; 60]);
+            log.push(all_but(i + 10), &[b'x'; 60]);
         }
         assert_eq!(q.lag(&log), 180);
         let mut out = Vec::new();
@@ -371,7 +449,7 @@ mod tests {
         let mut q = OutQueue::new(log.head());
         for i in 0..MAX_SLICES + 5 {
             // Alternating speakers: every line is its own segment.
-            log.push(Recipients::AllBut(ClientId(100 + i % 2)), b"l\n");
+            log.push(all_but(100 + i % 2), b"l\n");
         }
         let g = q.gather(&log, 1);
         assert_eq!(g.count, MAX_SLICES);

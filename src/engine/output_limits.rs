@@ -97,7 +97,7 @@ mod tests {
         let mut log = FanoutLog::new(cap);
         for i in 0..segments {
             log.push(
-                Recipients::AllBut(crate::app::ClientId(1000 + i)),
+                Recipients::RoomBut(crate::app::RoomId::LOBBY, crate::app::ClientId(1000 + i)),
                 &[b'x'; 100],
             );
         }

@@ -59,7 +59,7 @@ use super::out_queue::{OutQueue, Wrote};
 use super::output_limits::{self, Lagging};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
-use crate::app::{App, ClientId, Outbox, Output, Recipients};
+use crate::app::{App, ClientId, Clock, Outbox, Output, Recipients, RoomId};
 use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
@@ -968,8 +968,12 @@ impl<A: App> Loop<A> {
             match inbound.next_step(now) {
                 Step::Line(line) => {
                     client.last_heard = now;
-                    self.app
-                        .handle_line(ClientId(key), &line, now, &mut self.outbox);
+                    self.app.handle_line(
+                        ClientId(key),
+                        &line,
+                        Clock::with_wall(now),
+                        &mut self.outbox,
+                    );
                     self.dispatch(now);
                 }
                 Step::TooLong => {
@@ -1046,6 +1050,10 @@ impl<A: App> Loop<A> {
                     self.outgoing.log.push(to, &bytes);
                     self.outgoing.broadcast = true;
                 }
+                Output::Enter {
+                    client: ClientId(key),
+                    room,
+                } => self.enter(key, room, now),
                 Output::Close {
                     client: ClientId(key),
                 } => self.leave(key, now, Life::Closing),
@@ -1072,6 +1080,25 @@ impl<A: App> Loop<A> {
         }
         client.out.push_private(&self.outgoing.log, bytes);
         mark_for_flush(client, key, &mut self.outgoing.flush_list);
+    }
+
+    /// The App moved a client to another room. What it was still owed
+    /// becomes private output (`OutQueue::enter`), under `--sendq` like any.
+    fn enter(&mut self, key: usize, room: RoomId, now: Instant) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.life != Life::Open {
+            return;
+        }
+        if client.out.enter(&self.outgoing.log, key, room) == 0 {
+            return;
+        }
+        if rules::fits_sendq(client.out.private_bytes(), 0, self.limits.sendq) {
+            mark_for_flush(client, key, &mut self.outgoing.flush_list);
+        } else {
+            self.disconnect_too_slow(key, now);
+        }
     }
 
     /// The client is too far behind (see `keep_output_in_bounds`) or does

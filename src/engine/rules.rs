@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::admission::Refusal;
-use crate::app::{ClientId, Recipients};
+use crate::app::{ClientId, Recipients, RoomId};
 use crate::config::{Limits, effective_max_clients};
 
 /// How long accepting pauses when the process is out of file descriptors.
@@ -32,12 +32,14 @@ pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// How long shutdown waits for output to flush.
 pub(crate) const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
-/// Whether client `key` is among the recipients `to` (whether it is still
-/// open is the engine's to check). Both engines decide who hears what here.
-pub(crate) fn is_recipient(to: Recipients, key: usize) -> bool {
+/// Whether client `key`, in room `room`, is among the recipients `to`
+/// (whether it is still open is the engine's to check). Both engines
+/// decide who hears what here.
+pub(crate) fn is_recipient(to: Recipients, key: usize, room: RoomId) -> bool {
     match to {
         Recipients::One(ClientId(one)) => key == one,
-        Recipients::AllBut(ClientId(except)) => key != except,
+        Recipients::Room(r) => room == r,
+        Recipients::RoomBut(r, ClientId(except)) => room == r && key != except,
         Recipients::All => true,
     }
 }

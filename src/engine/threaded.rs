@@ -81,7 +81,7 @@ use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use super::threaded_tls;
 use super::threaded_web;
 use crate::admission::Admission;
-use crate::app::{App, ClientId, Outbox, Output, Recipients};
+use crate::app::{App, ClientId, Clock, Outbox, Output, Recipients};
 use crate::config::{Config, Limits};
 use crate::error::StartError;
 use crate::inbound::{Inbound, Step};
@@ -1238,8 +1238,12 @@ impl<A: App> Room<A> {
             match inbound.next_step(now) {
                 Step::Line(line) => {
                     *last_heard = now;
-                    self.app
-                        .handle_line(ClientId(key), &line, now, &mut self.outbox);
+                    self.app.handle_line(
+                        ClientId(key),
+                        &line,
+                        Clock::with_wall(now),
+                        &mut self.outbox,
+                    );
                     self.dispatch(now);
                 }
                 Step::TooLong => {
@@ -1284,7 +1288,7 @@ impl<A: App> Room<A> {
                 .iter()
                 .filter_map(|o| match o {
                     Output::Close { client } => Some(client.0),
-                    Output::Send { .. } => None,
+                    Output::Send { .. } | Output::Enter { .. } => None,
                 })
                 .collect();
             for output in outbox.drain() {
@@ -1296,18 +1300,19 @@ impl<A: App> Room<A> {
                         let Some(member) = self.clients.get(key).filter(|m| m.open) else {
                             continue;
                         };
-                        match member.conn.queue(&bytes, self.limits.sendq) {
-                            Queued::Done => {}
-                            Queued::WakeWriter => self.to_wake.push(member.conn.clone()),
-                            Queued::TooSlow => {
-                                let lag = member.conn.lag();
-                                if self.depart(key, Farewell::TooSlow(lag))
-                                    && !closed.contains(&key)
-                                {
-                                    departed.push(key);
-                                }
-                            }
-                        }
+                        let queued = member.conn.queue(&bytes, self.limits.sendq);
+                        self.carry_out(key, queued, &closed, &mut departed);
+                    }
+                    // The same, for what it was owed before the move.
+                    Output::Enter {
+                        client: ClientId(key),
+                        room,
+                    } => {
+                        let Some(member) = self.clients.get(key).filter(|m| m.open) else {
+                            continue;
+                        };
+                        let queued = member.conn.enter(key, room, self.limits.sendq);
+                        self.carry_out(key, queued, &closed, &mut departed);
                     }
                     Output::Send { to, bytes } => {
                         write_log(&self.log).push(to, &bytes);
@@ -1327,6 +1332,31 @@ impl<A: App> Room<A> {
                 return;
             };
             self.app.handle_left(ClientId(key), now, &mut self.outbox);
+        }
+    }
+
+    /// What queueing private output for `key` calls for: nothing, waking
+    /// its writer, or cutting it off (over `--sendq`), which the App hears
+    /// of unless it closed the client itself.
+    fn carry_out(
+        &mut self,
+        key: usize,
+        queued: Queued,
+        closed: &[usize],
+        departed: &mut Vec<usize>,
+    ) {
+        let Some(member) = self.clients.get(key) else {
+            return;
+        };
+        match queued {
+            Queued::Done => {}
+            Queued::WakeWriter => self.to_wake.push(member.conn.clone()),
+            Queued::TooSlow => {
+                let lag = member.conn.lag();
+                if self.depart(key, Farewell::TooSlow(lag)) && !closed.contains(&key) {
+                    departed.push(key);
+                }
+            }
         }
     }
 

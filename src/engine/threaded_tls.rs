@@ -445,7 +445,10 @@ mod tests {
         let (conn, mut client, mut peer) = connected();
         let tls = conn.tls().unwrap();
         let mut log = FanoutLog::new(usize::MAX);
-        log.push(Recipients::AllBut(ClientId(0)), &vec![b'z'; 8 << 20]);
+        log.push(
+            Recipients::RoomBut(crate::app::RoomId::LOBBY, ClientId(0)),
+            &vec![b'z'; 8 << 20],
+        );
         let mut out = OutQueue::new(0);
         let now = Instant::now();
         // Until the socket is full (bounded: 8 MiB is far more than a

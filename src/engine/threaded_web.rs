@@ -455,7 +455,10 @@ mod tests {
         let mut log = FanoutLog::new(usize::MAX);
         let line = format!("{}\n", "x".repeat(1500));
         for _ in 0..200 {
-            log.push(Recipients::AllBut(ClientId(0)), line.as_bytes());
+            log.push(
+                Recipients::RoomBut(crate::app::RoomId::LOBBY, ClientId(0)),
+                line.as_bytes(),
+            );
         }
         let pinger = std::thread::spawn({
             let conn = conn.clone();

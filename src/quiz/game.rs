@@ -15,7 +15,7 @@
 //! with no deadline at all.
 //!
 //! Whatever is not a quiz action (an answer, `/start`, `/help`) is chat: an
-//! embedded [`ChatRoom`] handles it, names and `/nick` included.
+//! embedded [`Chat`] handles it, names and `/nick` included.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,10 +26,10 @@ use log::info;
 use super::questions::Question;
 use super::round::{Outcome, Round};
 use super::scoreboard::{self, Scoreboard, Standing};
-use crate::app::{App, ClientId, Outbox, Recipients};
-use crate::chat::ChatRoom;
+use crate::app::{App, ClientId, Clock, Outbox, Recipients};
 use crate::chat::command::{self, Command};
-use crate::chat::room::HELP;
+use crate::chat::service::HELP;
+use crate::chat::{Chat, Settings as ChatSettings};
 
 /// The lobby countdown once enough players are here (the issue fixes it).
 pub const COUNTDOWN: Duration = Duration::from_secs(5);
@@ -88,7 +88,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct Quiz {
     /// Members, names and chat: lobby lines are chat.
-    room: ChatRoom,
+    room: Chat,
     /// Every game plays all of them, in order; nothing is used up.
     questions: Vec<Question>,
     /// Question time, players needed, countdown and pause.
@@ -105,7 +105,7 @@ impl Quiz {
     pub fn new(questions: Vec<Question>, settings: Settings) -> Self {
         assert!(!questions.is_empty(), "a quiz needs at least one question");
         Self {
-            room: ChatRoom::welcoming_to("the quiz"),
+            room: Chat::with(ChatSettings::single_room("the quiz")),
             questions,
             settings,
             phase: Phase::Lobby { starts_at: None },
@@ -117,7 +117,7 @@ impl Quiz {
     /// (countdown → question → pause → next question → ... → lobby, which
     /// has no deadline), so this ends even if the engine calls very late.
     fn catch_up(&mut self, now: Instant, out: &mut Outbox) {
-        while self.poll_timeout().is_some_and(|at| at <= now) {
+        while self.game_deadline().is_some_and(|at| at <= now) {
             match self.phase {
                 Phase::Lobby { .. } => self.start_game(now, out),
                 Phase::Asking(_) => self.end_round(now, out),
@@ -405,7 +405,8 @@ impl App for Quiz {
         }
     }
 
-    fn handle_line(&mut self, client: ClientId, line: &str, now: Instant, out: &mut Outbox) {
+    fn handle_line(&mut self, client: ClientId, line: &str, clock: Clock, out: &mut Outbox) {
+        let now = clock.now;
         self.catch_up(now, out);
         if self.room.name(client).is_none() {
             return;
@@ -415,7 +416,7 @@ impl App for Quiz {
             Command::Say(text) if matches!(self.phase, Phase::Asking(_)) => {
                 match single_letter(text) {
                     Some(letter) => self.answer(client, letter, now, out),
-                    None => self.room.handle_command(client, command, out),
+                    None => self.room.handle_command(client, command, clock, out),
                 }
             }
             Command::Unknown(cmd) if cmd.eq_ignore_ascii_case("start") => {
@@ -428,7 +429,7 @@ impl App for Quiz {
             }
             Command::Nick(_) => {
                 let old = self.room.name(client).map(str::to_string);
-                self.room.handle_command(client, command, out);
+                self.room.handle_command(client, command, clock, out);
                 if self.room.name(client) != old.as_deref() {
                     self.renamed(client, out);
                 }
@@ -437,10 +438,10 @@ impl App for Quiz {
                 let Some(name) = self.room.name(client).map(str::to_string) else {
                     return;
                 };
-                self.room.handle_command(client, command, out);
+                self.room.handle_command(client, command, clock, out);
                 self.departed(client, &name, now, out);
             }
-            _ => self.room.handle_command(client, command, out),
+            _ => self.room.handle_command(client, command, clock, out),
         }
     }
 
@@ -455,9 +456,23 @@ impl App for Quiz {
 
     fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
         self.catch_up(now, out);
+        if self.room.poll_timeout().is_some_and(|at| at <= now) {
+            self.room.handle_timeout(now, out);
+        }
     }
 
+    /// The game's deadline, or the chat's (a big room's summary).
     fn poll_timeout(&self) -> Option<Instant> {
+        [self.game_deadline(), self.room.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Quiz {
+    /// The one deadline of the game's phase.
+    fn game_deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Lobby { starts_at } => *starts_at,
             Phase::Asking(round) => Some(round.deadline()),

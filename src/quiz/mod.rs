@@ -9,7 +9,7 @@
 //! - `scoreboard.rs` keeps the game's scores (also for players who left and
 //!   may come back) and ranks them, ties included.
 //! - `game.rs` is the App: lobby, countdown, rounds, results, game end. Its
-//!   chat is an embedded [`ChatRoom`](crate::chat::ChatRoom).
+//!   chat is an embedded [`Chat`](crate::chat::Chat).
 //! - `sim.rs` (tests only) steps the App with simulated clients and a
 //!   simulated clock.
 

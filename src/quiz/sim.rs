@@ -4,11 +4,11 @@
 //! No sockets, no waiting.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::game::{Quiz, Settings};
 use super::questions;
-use crate::app::{App, ClientId, Outbox, Output, Recipients};
+use crate::app::{App, ClientId, Clock, Outbox, Output, Recipients};
 
 /// Three short questions: answers d, b, b.
 pub const QUESTIONS: &str = r#"
@@ -68,7 +68,7 @@ impl Table {
 
     pub fn say(&mut self, id: usize, line: &str) {
         self.quiz
-            .handle_line(ClientId(id), line, self.now, &mut self.out);
+            .handle_line(ClientId(id), line, self.clock(), &mut self.out);
         self.deliver();
     }
 
@@ -134,8 +134,17 @@ impl Table {
         self.connected.contains(&id)
     }
 
+    /// The simulated clocks: the wall clock is 1970 plus nothing, since
+    /// the quiz never shows it.
+    fn clock(&self) -> Clock {
+        Clock {
+            now: self.now,
+            wall: SystemTime::UNIX_EPOCH,
+        }
+    }
+
     /// Route the App's outputs like an engine: to one, to all but one, or
-    /// to all joined clients; a close disconnects.
+    /// to all joined clients (the quiz has one room); a close disconnects.
     fn deliver(&mut self) {
         let outputs: Vec<Output> = self.out.drain().collect();
         for output in outputs {
@@ -144,13 +153,15 @@ impl Table {
                     let text = String::from_utf8(bytes.to_vec()).unwrap();
                     let targets: Vec<usize> = match to {
                         Recipients::One(ClientId(id)) => vec![id],
-                        Recipients::AllBut(ClientId(id)) => self
+                        Recipients::RoomBut(_, ClientId(id)) => self
                             .connected
                             .iter()
                             .copied()
                             .filter(|&c| c != id)
                             .collect(),
-                        Recipients::All => self.connected.iter().copied().collect(),
+                        Recipients::All | Recipients::Room(_) => {
+                            self.connected.iter().copied().collect()
+                        }
                     };
                     for id in targets {
                         let inbox = self.inboxes.entry(id).or_default();
@@ -159,6 +170,9 @@ impl Table {
                 }
                 Output::Close { client } => {
                     self.connected.remove(&client.0);
+                }
+                Output::Enter { client, room } => {
+                    panic!("the quiz has one room, yet {client:?} entered {room:?}")
                 }
             }
         }

@@ -132,7 +132,7 @@ fn route(req: &httparse::Request, tail: &[u8], origins: &OriginPolicy) -> Answer
     };
     // For the log: the method and path only, cut short and made printable
     // (httparse has already refused control bytes in either).
-    answer.request = format!("{method} {}", cut(path, 100));
+    answer.request = format!("{method} {}", crate::sanitize::cut(path, 100));
     answer
 }
 
@@ -310,15 +310,6 @@ fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         _ => "Error",
     }
-}
-
-/// At most `max` bytes of `s`, on a character boundary.
-pub(super) fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use std::io::{self, IoSlice, Read, Write};
 
 use tungstenite::error::{CapacityError, Error as WsError};
 
-use super::http::cut;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
@@ -265,7 +264,7 @@ impl WebSocket {
                 }
                 Err(e) => {
                     let why = e.to_string();
-                    self.close(io, CloseCode::Protocol, cut(&why, 120));
+                    self.close(io, CloseCode::Protocol, crate::sanitize::cut(&why, 120));
                     return Ok(0);
                 }
             }

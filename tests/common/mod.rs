@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use pollchat::app::App;
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::{RunningServer, Server};
 
@@ -55,7 +55,7 @@ pub fn test_limits() -> Limits {
 /// Start a chat room on a free loopback port. Dropping the returned server
 /// stops it.
 pub fn start_chat(engine: EngineKind, limits: Limits) -> RunningServer {
-    start_app(engine, limits, ChatRoom::new())
+    start_app(engine, limits, Chat::new())
 }
 
 pub fn start_app<A: App + Send + 'static>(

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use pollchat::app::App;
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{EngineKind, HANDSHAKE_TIMEOUT, Limits, TlsListen};
 use pollchat::engine::RunningServer;
 
@@ -92,7 +92,7 @@ impl Drop for TestCert {
 /// A chat room with a plain listener and a TLS one (see
 /// `RunningServer::tls_addr`), both on free loopback ports.
 pub fn start_chat_tls(engine: EngineKind, limits: Limits, cert: &TestCert) -> RunningServer {
-    start_app_tls(engine, limits, cert.listen(), ChatRoom::new())
+    start_app_tls(engine, limits, cert.listen(), Chat::new())
 }
 
 pub fn start_app_tls<A: App + Send + 'static>(

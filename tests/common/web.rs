@@ -10,7 +10,7 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::{Error as WsError, Message};
 
 use pollchat::app::App;
-use pollchat::chat::ChatRoom;
+use pollchat::chat::Chat;
 use pollchat::config::{EngineKind, HANDSHAKE_TIMEOUT, Limits, WebListen};
 use pollchat::engine::RunningServer;
 use pollchat::web::OriginPolicy;
@@ -28,7 +28,7 @@ pub fn web_listen() -> WebListen {
 }
 
 pub fn start_chat_web(engine: EngineKind, limits: Limits) -> RunningServer {
-    start_app_web(engine, limits, web_listen(), ChatRoom::new())
+    start_app_web(engine, limits, web_listen(), Chat::new())
 }
 
 pub fn start_app_web<A: App + Send + 'static>(

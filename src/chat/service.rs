@@ -1,0 +1,2030 @@
+//! The chat service, an [`App`]: rooms, private messages, history and
+//! moderation, with no sockets and no clock.
+//!
+//! Every handler takes the event and an [`Outbox`]. Chat lines go to the
+//! rest of the speaker's room as `<name> text`; notices start with `* `;
+//! errors go only to the one client and start with `! `. A newcomer lands
+//! in `#lobby` and, if it types nothing new, sees what the one-room server
+//! always showed. The engines learn which room a client hears through
+//! [`Output::Enter`](crate::app::Output::Enter), and keep one fan-out log
+//! for all rooms.
+//!
+//! Other Apps reuse the service for their chat: the quiz embeds one with
+//! rooms and moderation off ([`Settings::single_room`]), asks it for names
+//! ([`Chat::name`]) and hands it every command it does not handle itself
+//! ([`Chat::handle_command`]).
+
+use std::cmp::Ordering;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::command::{self, Command};
+use super::moderation::{self, Bans, OpAttempts, OpSecret};
+use super::names::Roster;
+use super::rooms::{self, MAX_TOPIC, Rooms, TooManyRooms};
+use crate::app::{App, ClientId, Clock, MAX_REPLY, Outbox, Recipients, RoomId};
+use crate::sanitize::cut;
+
+/// Names a `/who` reply lists before `... and N more`: names are at most
+/// 24 bytes, so the reply stays under 1.5 KiB however big the room is.
+pub const WHO_NAMES: usize = 50;
+
+/// Rooms a `/rooms` reply lists, biggest first, before `... and N more`.
+pub const ROOMS_LISTED: usize = 30;
+/// Characters of a topic shown in `/rooms`: the reply stays under 8 KiB.
+pub const TOPIC_IN_LIST: usize = 80;
+/// Bans `/bans` lists.
+pub const BANS_LISTED: usize = 50;
+
+/// Characters of an unknown command echoed back in the error: the line
+/// may be `--max-line` long, and the sender needs only enough to see
+/// which typo it was.
+pub const ECHOED_COMMAND_CHARS: usize = 32;
+
+/// How often, at most, a big room hears who came and went.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(30);
+
+/// What `/help` prints, one line each. Public so an App that embeds the
+/// service can print these and add its own.
+pub const HELP: &[&str] = &[
+    "* Commands:",
+    "*   /nick NAME     change your name (1-24 of A-Z a-z 0-9 _ -)",
+    "*   /who           list who is in this room",
+    "*   /me ACTION     say what you are doing",
+    "*   /msg NAME TEXT a private message, to someone in any room",
+    "*   /quit [MSG]    leave, with an optional parting message",
+    "*   /help          this list",
+    "* Anything else is sent to everyone else; start a line with // to send a literal /.",
+];
+
+/// What `/help` adds where there are rooms.
+const ROOMS_HELP: &[&str] = &[
+    "* Rooms:",
+    "*   /join #ROOM    go to a room (made on first join); /part goes back to #lobby",
+    "*   /rooms         list the rooms, their sizes and topics",
+    "* Operators (/op SECRET): /kick NAME [REASON], /ban NAME [MINUTES], /bans,",
+    "*   /unban ADDRESS, /mute NAME [MINUTES] (0 lifts it), /topic TEXT",
+];
+
+/// How the service is set up (`pollchat serve` flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `--max-rooms`, the lobby included.
+    pub max_rooms: usize,
+    /// `--quiet-above`: above this many members, a room hears summaries
+    /// instead of each join and leave.
+    pub quiet_above: usize,
+    /// `--history`: lines a room keeps for newcomers (0: none).
+    pub history: usize,
+    /// `--op-secret-file` or `POLLCHAT_OP_SECRET`; `None`: no operators.
+    pub op_secret: Option<OpSecret>,
+    /// Rooms and moderation on; the quiz has one room and turns them off.
+    pub rooms: bool,
+    /// What the welcome line calls this place ("this chatroom", "the quiz").
+    pub place: &'static str,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_rooms: 1000,
+            quiet_above: 300,
+            history: 20,
+            op_secret: None,
+            rooms: true,
+            place: "this chatroom",
+        }
+    }
+}
+
+impl Settings {
+    /// One room, no history, no operators: the quiz's chat.
+    pub fn single_room(place: &'static str) -> Self {
+        Self {
+            history: 0,
+            rooms: false,
+            place,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the service knows of one client besides its name.
+#[derive(Clone, Copy, Debug)]
+struct Seat {
+    room: RoomId,
+    /// For bans: the address it connected from.
+    ip: IpAddr,
+    /// Became an operator with `/op` (for this connection only).
+    op: bool,
+    /// Its chat is refused until then (`/mute`).
+    muted_until: Option<Instant>,
+}
+
+/// The chat App.
+#[derive(Debug)]
+pub struct Chat {
+    /// Everyone here and their current name (unique ignoring case).
+    members: Roster,
+    /// Slot `i` is `ClientId(i)`'s room and standing.
+    seats: Vec<Option<Seat>>,
+    rooms: Rooms,
+    bans: Bans,
+    op_attempts: OpAttempts,
+    /// The number for the next default `user<N>` name.
+    next_default: u64,
+    settings: Settings,
+}
+
+impl Default for Chat {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chat {
+    /// The defaults of `pollchat serve`.
+    pub fn new() -> Self {
+        Self::with(Settings::default())
+    }
+
+    pub fn with(settings: Settings) -> Self {
+        Self {
+            members: Roster::default(),
+            seats: Vec::new(),
+            rooms: Rooms::new(settings.max_rooms),
+            bans: Bans::default(),
+            op_attempts: OpAttempts::default(),
+            next_default: 0,
+            settings,
+        }
+    }
+
+    /// The current name of a member.
+    pub fn name(&self, client: ClientId) -> Option<&str> {
+        self.members.get(client).map(|name| name.as_str())
+    }
+
+    /// Everyone here, in every room, in no particular order.
+    pub fn members(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.members.iter().map(|(id, _)| id)
+    }
+
+    /// How many members are here, in every room.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The room a member is in, by name.
+    pub fn room_of(&self, client: ClientId) -> Option<&str> {
+        let seat = self.seat(client)?;
+        Some(self.rooms.get(seat.room)?.name.as_str())
+    }
+
+    /// The rooms that exist and how many are in each.
+    pub fn room_sizes(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.rooms
+            .iter()
+            .map(|(_, room)| (room.name.as_str(), room.members.len()))
+    }
+
+    /// Bytes of history held, over every room.
+    pub fn history_bytes(&self) -> usize {
+        self.rooms.iter().map(|(_, r)| r.history.bytes()).sum()
+    }
+
+    fn seat(&self, client: ClientId) -> Option<&Seat> {
+        self.seats.get(client.0)?.as_ref()
+    }
+
+    fn seat_mut(&mut self, client: ClientId) -> Option<&mut Seat> {
+        self.seats.get_mut(client.0)?.as_mut()
+    }
+
+    /// Handle a parsed command from a member (others are ignored).
+    pub fn handle_command(
+        &mut self,
+        client: ClientId,
+        command: Command<'_>,
+        now: Clock,
+        out: &mut Outbox,
+    ) {
+        let Some(&name) = self.members.get(client) else {
+            return;
+        };
+        let Some(&seat) = self.seat(client) else {
+            return;
+        };
+        let room = seat.room;
+        if let Some(refusal) = self.refused(&command, seat, now.now) {
+            out.to(client, &refusal);
+            return;
+        }
+        match command {
+            Command::Say(text) => self.say(client, room, format!("<{name}> {text}\n"), now, out),
+            Command::Me(action) => self.say(client, room, format!("* {name} {action}\n"), now, out),
+            Command::Msg { to, text } => self.private_message(client, to, text, out),
+            Command::Nick(new) => self.nick(client, room, new, out),
+            Command::Who => self.who(client, room, out),
+            Command::Quit(parting) => {
+                out.to(client, "* Bye!");
+                self.remove(client, parting, now.now, out);
+                out.close(client);
+            }
+            Command::Help => {
+                // The room commands go before the last line (how to chat).
+                let (tail, commands) = HELP.split_last().unwrap_or((&"", &[]));
+                let rooms = if self.settings.rooms { ROOMS_HELP } else { &[] };
+                for line in commands.iter().chain(rooms).chain([tail]) {
+                    out.to(client, line);
+                }
+            }
+            Command::Join(target) => self.join_room(client, target, now.now, out),
+            Command::Part if room == RoomId::LOBBY => {
+                out.to(
+                    client,
+                    "! you are in #lobby already (/join #ROOM to go elsewhere)",
+                );
+            }
+            Command::Part => self.move_to(client, RoomId::LOBBY, now.now, out),
+            Command::Rooms => self.list_rooms(client, out),
+            Command::Op(secret) => self.become_op(client, seat.ip, secret, now.now, out),
+            Command::Kick {
+                name: target,
+                reason,
+            } => self.kick(client, target, reason, now.now, out),
+            Command::Ban {
+                name: target,
+                minutes,
+            } => self.ban(client, target, minutes, now.now, out),
+            Command::Bans => self.list_bans(client, now.now, out),
+            Command::Unban(address) => self.unban(client, address, now.now, out),
+            Command::Mute {
+                name: target,
+                minutes,
+            } => self.mute(client, target, minutes, now.now, out),
+            Command::Topic(topic) => self.set_topic(client, room, topic, out),
+            Command::Usage(usage) => out.to(client, &format!("! {usage}")),
+            Command::Unknown(cmd) => {
+                let (shown, cut) = match cmd.char_indices().nth(ECHOED_COMMAND_CHARS) {
+                    Some((end, _)) => (&cmd[..end], "..."),
+                    None => (cmd, ""),
+                };
+                out.to(
+                    client,
+                    &format!("! unknown command /{shown}{cut} (try /help)"),
+                );
+            }
+        }
+    }
+
+    /// Why this member may not do this, if it may not.
+    fn refused(&self, command: &Command<'_>, seat: Seat, now: Instant) -> Option<String> {
+        let (what, for_ops) = match command {
+            Command::Say(_) | Command::Me(_) | Command::Msg { .. } => {
+                let left = seat.muted_until.filter(|&until| until > now)?;
+                let minutes = moderation::minutes_left(left - now);
+                return Some(format!("! you are muted ({minutes} more minute(s))"));
+            }
+            Command::Join(_) => ("/join", false),
+            Command::Part => ("/part", false),
+            Command::Rooms => ("/rooms", false),
+            Command::Op(_) => ("/op", false),
+            Command::Kick { .. } => ("/kick", true),
+            Command::Ban { .. } => ("/ban", true),
+            Command::Bans => ("/bans", true),
+            Command::Unban(_) => ("/unban", true),
+            Command::Mute { .. } => ("/mute", true),
+            Command::Topic(_) => ("/topic", true),
+            _ => return None,
+        };
+        if !self.settings.rooms {
+            return Some(format!(
+                "! {what} is not available in {}",
+                self.settings.place
+            ));
+        }
+        (for_ops && !seat.op).then(|| format!("! {what} is for operators (see /op)"))
+    }
+
+    // ----- chat -------------------------------------------------------------
+
+    /// A chat line or action: to the rest of the room, and into its history.
+    fn say(&mut self, client: ClientId, room: RoomId, line: String, now: Clock, out: &mut Outbox) {
+        let bytes: Arc<[u8]> = Arc::from(line.into_bytes());
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.history
+                .record(self.settings.history, now.wall, Arc::clone(&bytes));
+        }
+        out.send_shared(Recipients::RoomBut(room, client), bytes);
+    }
+
+    fn private_message(&mut self, client: ClientId, to: &str, text: &str, out: &mut Outbox) {
+        let Some(target) = self.members.holder(to) else {
+            out.to(client, &format!("! no such user: {}", cut(to, 32)));
+            return;
+        };
+        let (Some(from), Some(to)) = (self.members.get(client), self.members.get(target)) else {
+            return;
+        };
+        // Both replies echo the text, and each must stay under MAX_REPLY.
+        let text = cut(text, MAX_REPLY - 64);
+        out.to(target, &format!("*{from}* {text}"));
+        out.to(client, &format!("-> {to}: {text}"));
+    }
+
+    /// The first free `user<N>`.
+    fn default_name(&mut self) -> String {
+        loop {
+            self.next_default += 1;
+            let name = format!("user{}", self.next_default);
+            if self.members.holder(&name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    fn nick(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) {
+        match self.members.set(client, new) {
+            Ok(Some(old)) if old.as_str() != new => {
+                out.room(room, &format!("* {old} is now known as {new}"));
+            }
+            Ok(_) => {}
+            Err(err) => out.to(client, &format!("! {err}")),
+        }
+    }
+
+    /// The count, then the first [`WHO_NAMES`] names ignoring case.
+    fn who(&self, client: ClientId, room: RoomId, out: &mut Outbox) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        let mut names: Vec<&str> = room
+            .members
+            .iter()
+            .filter_map(|&id| self.name(id))
+            .collect();
+        let count = names.len();
+        let by_folded = |a: &&str, b: &&str| cmp_ignoring_case(a, b);
+        // Only the shown names need sorting: pick them out first, so a
+        // `/who` in a big room costs one pass, not a full sort.
+        if count > WHO_NAMES {
+            names.select_nth_unstable_by(WHO_NAMES, by_folded);
+            names.truncate(WHO_NAMES);
+        }
+        names.sort_unstable_by(by_folded);
+        let noun = if count == 1 { "user" } else { "users" };
+        let mut line = format!("* {count} {noun} here: {}", names.join(", "));
+        let more = count - names.len();
+        if more > 0 {
+            line.push_str(&format!(", ... and {more} more"));
+        }
+        out.to(client, &line);
+    }
+
+    // ----- rooms ------------------------------------------------------------
+
+    fn join_room(&mut self, client: ClientId, target: &str, now: Instant, out: &mut Outbox) {
+        if let Err(err) = rooms::check_name(target) {
+            out.to(client, &format!("! {err}"));
+            return;
+        }
+        let id = match self.rooms.find_or_make(target) {
+            Ok(id) => id,
+            Err(TooManyRooms) => {
+                out.to(
+                    client,
+                    &format!(
+                        "! too many rooms (at most {}): join one that exists (see /rooms)",
+                        self.rooms.max()
+                    ),
+                );
+                return;
+            }
+        };
+        if self.seat(client).is_some_and(|s| s.room == id) {
+            out.to(client, &format!("! you are in {target} already"));
+            return;
+        }
+        self.move_to(client, id, now, out);
+    }
+
+    /// Take `client` from its room to `to`: the old room hears it left for
+    /// `to`, the new one that it joined, and it sees where it is, the
+    /// topic and the history.
+    fn move_to(&mut self, client: ClientId, to: RoomId, now: Instant, out: &mut Outbox) {
+        let (Some(&name), Some(seat)) = (self.members.get(client), self.seat(client).copied())
+        else {
+            return;
+        };
+        let Some(to_name) = self.rooms.get(to).map(|r| r.name.clone()) else {
+            return;
+        };
+        self.rooms.remove(seat.room, client, now);
+        self.announce(
+            seat.room,
+            client,
+            &format!("* {name} left for {to_name}"),
+            false,
+            now,
+            out,
+        );
+        out.enter(client, to);
+        if let Some(s) = self.seat_mut(client) {
+            s.room = to;
+        }
+        self.rooms.add(to, client);
+        self.announce(to, client, &format!("* {name} joined"), true, now, out);
+        let Some(room) = self.rooms.get(to) else {
+            return;
+        };
+        let here = room.members.len();
+        let noun = if here == 1 { "user" } else { "users" };
+        out.to(
+            client,
+            &format!("* you are now in {to_name} ({here} {noun} here)"),
+        );
+        if let Some(topic) = &room.topic {
+            out.to(client, &format!("* topic: {topic}"));
+        }
+        room.history.replay(&to_name, client, out);
+    }
+
+    /// A join or leave: told to the room, or counted for its next summary
+    /// if the room is big (`--quiet-above`).
+    fn announce(
+        &mut self,
+        room: RoomId,
+        client: ClientId,
+        line: &str,
+        joined: bool,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let quiet_above = self.settings.quiet_above;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        // The size it had with the one who came or went.
+        let size = r.members.len() + usize::from(!joined);
+        if size <= quiet_above {
+            out.room_but(room, client, line);
+            return;
+        }
+        let told = &mut r.unannounced;
+        if joined {
+            told.joined += 1;
+        } else {
+            told.left += 1;
+        }
+        told.due.get_or_insert(now + SUMMARY_EVERY);
+    }
+
+    /// The summaries that are due: `* 37 joined and 12 left in the last 30 s`.
+    fn summarise(&mut self, now: Instant, out: &mut Outbox) {
+        for (id, room) in self.rooms.iter_mut() {
+            let told = &mut room.unannounced;
+            if told.due.is_none_or(|due| due > now) {
+                continue;
+            }
+            let secs = SUMMARY_EVERY.as_secs();
+            let line = match (told.joined, told.left) {
+                (0, left) => format!("* {left} left in the last {secs} s"),
+                (joined, 0) => format!("* {joined} joined in the last {secs} s"),
+                (joined, left) => format!("* {joined} joined and {left} left in the last {secs} s"),
+            };
+            *told = rooms::Unannounced::default();
+            out.room(id, &line);
+        }
+    }
+
+    /// Rooms by size (then name), with topics, bounded.
+    fn list_rooms(&self, client: ClientId, out: &mut Outbox) {
+        let mut all: Vec<_> = self.rooms.iter().map(|(_, r)| r).collect();
+        all.sort_unstable_by(|a, b| {
+            b.members
+                .len()
+                .cmp(&a.members.len())
+                .then_with(|| cmp_ignoring_case(&a.name, &b.name))
+        });
+        let count = all.len();
+        let noun = if count == 1 { "room" } else { "rooms" };
+        let mut reply = format!("* {count} {noun}:\n");
+        for room in all.iter().take(ROOMS_LISTED) {
+            let n = room.members.len();
+            reply.push_str(&format!("*   {} ({n} here)", room.name));
+            if let Some(topic) = &room.topic {
+                let shown = cut(topic, TOPIC_IN_LIST);
+                let more = if shown.len() < topic.len() { "..." } else { "" };
+                reply.push_str(&format!(": {shown}{more}"));
+            }
+            reply.push('\n');
+        }
+        if count > ROOMS_LISTED {
+            reply.push_str(&format!("* ... and {} more\n", count - ROOMS_LISTED));
+        }
+        out.send(Recipients::One(client), reply);
+    }
+
+    fn set_topic(&mut self, client: ClientId, room: RoomId, topic: &str, out: &mut Outbox) {
+        let Some(&name) = self.members.get(client) else {
+            return;
+        };
+        let topic = cut(topic, MAX_TOPIC).to_string();
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        info!("{name} set the topic of {}: {topic}", r.name);
+        out.room(room, &format!("* {name} set the topic: {topic}"));
+        r.topic = Some(topic);
+    }
+
+    // ----- moderation -------------------------------------------------------
+
+    fn become_op(
+        &mut self,
+        client: ClientId,
+        ip: IpAddr,
+        attempt: &str,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some(secret) = &self.settings.op_secret else {
+            out.to(
+                client,
+                "! this server has no operators (no operator secret is set)",
+            );
+            return;
+        };
+        if let Err(wait) = self.op_attempts.check(ip, now) {
+            warn!("/op refused from {ip}: too many failed attempts");
+            out.to(
+                client,
+                &format!(
+                    "! too many failed /op attempts from your address: try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+            return;
+        }
+        let name = self.name(client).unwrap_or("?").to_string();
+        if !secret.matches(attempt) {
+            self.op_attempts.failed(ip, now);
+            warn!("failed /op attempt by {name} from {ip}");
+            out.to(client, "! wrong operator secret");
+            return;
+        }
+        if let Some(seat) = self.seat_mut(client) {
+            seat.op = true;
+        }
+        info!("{name} ({ip}) is now an operator");
+        out.to(
+            client,
+            "* you are now an operator (/help lists the commands)",
+        );
+    }
+
+    /// The member called `name`, for an operator's action on them; the
+    /// error is told to `client`.
+    fn target(
+        &self,
+        client: ClientId,
+        name: &str,
+        what: &str,
+        out: &mut Outbox,
+    ) -> Option<(ClientId, Seat)> {
+        let Some(target) = self.members.holder(name) else {
+            out.to(client, &format!("! no such user: {}", cut(name, 32)));
+            return None;
+        };
+        let seat = *self.seat(target)?;
+        if seat.op {
+            out.to(
+                client,
+                &format!("! {name} is an operator and cannot be {what}"),
+            );
+            return None;
+        }
+        Some((target, seat))
+    }
+
+    /// Tell the room of `target` (and the operator, if elsewhere) what
+    /// an operator did, and log it.
+    fn announce_action(&self, op: ClientId, room: RoomId, line: &str, out: &mut Outbox) {
+        info!("{}", line.trim_start_matches("* "));
+        out.room(room, line);
+        if self.seat(op).is_some_and(|s| s.room != room) {
+            out.to(op, line);
+        }
+    }
+
+    fn kick(
+        &mut self,
+        op: ClientId,
+        name: &str,
+        reason: Option<&str>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some((target, seat)) = self.target(op, name, "kicked", out) else {
+            return;
+        };
+        let (Some(op_name), Some(target_name)) = (
+            self.members.get(op).copied(),
+            self.members.get(target).copied(),
+        ) else {
+            return;
+        };
+        let why = reason
+            .map(|r| format!(" ({})", cut(r, 200)))
+            .unwrap_or_default();
+        out.to(target, &format!("! you were kicked by {op_name}{why}"));
+        self.forget(target, now);
+        out.close(target);
+        self.announce_action(
+            op,
+            seat.room,
+            &format!("* {target_name} was kicked by {op_name}{why}"),
+            out,
+        );
+    }
+
+    fn ban(
+        &mut self,
+        op: ClientId,
+        name: &str,
+        minutes: Option<u32>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some((target, seat)) = self.target(op, name, "banned", out) else {
+            return;
+        };
+        let Some(op_seat) = self.seat(op).copied() else {
+            return;
+        };
+        if seat.ip == op_seat.ip {
+            out.to(
+                op,
+                &format!(
+                    "! {name} is on your own address ({}): you cannot ban it",
+                    seat.ip
+                ),
+            );
+            return;
+        }
+        let from_there: Vec<ClientId> = self.clients_from(seat.ip).collect();
+        if from_there
+            .iter()
+            .any(|&c| self.seat(c).is_some_and(|s| s.op))
+        {
+            out.to(
+                op,
+                &format!(
+                    "! an operator is connected from {}: it cannot be banned",
+                    seat.ip
+                ),
+            );
+            return;
+        }
+        let length = minutes.map_or(moderation::DEFAULT_BAN, moderation::minutes);
+        if !self.bans.ban(seat.ip, length, now) {
+            out.to(op, "! the ban list is full");
+            return;
+        }
+        let op_name = self.name(op).unwrap_or("?").to_string();
+        let mins = length.as_secs() / 60;
+        let target_name = self.name(target).unwrap_or("?").to_string();
+        self.announce_action(
+            op,
+            seat.room,
+            &format!(
+                "* {target_name} was banned by {op_name} for {mins} minute(s) ({})",
+                seat.ip
+            ),
+            out,
+        );
+        for client in from_there {
+            let (Some(&n), Some(&s)) = (self.members.get(client), self.seat(client)) else {
+                continue;
+            };
+            out.to(client, &format!("! you are banned ({mins} minute(s))"));
+            self.forget(client, now);
+            out.close(client);
+            if client != target {
+                self.announce(
+                    s.room,
+                    client,
+                    &format!("* {n} left (banned)"),
+                    false,
+                    now,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Every member connected from `ip`.
+    fn clients_from(&self, ip: IpAddr) -> impl Iterator<Item = ClientId> + '_ {
+        self.seats
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| s.filter(|s| s.ip == ip).map(|_| ClientId(i)))
+    }
+
+    fn list_bans(&mut self, client: ClientId, now: Instant, out: &mut Outbox) {
+        let bans = self.bans.list(now);
+        if bans.is_empty() {
+            out.to(client, "* no bans");
+            return;
+        }
+        let mut reply = format!("* {} ban(s):\n", bans.len());
+        for (ip, left) in bans.iter().take(BANS_LISTED) {
+            let mins = moderation::minutes_left(*left);
+            reply.push_str(&format!("*   {ip} ({mins} minute(s) left)\n"));
+        }
+        if bans.len() > BANS_LISTED {
+            reply.push_str(&format!("* ... and {} more\n", bans.len() - BANS_LISTED));
+        }
+        out.send(Recipients::One(client), reply);
+    }
+
+    fn unban(&mut self, op: ClientId, address: &str, now: Instant, out: &mut Outbox) {
+        let Ok(ip) = address.parse::<IpAddr>() else {
+            out.to(
+                op,
+                &format!("! not an address: {} (see /bans)", cut(address, 64)),
+            );
+            return;
+        };
+        if !self.bans.lift(ip, now) {
+            out.to(op, &format!("! {ip} is not banned"));
+            return;
+        }
+        let Some(seat) = self.seat(op).copied() else {
+            return;
+        };
+        let op_name = self.name(op).unwrap_or("?").to_string();
+        self.announce_action(
+            op,
+            seat.room,
+            &format!("* {op_name} lifted the ban on {ip}"),
+            out,
+        );
+    }
+
+    fn mute(
+        &mut self,
+        op: ClientId,
+        name: &str,
+        minutes: Option<u32>,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some((target, seat)) = self.target(op, name, "muted", out) else {
+            return;
+        };
+        let length = minutes.map_or(moderation::DEFAULT_MUTE, moderation::minutes);
+        let op_name = self.name(op).unwrap_or("?").to_string();
+        let target_name = self.name(target).unwrap_or("?").to_string();
+        let line = if length.is_zero() {
+            format!("* {op_name} lifted the mute on {target_name}")
+        } else {
+            format!(
+                "* {target_name} was muted by {op_name} for {} minute(s)",
+                length.as_secs() / 60
+            )
+        };
+        if let Some(s) = self.seat_mut(target) {
+            s.muted_until = (!length.is_zero()).then(|| now + length);
+        }
+        self.announce_action(op, seat.room, &line, out);
+    }
+
+    // ----- leaving ----------------------------------------------------------
+
+    /// Forget a member and tell its room; `None` if it was not here.
+    fn remove(
+        &mut self,
+        client: ClientId,
+        parting: Option<&str>,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Option<()> {
+        let name = *self.members.get(client)?;
+        let room = self.seat(client)?.room;
+        self.forget(client, now);
+        let line = match parting {
+            Some(msg) => format!("* {name} left ({msg})"),
+            None => format!("* {name} left"),
+        };
+        self.announce(room, client, &line, false, now, out);
+        Some(())
+    }
+
+    /// Forget a member without a word.
+    fn forget(&mut self, client: ClientId, now: Instant) {
+        self.members.remove(client);
+        if let Some(seat) = self.seats.get_mut(client.0).and_then(Option::take) {
+            self.rooms.remove(seat.room, client, now);
+        }
+    }
+}
+
+/// The order of the lower-cased names, compared byte by byte so a sort
+/// allocates nothing per comparison.
+fn cmp_ignoring_case(a: &str, b: &str) -> Ordering {
+    let fold = |c: u8| c.to_ascii_lowercase();
+    a.bytes().map(fold).cmp(b.bytes().map(fold))
+}
+
+impl App for Chat {
+    fn handle_joined(
+        &mut self,
+        client: ClientId,
+        peer: SocketAddr,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        if let Some(left) = self.bans.left(peer.ip(), now) {
+            let mins = moderation::minutes_left(left);
+            info!("refused {peer}: banned ({mins} minute(s) left)");
+            out.to(client, &format!("! you are banned ({mins} more minute(s))"));
+            out.close(client);
+            return;
+        }
+        let name = self.default_name();
+        // Valid and free by construction; a failure would only mean the
+        // client already had a name, which engines never cause.
+        let _ = self.members.set(client, &name);
+        if self.seats.len() <= client.0 {
+            self.seats.resize(client.0 + 1, None);
+        }
+        self.seats[client.0] = Some(Seat {
+            room: RoomId::LOBBY,
+            ip: peer.ip(),
+            op: false,
+            muted_until: None,
+        });
+        self.rooms.add(RoomId::LOBBY, client);
+        out.to(
+            client,
+            &format!(
+                "* Welcome to {}! You are {name}. Type /help for commands.",
+                self.settings.place
+            ),
+        );
+        self.announce(
+            RoomId::LOBBY,
+            client,
+            &format!("* {name} joined"),
+            true,
+            now,
+            out,
+        );
+    }
+
+    fn handle_line(&mut self, client: ClientId, line: &str, now: Clock, out: &mut Outbox) {
+        self.handle_command(client, command::parse(line), now, out);
+    }
+
+    fn handle_left(&mut self, client: ClientId, now: Instant, out: &mut Outbox) {
+        self.remove(client, None, now, out);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        self.summarise(now, out);
+        for name in self.rooms.drop_long_empty(now) {
+            info!(
+                "room {name} was empty for {} min: forgotten",
+                rooms::EMPTY_ROOM_KEPT.as_secs() / 60
+            );
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.rooms.next_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::app::{Output, Recipients};
+
+    /// Drive the service like an engine would and record who got which
+    /// lines, with a simulated clock.
+    struct Harness {
+        room: Chat,
+        out: Outbox,
+        now: Instant,
+        wall: SystemTime,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(Settings::default())
+        }
+
+        fn with(settings: Settings) -> Self {
+            Self {
+                room: Chat::with(settings),
+                out: Outbox::new(),
+                now: Instant::now(),
+                // 2026-12-02 14:03:00 UTC
+                wall: UNIX_EPOCH + Duration::from_secs(1_796_220_180),
+            }
+        }
+
+        fn join(&mut self, id: usize) -> Vec<(Recipients, String)> {
+            self.join_from(id, "127.0.0.1")
+        }
+
+        fn join_from(&mut self, id: usize, ip: &str) -> Vec<(Recipients, String)> {
+            let peer = SocketAddr::new(ip.parse().unwrap(), 5000);
+            self.room
+                .handle_joined(ClientId(id), peer, self.now, &mut self.out);
+            self.take()
+        }
+
+        fn say(&mut self, id: usize, line: &str) -> Vec<(Recipients, String)> {
+            let clock = Clock {
+                now: self.now,
+                wall: self.wall,
+            };
+            self.room
+                .handle_line(ClientId(id), line, clock, &mut self.out);
+            self.take()
+        }
+
+        /// Time passes: the clocks move, and the service's deadlines run.
+        fn wait(&mut self, time: Duration) -> Vec<(Recipients, String)> {
+            self.now += time;
+            self.wall += time;
+            if self.room.poll_timeout().is_some_and(|at| at <= self.now) {
+                self.room.handle_timeout(self.now, &mut self.out);
+            }
+            self.take()
+        }
+
+        fn leave(&mut self, id: usize) -> Vec<(Recipients, String)> {
+            self.room.handle_left(ClientId(id), self.now, &mut self.out);
+            self.take()
+        }
+
+        fn take(&mut self) -> Vec<(Recipients, String)> {
+            self.out
+                .drain()
+                .map(|o| match o {
+                    Output::Send { to, bytes } => (to, String::from_utf8(bytes.to_vec()).unwrap()),
+                    Output::Close { client } => (Recipients::One(client), "<close>".into()),
+                    Output::Enter { client, room } => {
+                        (Recipients::One(client), format!("<enter {}>", room.0))
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn one(id: usize, s: &str) -> (Recipients, String) {
+        (Recipients::One(ClientId(id)), s.to_string())
+    }
+
+    #[test]
+    fn join_welcomes_with_default_name_and_tells_others() {
+        let mut h = Harness::new();
+        assert_eq!(
+            h.join(1),
+            vec![
+                one(
+                    1,
+                    "* Welcome to this chatroom! You are user1. Type /help for commands.\n"
+                ),
+                (
+                    Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
+                    "* user1 joined\n".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn chat_goes_to_everyone_else_with_name_prefix() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "hi there"),
+            vec![(
+                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
+                "<user1> hi there\n".into()
+            )]
+        );
+        assert_eq!(
+            h.say(2, "//slash"),
+            vec![(
+                Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
+                "<user2> /slash\n".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn nick_rename_validation_and_case_insensitive_uniqueness() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "/nick Alice"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* user1 is now known as Alice\n".into()
+            )]
+        );
+        let taken = h.say(2, "/nick alice");
+        assert_eq!(taken, vec![one(2, "! name taken: alice\n")]);
+        let invalid = h.say(2, "/nick bad name!");
+        assert!(invalid[0].1.starts_with("! invalid name"), "{invalid:?}");
+        assert_eq!(
+            h.say(1, "/nick ALICE"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* Alice is now known as ALICE\n".into()
+            )]
+        );
+        assert_eq!(
+            h.say(2, "/nick Alice"),
+            vec![one(2, "! name taken: Alice\n")]
+        );
+        assert_eq!(
+            h.say(2, "<msg>"),
+            vec![(
+                Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
+                "<user2> <msg>\n".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn default_name_skips_names_claimed_by_nick() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.say(1, "/nick user2");
+        let welcome = h.join(2);
+        assert!(welcome[0].1.contains("You are user3."), "{welcome:?}");
+    }
+
+    #[test]
+    fn who_lists_names_and_count_only_to_asker() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(2, "/nick bob");
+        assert_eq!(
+            h.say(1, "/who"),
+            vec![one(1, "* 2 users here: bob, user1\n")]
+        );
+    }
+
+    /// Issue 11: the reply to `/who` in a full server is one bounded line.
+    #[test]
+    fn who_in_a_room_of_10000_names_the_first_ones_and_counts_the_rest() {
+        let mut h = Harness::new();
+        for id in 1..=10_000 {
+            h.join(id);
+        }
+        let reply = h.say(1, "/who");
+        assert_eq!(reply.len(), 1, "one reply");
+        let (to, line) = &reply[0];
+        assert_eq!(*to, Recipients::One(ClientId(1)));
+        assert!(line.len() < 1536, "{} bytes", line.len());
+        assert!(
+            line.starts_with("* 10000 users here: user1, user10, user100, user1000, user10000, "),
+            "sorted as before: {line}"
+        );
+        let more = format!(", ... and {} more\n", 10_000 - WHO_NAMES);
+        assert!(line.ends_with(&more), "{line}");
+        assert_eq!(line.matches(", ").count(), WHO_NAMES, "{line}");
+    }
+
+    #[test]
+    fn who_lists_everyone_up_to_the_cap_then_says_how_many_more() {
+        let mut h = Harness::new();
+        for id in 1..=WHO_NAMES {
+            h.join(id);
+        }
+        let all = h.say(1, "/who");
+        assert!(!all[0].1.contains("more"), "{all:?}");
+        assert_eq!(all[0].1.matches(", ").count(), WHO_NAMES - 1);
+        // The longest names: the cap holds the line under 1.5 KiB.
+        h.join(WHO_NAMES + 1);
+        for id in 1..=WHO_NAMES + 1 {
+            h.say(id, &format!("/nick {id:0>24}"));
+        }
+        let capped = h.say(1, "/who");
+        let line = &capped[0].1;
+        assert!(line.ends_with(", ... and 1 more\n"), "{capped:?}");
+        assert!(line.len() < 1536, "{} bytes", line.len());
+    }
+
+    /// A `--max-line` long typo is not bounced back whole.
+    #[test]
+    fn an_unknown_command_is_echoed_cut_short() {
+        let mut h = Harness::new();
+        h.join(1);
+        let long = "é".repeat(50_000);
+        let shown = "é".repeat(ECHOED_COMMAND_CHARS);
+        assert_eq!(
+            h.say(1, &format!("/{long}")),
+            vec![one(
+                1,
+                &format!("! unknown command /{shown}... (try /help)\n")
+            )]
+        );
+    }
+
+    #[test]
+    fn me_quit_help_and_unknown() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        assert_eq!(
+            h.say(1, "/me waves"),
+            vec![(
+                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
+                "* user1 waves\n".into()
+            )]
+        );
+        assert_eq!(
+            h.say(1, "/dance"),
+            vec![one(1, "! unknown command /dance (try /help)\n")]
+        );
+        assert_eq!(h.say(1, "/me"), vec![one(1, "! usage: /me ACTION\n")]);
+        let help = h.say(1, "/help");
+        assert!(
+            help.len() == HELP.len() + ROOMS_HELP.len()
+                && help
+                    .iter()
+                    .all(|(to, _)| *to == Recipients::One(ClientId(1)))
+        );
+        assert_eq!(
+            h.say(2, "/quit gotta go"),
+            vec![
+                one(2, "* Bye!\n"),
+                (
+                    Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
+                    "* user2 left (gotta go)\n".into()
+                ),
+                one(2, "<close>"),
+            ]
+        );
+        // The engine never reports a client the room closed, and a stray
+        // report is ignored.
+        assert_eq!(h.leave(2), vec![]);
+    }
+
+    #[test]
+    fn leaving_frees_the_name_and_tells_the_rest() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(1, "/nick carol");
+        assert_eq!(
+            h.leave(1),
+            vec![(
+                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
+                "* carol left\n".into()
+            )]
+        );
+        assert_eq!(
+            h.say(2, "/nick carol"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* user2 is now known as carol\n".into()
+            )]
+        );
+        assert_eq!(h.say(1, "ghost"), vec![]);
+    }
+
+    fn room(id: u32) -> RoomId {
+        RoomId(id)
+    }
+
+    fn lines(outputs: &[(Recipients, String)]) -> Vec<&str> {
+        outputs.iter().map(|(_, l)| l.as_str()).collect()
+    }
+
+    #[test]
+    fn join_moves_between_rooms_and_each_side_hears_it() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(1, "/nick alice");
+        assert_eq!(
+            h.say(1, "/join #Rust"),
+            vec![
+                (
+                    Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
+                    "* alice left for #Rust\n".into()
+                ),
+                one(1, "<enter 1>"),
+                (
+                    Recipients::RoomBut(room(1), ClientId(1)),
+                    "* alice joined\n".into()
+                ),
+                one(1, "* you are now in #Rust (1 user here)\n"),
+            ]
+        );
+        assert_eq!(
+            h.say(1, "/join #rust"),
+            vec![one(1, "! you are in #rust already\n")]
+        );
+        assert_eq!(
+            h.say(2, "/JOIN #RUST")[1],
+            one(2, "<enter 1>"),
+            "the same room, ignoring case"
+        );
+        assert_eq!(
+            h.say(2, "/who"),
+            vec![one(2, "* 2 users here: alice, user2\n")]
+        );
+        assert_eq!(
+            h.say(1, "hi"),
+            vec![(
+                Recipients::RoomBut(room(1), ClientId(1)),
+                "<alice> hi\n".into()
+            )]
+        );
+        let part = h.say(1, "/part");
+        assert_eq!(part[1], one(1, "<enter 0>"));
+        assert_eq!(part[3], one(1, "* you are now in #lobby (1 user here)\n"));
+        assert_eq!(
+            h.say(1, "/part"),
+            vec![one(
+                1,
+                "! you are in #lobby already (/join #ROOM to go elsewhere)\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_room_names_and_the_room_limit_say_why() {
+        let mut h = Harness::with(Settings {
+            max_rooms: 2,
+            ..Settings::default()
+        });
+        h.join(1);
+        assert_eq!(
+            h.say(1, "/join rust"),
+            vec![one(1, "! room names start with #, like #rust\n")]
+        );
+        let long = format!("/join #{}", "x".repeat(33));
+        assert_eq!(
+            h.say(1, &long),
+            vec![one(
+                1,
+                "! room name too long: at most 32 characters after #\n"
+            )]
+        );
+        assert!(
+            h.say(1, "/join #a.b")[0]
+                .1
+                .starts_with("! room names use only")
+        );
+        assert_eq!(h.say(1, "/join")[0].1, "! usage: /join #ROOM\n");
+        h.say(1, "/join #one");
+        assert_eq!(
+            h.say(1, "/join #two"),
+            vec![one(
+                1,
+                "! too many rooms (at most 2): join one that exists (see /rooms)\n"
+            )]
+        );
+        assert_eq!(
+            h.say(1, "/join #lobby")[1],
+            one(1, "<enter 0>"),
+            "existing rooms still work"
+        );
+    }
+
+    #[test]
+    fn rooms_lists_sizes_and_topics_biggest_first() {
+        let mut h = Harness::new();
+        for id in 1..=3 {
+            h.join(id);
+        }
+        h.say(1, "/join #rust");
+        h.say(2, "/join #rust");
+        h.say(3, "/join #go");
+        h.say(3, "/part");
+        assert_eq!(
+            h.say(1, "/rooms"),
+            vec![one(
+                1,
+                "* 3 rooms:\n*   #rust (2 here)\n*   #lobby (1 here)\n*   #go (0 here)\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn rooms_is_bounded_however_many_rooms_there_are() {
+        let mut h = Harness::new();
+        h.join(1);
+        for i in 0..100 {
+            h.say(1, &format!("/join #room{i}"));
+        }
+        let reply = h.say(1, "/rooms");
+        assert_eq!(reply.len(), 1);
+        let text = &reply[0].1;
+        assert_eq!(text.lines().count(), 1 + ROOMS_LISTED + 1, "{text}");
+        assert!(text.ends_with(&format!("* ... and {} more\n", 101 - ROOMS_LISTED)));
+    }
+
+    #[test]
+    fn history_is_shown_on_join_stamped_and_bounded() {
+        let mut h = Harness::with(Settings {
+            history: 2,
+            ..Settings::default()
+        });
+        h.join(1);
+        h.join(2);
+        h.say(1, "/join #rust");
+        h.say(1, "first");
+        h.say(1, "/me waves");
+        h.wait(Duration::from_secs(120));
+        h.say(1, "/nick alice");
+        h.say(1, "third");
+        let joined = h.say(2, "/join #rust");
+        assert_eq!(
+            &lines(&joined)[3..],
+            [
+                "* you are now in #rust (2 users here)\n",
+                "* last 2 lines of #rust:\n",
+                "[14:03] * user1 waves\n",
+                "[14:05] <alice> third\n",
+                "* end of history\n",
+            ],
+            "chat and /me only, not the rename or the joins"
+        );
+        assert!(h.room.history_bytes() <= 2 * (2048 + 32));
+        // Nothing on arrival in the lobby: a newcomer sees what it always did.
+        let newcomer = h.join(3);
+        assert_eq!(newcomer.len(), 2, "{newcomer:?}");
+    }
+
+    #[test]
+    fn history_off_shows_nothing_and_keeps_nothing() {
+        let mut h = Harness::with(Settings {
+            history: 0,
+            ..Settings::default()
+        });
+        h.join(1);
+        h.join(2);
+        h.say(1, "/join #rust");
+        h.say(1, "said");
+        assert_eq!(h.room.history_bytes(), 0);
+        assert_eq!(h.say(2, "/join #rust").len(), 4, "no history lines");
+    }
+
+    #[test]
+    fn private_messages_reach_any_room_and_unknown_names_are_told() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.join(2);
+        h.say(1, "/nick alice");
+        h.say(2, "/nick bob");
+        h.say(2, "/join #elsewhere");
+        assert_eq!(
+            h.say(1, "/msg BOB psst, over here"),
+            vec![
+                one(2, "*alice* psst, over here\n"),
+                one(1, "-> bob: psst, over here\n")
+            ]
+        );
+        assert_eq!(
+            h.say(1, "/msg carol hi"),
+            vec![one(1, "! no such user: carol\n")]
+        );
+        assert_eq!(
+            h.say(1, "/msg bob"),
+            vec![one(1, "! usage: /msg NAME TEXT\n")]
+        );
+        let long = "é".repeat(MAX_REPLY);
+        let sent = h.say(1, &format!("/msg bob {long}"));
+        assert!(
+            sent.iter().all(|(_, l)| l.len() <= MAX_REPLY),
+            "bounded replies"
+        );
+    }
+
+    #[test]
+    fn a_big_room_hears_a_summary_every_30_s_instead_of_each_join() {
+        let mut h = Harness::with(Settings {
+            quiet_above: 3,
+            ..Settings::default()
+        });
+        for id in 1..=3 {
+            assert_eq!(h.join(id).len(), 2, "welcome and an announcement");
+        }
+        for id in 4..=40 {
+            assert_eq!(h.join(id).len(), 1, "the welcome only");
+        }
+        h.leave(5);
+        h.leave(6);
+        assert_eq!(h.room.poll_timeout(), Some(h.now + SUMMARY_EVERY));
+        assert!(h.wait(Duration::from_secs(29)).is_empty());
+        assert_eq!(
+            h.wait(Duration::from_secs(1)),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* 37 joined and 2 left in the last 30 s\n".into()
+            )]
+        );
+        // Nothing changed: no summary, and no deadline.
+        assert_eq!(h.room.poll_timeout(), None);
+        assert!(h.wait(Duration::from_secs(60)).is_empty());
+        h.leave(7);
+        assert_eq!(
+            h.wait(SUMMARY_EVERY),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* 1 left in the last 30 s\n".into()
+            )]
+        );
+    }
+
+    /// The join storm: at 5,000 members the notices grow with N, not N².
+    #[test]
+    fn a_join_storm_sends_notices_in_proportion_to_the_joins() {
+        let mut h = Harness::new();
+        let mut notices = 0;
+        for id in 0..5000 {
+            notices += h.join(id).len() - 1;
+        }
+        let quiet_above = Settings::default().quiet_above;
+        assert_eq!(
+            notices, quiet_above,
+            "announced one by one only up to the limit"
+        );
+        assert_eq!(h.wait(SUMMARY_EVERY).len(), 1, "then one summary");
+    }
+
+    #[test]
+    fn an_empty_room_and_its_history_go_after_a_while() {
+        let mut h = Harness::new();
+        h.join(1);
+        h.say(1, "/join #brief");
+        h.say(1, "remember me");
+        h.say(1, "/part");
+        assert!(h.room.history_bytes() > 0);
+        h.wait(rooms::EMPTY_ROOM_KEPT / 2);
+        assert!(h.say(1, "/rooms")[0].1.contains("#brief"));
+        h.wait(rooms::EMPTY_ROOM_KEPT / 2);
+        assert!(!h.say(1, "/rooms")[0].1.contains("#brief"));
+        assert_eq!(h.room.history_bytes(), 0);
+    }
+
+    fn with_secret() -> Harness {
+        let mut h = Harness::with(Settings {
+            op_secret: OpSecret::new("s3cret"),
+            ..Settings::default()
+        });
+        h.join_from(1, "127.0.0.1");
+        h.say(1, "/nick op");
+        h.join_from(2, "127.0.0.2");
+        h.say(2, "/nick troll");
+        h
+    }
+
+    #[test]
+    fn op_needs_the_secret_and_guessing_is_limited() {
+        let mut h = with_secret();
+        assert_eq!(
+            h.say(2, "/kick op"),
+            vec![one(2, "! /kick is for operators (see /op)\n")]
+        );
+        for _ in 0..moderation::OP_FAILURES {
+            assert_eq!(
+                h.say(2, "/op guess"),
+                vec![one(2, "! wrong operator secret\n")]
+            );
+        }
+        assert!(
+            h.say(2, "/op s3cret")[0]
+                .1
+                .starts_with("! too many failed /op attempts"),
+            "even the right secret waits"
+        );
+        h.wait(moderation::OP_WINDOW);
+        assert_eq!(
+            h.say(2, "/op s3cret"),
+            vec![one(
+                2,
+                "* you are now an operator (/help lists the commands)\n"
+            )]
+        );
+        let mut none = Harness::new();
+        none.join(1);
+        assert_eq!(
+            none.say(1, "/op anything"),
+            vec![one(
+                1,
+                "! this server has no operators (no operator secret is set)\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn kick_closes_with_the_reason_and_operators_are_protected() {
+        let mut h = with_secret();
+        h.join_from(3, "127.0.0.3");
+        h.say(1, "/op s3cret");
+        h.say(3, "/op s3cret");
+        h.say(3, "/nick op2");
+        assert_eq!(
+            h.say(3, "/kick op"),
+            vec![one(3, "! op is an operator and cannot be kicked\n")]
+        );
+        assert_eq!(
+            h.say(1, "/kick troll flooding"),
+            vec![
+                one(2, "! you were kicked by op (flooding)\n"),
+                one(2, "<close>"),
+                (
+                    Recipients::Room(RoomId::LOBBY),
+                    "* troll was kicked by op (flooding)\n".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            h.say(1, "/kick troll"),
+            vec![one(1, "! no such user: troll\n")]
+        );
+    }
+
+    #[test]
+    fn ban_closes_every_connection_from_the_address_until_it_expires() {
+        let mut h = with_secret();
+        h.join_from(3, "127.0.0.2");
+        h.say(1, "/op s3cret");
+        let banned = h.say(1, "/ban troll 5");
+        assert_eq!(
+            banned[0],
+            (
+                Recipients::Room(RoomId::LOBBY),
+                "* troll was banned by op for 5 minute(s) (127.0.0.2)\n".into()
+            )
+        );
+        let closed: Vec<&Recipients> = banned
+            .iter()
+            .filter(|(_, l)| l == "<close>")
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(
+            closed,
+            [&Recipients::One(ClientId(2)), &Recipients::One(ClientId(3))]
+        );
+        assert_eq!(h.room.len(), 1);
+        assert_eq!(
+            h.join_from(4, "127.0.0.2"),
+            vec![
+                one(4, "! you are banned (5 more minute(s))\n"),
+                one(4, "<close>")
+            ]
+        );
+        assert_eq!(
+            h.say(1, "/bans"),
+            vec![one(1, "* 1 ban(s):\n*   127.0.0.2 (5 minute(s) left)\n")]
+        );
+        h.wait(moderation::minutes(5));
+        assert!(
+            h.join_from(5, "127.0.0.2")[0].1.starts_with("* Welcome"),
+            "expired"
+        );
+        assert_eq!(h.say(1, "/bans"), vec![one(1, "* no bans\n")]);
+    }
+
+    #[test]
+    fn unban_lifts_and_an_operator_cannot_ban_their_own_address() {
+        let mut h = with_secret();
+        h.join_from(3, "127.0.0.1");
+        h.say(3, "/nick friend");
+        h.say(1, "/op s3cret");
+        assert_eq!(
+            h.say(1, "/ban friend"),
+            vec![one(
+                1,
+                "! friend is on your own address (127.0.0.1): you cannot ban it\n"
+            )]
+        );
+        h.say(1, "/ban troll");
+        assert_eq!(
+            h.say(1, "/unban 127.0.0.9"),
+            vec![one(1, "! 127.0.0.9 is not banned\n")]
+        );
+        assert_eq!(
+            h.say(1, "/unban nonsense")[0].1,
+            "! not an address: nonsense (see /bans)\n"
+        );
+        assert_eq!(
+            h.say(1, "/unban 127.0.0.2"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* op lifted the ban on 127.0.0.2\n".into()
+            )]
+        );
+        assert!(h.join_from(4, "127.0.0.2")[0].1.starts_with("* Welcome"));
+    }
+
+    #[test]
+    fn mute_refuses_chat_until_it_expires_or_is_lifted() {
+        let mut h = with_secret();
+        h.say(1, "/op s3cret");
+        assert_eq!(
+            h.say(1, "/mute troll 2"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* troll was muted by op for 2 minute(s)\n".into()
+            )]
+        );
+        for line in ["spam", "/me spams", "/msg op spam"] {
+            assert_eq!(
+                h.say(2, line),
+                vec![one(2, "! you are muted (2 more minute(s))\n")]
+            );
+        }
+        assert_eq!(h.say(2, "/who").len(), 1, "other commands still work");
+        h.wait(moderation::minutes(2));
+        assert_eq!(h.say(2, "back").len(), 1);
+        h.say(1, "/mute troll");
+        assert_eq!(
+            h.say(1, "/mute troll 0"),
+            vec![(
+                Recipients::Room(RoomId::LOBBY),
+                "* op lifted the mute on troll\n".into()
+            )]
+        );
+        assert_eq!(h.say(2, "free")[0].1, "<troll> free\n");
+    }
+
+    #[test]
+    fn topic_is_announced_shown_on_join_and_listed() {
+        let mut h = with_secret();
+        h.say(1, "/op s3cret");
+        h.say(1, "/join #rust");
+        assert_eq!(
+            h.say(1, "/topic borrow checker support"),
+            vec![(
+                Recipients::Room(room(1)),
+                "* op set the topic: borrow checker support\n".into()
+            )]
+        );
+        let joined = h.say(2, "/join #rust");
+        assert_eq!(joined[4].1, "* topic: borrow checker support\n");
+        assert!(
+            h.say(2, "/rooms")[0]
+                .1
+                .contains("#rust (2 here): borrow checker support")
+        );
+        assert_eq!(
+            h.say(2, "/topic mine now"),
+            vec![one(2, "! /topic is for operators (see /op)\n")]
+        );
+    }
+
+    /// The quiz's chat: one room, no operators, but `/msg` works.
+    #[test]
+    fn a_single_room_service_refuses_rooms_and_moderation_but_not_msg() {
+        let mut h = Harness::with(Settings::single_room("the quiz"));
+        h.join(1);
+        h.join(2);
+        for (line, what) in [
+            ("/join #x", "/join"),
+            ("/part", "/part"),
+            ("/rooms", "/rooms"),
+            ("/op x", "/op"),
+            ("/kick user2", "/kick"),
+            ("/topic t", "/topic"),
+        ] {
+            assert_eq!(
+                h.say(1, line),
+                vec![one(1, &format!("! {what} is not available in the quiz\n"))]
+            );
+        }
+        assert_eq!(h.say(1, "/msg user2 hi")[0], one(2, "*user1* hi\n"));
+        assert_eq!(
+            h.say(1, "/help").len(),
+            HELP.len(),
+            "no room commands listed"
+        );
+    }
+
+    /// Property tests: any sequence of joins, lines (chat, commands, nick
+    /// changes, room moves, private messages, anything) and leaves, driven
+    /// the way an engine drives the service, keeps its promises.
+    mod properties {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::app::{Output, Recipients};
+        use crate::chat::names;
+
+        /// Client ids come from a small pool, so they are reused after a
+        /// leave just as the poll engine reuses slab keys.
+        const IDS: usize = 6;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Join(usize),
+            Line(usize, String),
+            Leave(usize),
+            /// Time passes (summaries, empty rooms going).
+            Wait(u64),
+        }
+
+        /// Names that collide (ignoring case, or with default names), and
+        /// invalid ones.
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[aAbB]{1,2}",
+                "[uU]ser[1-6]",
+                "[A-Za-z0-9_-]{1,24}",
+                Just("x".repeat(25)),
+                Just("bad name".to_string()),
+            ]
+        }
+
+        /// Rooms that collide ignoring case, and bad names.
+        fn room() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "#[aAbBc]",
+                1 => Just("#lobby".to_string()),
+                1 => Just("nohash".to_string()),
+                1 => Just(format!("#{}", "r".repeat(33))),
+            ]
+        }
+
+        /// What a client may type: chat, `//` escapes, every command, and
+        /// arbitrary text.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[a-z][a-z <>*!]{0,8}",
+                1 => "//[a-z]{0,4}",
+                3 => name().prop_map(|n| format!("/nick {n}")),
+                3 => room().prop_map(|r| format!("/join {r}")),
+                1 => Just("/part".to_string()),
+                1 => (name(), "[a-z]{1,5}").prop_map(|(n, t)| format!("/msg {n} {t}")),
+                1 => "/me( [a-z]{1,5})?",
+                1 => "/quit( [a-z]{1,4})?",
+                1 => prop_oneof![Just("/who"), Just("/help"), Just("/rooms"), Just("/NICK"), Just("/")]
+                    .prop_map(String::from),
+                1 => "/[a-zA-Z]{1,5}( .{0,6})?",
+                1 => ".{1,12}",
+            ]
+            // Engines hand the service sanitised, non-blank lines.
+            .prop_map(|l| crate::sanitize::sanitize(l.as_bytes()))
+            .prop_filter("blank", |l| !l.trim().is_empty())
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let id = 0..IDS;
+            prop_oneof![
+                2 => id.clone().prop_map(Op::Join),
+                6 => (id.clone(), line()).prop_map(|(id, l)| Op::Line(id, l)),
+                1 => id.prop_map(Op::Leave),
+                1 => (1u64..900).prop_map(Op::Wait),
+            ]
+        }
+
+        /// A stand-in engine: who is connected, in which room (as told by
+        /// `Output::Enter`), and every line each connection received.
+        struct Engine {
+            room: Chat,
+            out: Outbox,
+            now: Instant,
+            connected: BTreeMap<usize, RoomId>,
+            received: BTreeMap<usize, Vec<String>>,
+            /// The chat lines (`<name> text`) each connection must get, in
+            /// order: every one said by someone else in its room.
+            owed: BTreeMap<usize, Vec<String>>,
+        }
+
+        impl Engine {
+            fn new() -> Self {
+                Self {
+                    // Small enough that the quiet rule and the room limit
+                    // are both reached by six clients.
+                    room: Chat::with(Settings {
+                        max_rooms: 3,
+                        quiet_above: 2,
+                        history: 2,
+                        ..Settings::default()
+                    }),
+                    out: Outbox::new(),
+                    now: Instant::now(),
+                    connected: BTreeMap::new(),
+                    received: BTreeMap::new(),
+                    owed: BTreeMap::new(),
+                }
+            }
+
+            fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+                match *op {
+                    Op::Join(id) if !self.connected.contains_key(&id) => {
+                        self.connected.insert(id, RoomId::LOBBY);
+                        self.received.insert(id, Vec::new());
+                        self.owed.insert(id, Vec::new());
+                        let peer = "127.0.0.1:5000".parse().unwrap();
+                        self.room
+                            .handle_joined(ClientId(id), peer, self.now, &mut self.out);
+                    }
+                    Op::Line(id, ref line) if self.connected.contains_key(&id) => {
+                        let name = self.room.name(ClientId(id)).map(str::to_string);
+                        let name = name.ok_or_else(|| {
+                            TestCaseError::fail(format!("connected {id} has no name"))
+                        })?;
+                        if let Command::Say(text) = command::parse(line) {
+                            let here = self.connected[&id];
+                            for (other, _) in self
+                                .connected
+                                .iter()
+                                .filter(|&(&c, &r)| c != id && r == here)
+                            {
+                                self.owed
+                                    .get_mut(other)
+                                    .unwrap()
+                                    .push(format!("<{name}> {text}"));
+                            }
+                        }
+                        let clock = Clock::with_wall(self.now);
+                        self.room
+                            .handle_line(ClientId(id), line, clock, &mut self.out);
+                    }
+                    Op::Leave(id) if self.connected.contains_key(&id) => {
+                        self.disconnect(id)?;
+                        self.room.handle_left(ClientId(id), self.now, &mut self.out);
+                    }
+                    Op::Wait(secs) => {
+                        self.now += Duration::from_secs(secs);
+                        if self.room.poll_timeout().is_some_and(|at| at <= self.now) {
+                            self.room.handle_timeout(self.now, &mut self.out);
+                        }
+                        prop_assert!(
+                            self.room.poll_timeout().is_none_or(|at| at > self.now),
+                            "a deadline already passed is still reported"
+                        );
+                    }
+                    _ => {} // an engine never reports these
+                }
+                self.route()?;
+                self.check_rooms()
+            }
+
+            /// Deliver the outbox the way engines do.
+            fn route(&mut self) -> Result<(), TestCaseError> {
+                let outputs: Vec<Output> = self.out.drain().collect();
+                for output in outputs {
+                    match output {
+                        Output::Send { to, bytes } => {
+                            let text = String::from_utf8(bytes.to_vec()).unwrap();
+                            prop_assert!(text.ends_with('\n'), "not a whole line: {text:?}");
+                            let in_room = |r: RoomId, but: Option<usize>| -> Vec<usize> {
+                                self.connected
+                                    .iter()
+                                    .filter(|&(&c, &cr)| cr == r && Some(c) != but)
+                                    .map(|(&c, _)| c)
+                                    .collect()
+                            };
+                            let to: Vec<usize> = match to {
+                                Recipients::One(ClientId(c)) => {
+                                    prop_assert!(
+                                        self.connected.contains_key(&c),
+                                        "output for {c}, who is not here: {text:?}"
+                                    );
+                                    vec![c]
+                                }
+                                Recipients::Room(r) => in_room(r, None),
+                                Recipients::RoomBut(r, ClientId(x)) => in_room(r, Some(x)),
+                                Recipients::All => self.connected.keys().copied().collect(),
+                            };
+                            for c in to {
+                                let inbox = self.received.get_mut(&c).unwrap();
+                                inbox.extend(
+                                    text.trim_end_matches('\n').split('\n').map(str::to_string),
+                                );
+                            }
+                        }
+                        Output::Enter {
+                            client: ClientId(c),
+                            room,
+                        } => {
+                            let Some(at) = self.connected.get_mut(&c) else {
+                                return Err(TestCaseError::fail(format!("{c} entered, absent")));
+                            };
+                            prop_assert_ne!(*at, room, "entered the room it was in");
+                            *at = room;
+                        }
+                        Output::Close {
+                            client: ClientId(c),
+                        } => {
+                            prop_assert!(self.connected.contains_key(&c), "closing absent {c}");
+                            self.disconnect(c)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// A connection ends: it must have had every chat line owed
+            /// (history replays are stamped, so they are told apart).
+            fn disconnect(&mut self, id: usize) -> Result<(), TestCaseError> {
+                self.connected.remove(&id);
+                let received = self.received.remove(&id).unwrap();
+                let owed = self.owed.remove(&id).unwrap();
+                let chat: Vec<&String> = received.iter().filter(|l| l.starts_with('<')).collect();
+                let owed: Vec<&String> = owed.iter().collect();
+                prop_assert_eq!(chat, owed, "chat lines seen by {}", id);
+                Ok(())
+            }
+
+            /// Every client is in exactly one room, the one the engine was
+            /// told; the rooms' counts add up; names are valid and unique
+            /// ignoring case; no more rooms than allowed.
+            fn check_rooms(&self) -> Result<(), TestCaseError> {
+                let members: BTreeSet<usize> = self.room.members().map(|c| c.0).collect();
+                let connected: BTreeSet<usize> = self.connected.keys().copied().collect();
+                prop_assert_eq!(&members, &connected);
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                for (&c, &r) in &self.connected {
+                    let name = self.room.room_of(ClientId(c)).unwrap().to_ascii_lowercase();
+                    let told = self
+                        .room
+                        .rooms
+                        .get(r)
+                        .map(|room| room.name.to_ascii_lowercase());
+                    prop_assert_eq!(
+                        Some(&name),
+                        told.as_ref(),
+                        "{} is where the engine thinks",
+                        c
+                    );
+                    *counts.entry(name).or_default() += 1;
+                }
+                let sizes: BTreeMap<String, usize> = self
+                    .room
+                    .room_sizes()
+                    .filter(|&(_, n)| n > 0)
+                    .map(|(name, n)| (name.to_ascii_lowercase(), n))
+                    .collect();
+                prop_assert_eq!(&sizes, &counts, "room counts");
+                let rooms: Vec<&str> = self.room.room_sizes().map(|(n, _)| n).collect();
+                prop_assert!(rooms.len() <= 3, "{rooms:?}");
+                let folded: BTreeSet<String> =
+                    rooms.iter().map(|n| n.to_ascii_lowercase()).collect();
+                prop_assert_eq!(folded.len(), rooms.len(), "room names unique: {:?}", rooms);
+                let mut names_seen = BTreeSet::new();
+                for &c in &members {
+                    let name = self.room.name(ClientId(c)).unwrap();
+                    prop_assert!(names::is_valid(name), "invalid name {name:?}");
+                    prop_assert!(
+                        names_seen.insert(name.to_ascii_lowercase()),
+                        "name {name:?} held twice"
+                    );
+                }
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Names stay unique, everyone is in one room, everyone gets
+            /// every chat line of its room from the others in order, and
+            /// nothing goes to a client that left.
+            #[test]
+            fn any_session_keeps_the_room_invariants(
+                ops in prop::collection::vec(op(), 0..80),
+            ) {
+                let mut engine = Engine::new();
+                for op in &ops {
+                    engine.apply(op)?;
+                }
+                let still_here: Vec<usize> = engine.connected.keys().copied().collect();
+                for id in still_here {
+                    engine.disconnect(id)?;
+                }
+            }
+        }
+    }
+}
