@@ -280,3 +280,56 @@ fn lean_build_refuses_tls() {
         "built without TLS support",
     );
 }
+
+/// `--op-secret-file` must name a readable, non-empty file.
+#[test]
+fn op_secret_file_must_be_readable_and_not_empty() {
+    assert_usage_error(
+        &["serve", "--op-secret-file", "/nonexistent/pollchat-secret"],
+        "cannot read --op-secret-file /nonexistent/pollchat-secret",
+    );
+    let dir = std::env::temp_dir().join(format!("pollchat-op-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_str().unwrap();
+    assert_usage_error(&["serve", "--op-secret-file", empty], "is empty");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The secret from a file (its trailing newline dropped), and from
+/// `POLLCHAT_OP_SECRET`; the other one does not work.
+#[test]
+fn op_secret_from_a_file_or_the_environment() {
+    let dir = std::env::temp_dir().join(format!("pollchat-op-ok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    std::fs::write(&file, "from-the-file\n").unwrap();
+    let server = ChildServer::start(
+        EngineKind::Poll,
+        &["--op-secret-file", file.to_str().unwrap()],
+    );
+    let (mut client, _) = Client::join(server.addr);
+    client.send("/op from-the-file");
+    client.expect("* you are now an operator (/help lists the commands)");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let port = common::free_port();
+    let mut child = common::serve_command(EngineKind::Threaded, port, &[])
+        .env(pollchat::cli::OP_SECRET_ENV, "from-the-env")
+        .spawn()
+        .expect("start pollchat serve");
+    let log = common::forward_lines(child.stderr.take().unwrap());
+    let started = (0..20)
+        .map_while(|_| log.recv_timeout(Duration::from_secs(10)).ok())
+        .any(|line| line.contains("listening on"));
+    assert!(started, "the server did not start");
+    let (mut client, _) = Client::join(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    client.send("/op from-the-file");
+    client.expect("! wrong operator secret");
+    client.send("/op from-the-env");
+    client.expect("* you are now an operator (/help lists the commands)");
+    let _ = child.kill();
+    let _ = child.wait();
+}
