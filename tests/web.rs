@@ -18,6 +18,33 @@ use common::{Client, READ_TIMEOUT, test_limits};
 use pollchat::chat::Chat;
 use pollchat::config::{EngineKind, Limits};
 
+/// Rooms, history and `/msg` reach a browser exactly as they reach nc:
+/// the core decides, and the WebSocket layer only frames the lines.
+fn rooms_history_and_private_messages_reach_browsers(engine: EngineKind) {
+    let server = start_chat_web(engine, test_limits());
+    let mut tcp = Client::join_as(server.local_addr(), "alice");
+    let mut ws = Client::join_ws_as(web_addr(&server), "bob");
+    tcp.expect_suffix("is now known as bob");
+    tcp.send("/join #web");
+    tcp.skip_until(|l| l == "* you are now in #web (1 user here)");
+    ws.expect("* alice left for #web");
+    tcp.send("said before bob came");
+    ws.send("/join #web");
+    ws.expect("* you are now in #web (2 users here)");
+    ws.expect("* last 1 line of #web:");
+    assert!(ws.line().ends_with("] <alice> said before bob came"));
+    ws.expect("* end of history");
+    ws.send("/part");
+    ws.skip_until(|l| l.starts_with("* you are now in #lobby"));
+    tcp.expect("* bob joined");
+    tcp.expect("* bob left for #lobby");
+    tcp.send("/msg bob across rooms");
+    ws.expect("*alice* across rooms");
+    ws.send("/msg alice and back");
+    tcp.expect("-> bob: across rooms");
+    tcp.expect("*bob* and back");
+}
+
 /// A TCP client and a browser-like WebSocket client in one room: chat both
 /// ways, `/nick` announced across, and `/quit` from the WebSocket says
 /// goodbye and ends with the close handshake (the strict read fails on a
@@ -446,6 +473,7 @@ answer = "a"
 engine_tests!(
     the_quiz_is_played_from_a_browser,
     websocket_and_line_clients_share_a_room,
+    rooms_history_and_private_messages_reach_browsers,
     the_page_and_errors_are_answered_and_closed,
     bad_handshakes_get_a_4xx_and_are_closed,
     slowloris_heads_are_closed_at_the_deadline,
