@@ -999,6 +999,17 @@ mod tests {
         (Recipients::One(ClientId(id)), s.to_string())
     }
 
+    fn lobby_but(id: usize, s: &str) -> (Recipients, String) {
+        (
+            Recipients::RoomBut(RoomId::LOBBY, ClientId(id)),
+            s.to_string(),
+        )
+    }
+
+    fn lobby(s: &str) -> (Recipients, String) {
+        (Recipients::Room(RoomId::LOBBY), s.to_string())
+    }
+
     #[test]
     fn join_welcomes_with_default_name_and_tells_others() {
         let mut h = Harness::new();
@@ -1009,10 +1020,7 @@ mod tests {
                     1,
                     "* Welcome to this chatroom! You are user1. Type /help for commands.\n"
                 ),
-                (
-                    Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
-                    "* user1 joined\n".into()
-                ),
+                lobby_but(1, "* user1 joined\n"),
             ]
         );
     }
@@ -1024,18 +1032,9 @@ mod tests {
         h.join(2);
         assert_eq!(
             h.say(1, "hi there"),
-            vec![(
-                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
-                "<user1> hi there\n".into()
-            )]
+            vec![lobby_but(1, "<user1> hi there\n")]
         );
-        assert_eq!(
-            h.say(2, "//slash"),
-            vec![(
-                Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
-                "<user2> /slash\n".into()
-            )]
-        );
+        assert_eq!(h.say(2, "//slash"), vec![lobby_but(2, "<user2> /slash\n")]);
     }
 
     #[test]
@@ -1045,10 +1044,7 @@ mod tests {
         h.join(2);
         assert_eq!(
             h.say(1, "/nick Alice"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* user1 is now known as Alice\n".into()
-            )]
+            vec![lobby("* user1 is now known as Alice\n")]
         );
         let taken = h.say(2, "/nick alice");
         assert_eq!(taken, vec![one(2, "! name taken: alice\n")]);
@@ -1056,22 +1052,13 @@ mod tests {
         assert!(invalid[0].1.starts_with("! invalid name"), "{invalid:?}");
         assert_eq!(
             h.say(1, "/nick ALICE"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* Alice is now known as ALICE\n".into()
-            )]
+            vec![lobby("* Alice is now known as ALICE\n")]
         );
         assert_eq!(
             h.say(2, "/nick Alice"),
             vec![one(2, "! name taken: Alice\n")]
         );
-        assert_eq!(
-            h.say(2, "<msg>"),
-            vec![(
-                Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
-                "<user2> <msg>\n".into()
-            )]
-        );
+        assert_eq!(h.say(2, "<msg>"), vec![lobby_but(2, "<user2> <msg>\n")]);
     }
 
     #[test]
@@ -1157,13 +1144,7 @@ mod tests {
         let mut h = Harness::new();
         h.join(1);
         h.join(2);
-        assert_eq!(
-            h.say(1, "/me waves"),
-            vec![(
-                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
-                "* user1 waves\n".into()
-            )]
-        );
+        assert_eq!(h.say(1, "/me waves"), vec![lobby_but(1, "* user1 waves\n")]);
         assert_eq!(
             h.say(1, "/dance"),
             vec![one(1, "! unknown command /dance (try /help)\n")]
@@ -1180,10 +1161,7 @@ mod tests {
             h.say(2, "/quit gotta go"),
             vec![
                 one(2, "* Bye!\n"),
-                (
-                    Recipients::RoomBut(RoomId::LOBBY, ClientId(2)),
-                    "* user2 left (gotta go)\n".into()
-                ),
+                lobby_but(2, "* user2 left (gotta go)\n"),
                 one(2, "<close>"),
             ]
         );
@@ -1198,19 +1176,10 @@ mod tests {
         h.join(1);
         h.join(2);
         h.say(1, "/nick carol");
-        assert_eq!(
-            h.leave(1),
-            vec![(
-                Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
-                "* carol left\n".into()
-            )]
-        );
+        assert_eq!(h.leave(1), vec![lobby_but(1, "* carol left\n")]);
         assert_eq!(
             h.say(2, "/nick carol"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* user2 is now known as carol\n".into()
-            )]
+            vec![lobby("* user2 is now known as carol\n")]
         );
         assert_eq!(h.say(1, "ghost"), vec![]);
     }
@@ -1232,10 +1201,7 @@ mod tests {
         assert_eq!(
             h.say(1, "/join #Rust"),
             vec![
-                (
-                    Recipients::RoomBut(RoomId::LOBBY, ClientId(1)),
-                    "* alice left for #Rust\n".into()
-                ),
+                lobby_but(1, "* alice left for #Rust\n"),
                 one(1, "<enter 1>"),
                 (
                     Recipients::RoomBut(room(1), ClientId(1)),
@@ -1444,10 +1410,7 @@ mod tests {
         assert!(h.wait(Duration::from_secs(29)).is_empty());
         assert_eq!(
             h.wait(Duration::from_secs(1)),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* 37 joined and 2 left in the last 30 s\n".into()
-            )]
+            vec![lobby("* 37 joined and 2 left in the last 30 s\n")]
         );
         // Nothing changed: no summary, and no deadline.
         assert_eq!(h.room.poll_timeout(), None);
@@ -1455,10 +1418,7 @@ mod tests {
         h.leave(7);
         assert_eq!(
             h.wait(SUMMARY_EVERY),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* 1 left in the last 30 s\n".into()
-            )]
+            vec![lobby("* 1 left in the last 30 s\n")]
         );
     }
 
@@ -1559,10 +1519,7 @@ mod tests {
             vec![
                 one(2, "! you were kicked by op (flooding)\n"),
                 one(2, "<close>"),
-                (
-                    Recipients::Room(RoomId::LOBBY),
-                    "* troll was kicked by op (flooding)\n".into()
-                ),
+                lobby("* troll was kicked by op (flooding)\n"),
             ]
         );
         assert_eq!(
@@ -1579,10 +1536,7 @@ mod tests {
         let banned = h.say(1, "/ban troll 5");
         assert_eq!(
             banned[0],
-            (
-                Recipients::Room(RoomId::LOBBY),
-                "* troll was banned by op for 5 minute(s) (127.0.0.2)\n".into()
-            )
+            lobby("* troll was banned by op for 5 minute(s) (127.0.0.2)\n")
         );
         let closed: Vec<&Recipients> = banned
             .iter()
@@ -1637,10 +1591,7 @@ mod tests {
         );
         assert_eq!(
             h.say(1, "/unban 127.0.0.2"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* op lifted the ban on 127.0.0.2\n".into()
-            )]
+            vec![lobby("* op lifted the ban on 127.0.0.2\n")]
         );
         assert!(h.join_from(4, "127.0.0.2")[0].1.starts_with("* Welcome"));
     }
@@ -1651,10 +1602,7 @@ mod tests {
         h.say(1, "/op s3cret");
         assert_eq!(
             h.say(1, "/mute troll 2"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* troll was muted by op for 2 minute(s)\n".into()
-            )]
+            vec![lobby("* troll was muted by op for 2 minute(s)\n")]
         );
         for line in ["spam", "/me spams", "/msg op spam"] {
             assert_eq!(
@@ -1668,10 +1616,7 @@ mod tests {
         h.say(1, "/mute troll");
         assert_eq!(
             h.say(1, "/mute troll 0"),
-            vec![(
-                Recipients::Room(RoomId::LOBBY),
-                "* op lifted the mute on troll\n".into()
-            )]
+            vec![lobby("* op lifted the mute on troll\n")]
         );
         assert_eq!(h.say(2, "free")[0].1, "<troll> free\n");
     }
