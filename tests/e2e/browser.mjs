@@ -533,7 +533,31 @@ async function main() {
       assert(after < 8, `the button left the list ${after}px above the bottom`);
     });
 
-    // 5. The server goes away and comes back: both tabs rejoin by themselves.
+    // 5. Rooms from the page (issue 14): a class in a room of its own.
+    await check('/join from a tab: the room gets its history, the lobby hears nothing of it', async () => {
+      await a.say('/join #class');
+      await a.waitLine('* you are now in #class (1 user here)', 'notice');
+      await carol.expect((l) => l === '* alice left for #class', 'alice leaving for #class');
+      await a.say('homework is page 12');
+      await b.say('/join #class');
+      await b.waitLine('* last 1 line of #class:', 'notice');
+      await b.waitLineMatching(/^\[\d\d:\d\d\] <alice> homework is page 12$/);
+      await b.waitLine('* end of history', 'notice');
+      await b.say('thanks');
+      await a.waitLine('<bob> thanks', 'chat');
+      carol.send('lobby only');
+      carol.send('/msg alice are you coming?');
+      await a.waitLine('*carol* are you coming?');
+      const seen = await a.lines();
+      assert(!seen.includes('<carol> lobby only'), 'a lobby line reached #class');
+      assert(!carol.lines.some((l) => l.endsWith('homework is page 12')), 'a #class line reached the lobby');
+      await a.say('/part');
+      await a.waitLine('* you are now in #lobby (3 users here)', 'notice');
+      await b.say('/part');
+      await b.waitLine('* you are now in #lobby (4 users here)', 'notice');
+    });
+
+    // 6. The server goes away and comes back: both tabs rejoin by themselves.
     await check('after SIGTERM the tabs show they are reconnecting', async () => {
       await server.stop();
       await a.waitState('reconnecting');
@@ -552,7 +576,7 @@ async function main() {
       await a.waitLineMatching(/^<[^>]+> welcome back$/);
     });
 
-    // 6. A message over --max-line: the server closes with a reason, which
+    // 7. A message over --max-line: the server closes with a reason, which
     // the page shows before it reconnects.
     await check('an oversized message: the close reason is shown, then it reconnects', async () => {
       await b.say('x'.repeat(100_000));
@@ -564,7 +588,7 @@ async function main() {
       await b.healthy();
     });
 
-    // 7. Without a certificate the web port is plain http, and ws: is used.
+    // 8. Without a certificate the web port is plain http, and ws: is used.
     await check('plain http: the page connects over ws and chats with nc', async () => {
       const plain = new Server(bin, ['serve', ...host, '--port', `${line2}`, '--web-port', `${web2}`],
         [line2, web2]);
