@@ -222,7 +222,8 @@ fn kick_and_ban_with_reconnect_refused(engine: EngineKind) {
     again.send("/nick troll");
     op.skip_until(|l| l.ends_with("is now known as troll"));
     op.send("/ban troll 5");
-    op.expect("* troll was banned by op for 5 minute(s) (127.0.0.2)");
+    op.expect("* troll was banned by op for 5 minute(s)");
+    op.expect("* the ban is on 127.0.0.2 (/unban 127.0.0.2 lifts it)");
     op.expect_suffix(" left (banned)");
     for conn in [&mut again, &mut second] {
         let rest = conn.read_to_close_strict();

@@ -29,6 +29,9 @@ fn rooms_history_and_private_messages_reach_browsers(engine: EngineKind) {
     tcp.skip_until(|l| l == "* you are now in #web (1 user here)");
     ws.expect("* alice left for #web");
     tcp.send("said before bob came");
+    // A round trip: the line is in the history before bob asks to join.
+    tcp.send("/who");
+    tcp.expect("* 1 user here: alice");
     ws.send("/join #web");
     ws.expect("* you are now in #web (2 users here)");
     ws.expect("* last 1 line of #web:");

@@ -12,6 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::app::{ClientId, MAX_REPLY, Outbox};
 
+/// The most bytes one replay sends: a quarter of the default `--sendq`,
+/// whatever `--history` and `--max-line` are.
+pub const REPLAY_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 pub struct History {
     /// Oldest first: (seconds since 1970 UTC, the line as broadcast).
@@ -49,21 +53,37 @@ impl History {
 
     /// Show the lines to `client`, framed and stamped:
     /// `* last 2 lines of #rust:`, `[14:03] <alice> hi`, `* end of history`.
-    /// Nothing when there is no history.
+    /// At most [`REPLAY_BYTES`] of them, the newest, so that joining never
+    /// pushes a client over `--sendq`; nothing when there is no history.
     pub fn replay(&self, room: &str, client: ClientId, out: &mut Outbox) {
-        if self.lines.is_empty() {
-            return;
-        }
-        let n = self.lines.len();
-        let noun = if n == 1 { "line" } else { "lines" };
-        out.to(client, &format!("* last {n} {noun} of {room}:"));
-        for (secs, line) in &self.lines {
+        let mut shown = Vec::new();
+        let mut bytes = 0;
+        for (secs, line) in self.lines.iter().rev() {
             let text = String::from_utf8_lossy(line);
-            let text = text.trim_end_matches('\n');
             // A line may be `--max-line` long, and a reply must stay under
             // MAX_REPLY: an unusually long one is shown cut.
-            let text = crate::sanitize::cut(text, MAX_REPLY - 16);
-            out.to(client, &format!("{} {text}", stamp(*secs)));
+            let text = crate::sanitize::cut(text.trim_end_matches('\n'), MAX_REPLY - 16);
+            let stamped = format!("{} {text}", stamp(*secs));
+            bytes += stamped.len() + 1;
+            if bytes > REPLAY_BYTES && !shown.is_empty() {
+                break;
+            }
+            shown.push(stamped);
+        }
+        if shown.is_empty() {
+            return;
+        }
+        let n = shown.len();
+        let noun = if n == 1 { "line" } else { "lines" };
+        let older = self.lines.len() - n;
+        let more = if older > 0 {
+            format!(" ({older} older not shown)")
+        } else {
+            String::new()
+        };
+        out.to(client, &format!("* last {n} {noun} of {room}{more}:"));
+        for line in shown.iter().rev() {
+            out.to(client, line);
         }
         out.to(client, "* end of history");
     }
@@ -131,6 +151,27 @@ mod tests {
         off.record(0, at(1), Arc::from(&b"<a> x\n"[..]));
         assert!(off.is_empty());
         assert!(self::shown(&off).is_empty(), "no frame without lines");
+    }
+
+    #[test]
+    fn a_replay_is_bounded_and_keeps_the_newest_lines() {
+        let mut h = History::default();
+        let long = "x".repeat(10_000);
+        for i in 0..20 {
+            h.record(
+                20,
+                at(60 * i),
+                Arc::from(format!("<a> {i} {long}\n").into_bytes()),
+            );
+        }
+        let shown = shown(&h);
+        let total: usize = shown.iter().map(String::len).sum();
+        assert!(total <= REPLAY_BYTES + 100, "{total} bytes");
+        assert_eq!(shown[0], "* last 6 lines of #rust (14 older not shown):\n");
+        assert!(
+            shown[6].starts_with("[00:19] <a> 19 "),
+            "the newest is last"
+        );
     }
 
     #[test]

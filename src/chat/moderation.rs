@@ -26,9 +26,10 @@ pub const MAX_RECORDS: usize = 10_000;
 pub struct OpSecret(Vec<u8>);
 
 impl OpSecret {
-    /// `None` for an empty secret: that would let anyone in.
+    /// `None` for an empty secret: that would let anyone in. Spaces at
+    /// either end are dropped, as `/op` drops them from what is typed.
     pub fn new(secret: &str) -> Option<Self> {
-        let secret = secret.trim_end_matches(['\r', '\n']);
+        let secret = secret.trim();
         (!secret.is_empty()).then(|| Self(secret.as_bytes().to_vec()))
     }
 
@@ -109,8 +110,12 @@ pub struct OpAttempts {
 }
 
 impl OpAttempts {
-    /// `Err(wait)` while `ip` has used up its attempts.
+    /// `Err(wait)` while `ip` has used up its attempts, or while the table
+    /// is full (see `failed`).
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.failures.len() >= MAX_RECORDS && !self.failures.contains_key(&ip) {
+            return Err(OP_WINDOW);
+        }
         match self.failures.get(&ip) {
             Some(&(count, since)) if count >= OP_FAILURES => {
                 let open = since + OP_WINDOW;
@@ -120,10 +125,16 @@ impl OpAttempts {
         }
     }
 
+    /// Count a failure. With the table full of live records (a guesser
+    /// with many addresses) a new address is not recorded: `check` then
+    /// refuses every address not in it (`full`), failing closed.
     pub fn failed(&mut self, ip: IpAddr, now: Instant) {
         if self.failures.len() >= MAX_RECORDS {
             self.failures
                 .retain(|_, (_, since)| now.saturating_duration_since(*since) < OP_WINDOW);
+            if self.failures.len() >= MAX_RECORDS && !self.failures.contains_key(&ip) {
+                return;
+            }
         }
         let entry = self.failures.entry(ip).or_insert((0, now));
         if now.saturating_duration_since(entry.1) >= OP_WINDOW {
@@ -150,6 +161,7 @@ mod tests {
         }
         assert_eq!(format!("{secret:?}"), "OpSecret(..)");
         assert!(OpSecret::new("\n").is_none(), "an empty secret is refused");
+        assert!(OpSecret::new("  spaced \n").unwrap().matches("spaced"));
     }
 
     #[test]
@@ -183,5 +195,30 @@ mod tests {
         assert_eq!(tries.check(a, t0 + OP_WINDOW), Ok(()), "a new window");
         tries.failed(a, t0 + OP_WINDOW);
         assert_eq!(tries.check(a, t0 + OP_WINDOW), Ok(()), "counting anew");
+    }
+
+    /// Guessing from more addresses than the table holds fails closed.
+    #[test]
+    fn a_full_table_of_attempts_refuses_new_addresses() {
+        let t0 = Instant::now();
+        let mut tries = OpAttempts::default();
+        for i in 0..MAX_RECORDS as u128 {
+            tries.failed(IpAddr::from(std::net::Ipv6Addr::from(i)), t0);
+        }
+        let new = ip("2001:db8::1");
+        tries.failed(new, t0);
+        assert_eq!(tries.failures.len(), MAX_RECORDS, "bounded");
+        assert_eq!(tries.check(new, t0), Err(OP_WINDOW));
+        assert_eq!(
+            tries.check(new, t0 + OP_WINDOW),
+            Err(OP_WINDOW),
+            "until some expire"
+        );
+        tries.failed(new, t0 + OP_WINDOW);
+        assert_eq!(
+            tries.check(new, t0 + OP_WINDOW),
+            Ok(()),
+            "the old ones made room"
+        );
     }
 }

@@ -118,6 +118,8 @@ pub struct Rooms {
     by_name: HashMap<String, RoomId>,
     /// `--max-rooms`, the lobby included.
     max: usize,
+    /// No room has a deadline before this (see `next_deadline`).
+    deadline: Option<Instant>,
 }
 
 impl Rooms {
@@ -129,6 +131,7 @@ impl Rooms {
             free: Vec::new(),
             by_name,
             max: max.max(1),
+            deadline: None,
         }
     }
 
@@ -148,13 +151,23 @@ impl Rooms {
         self.by_name.get(&name.to_ascii_lowercase()).copied()
     }
 
-    /// The room called `name` (already checked), made if it is new.
+    /// The room called `name` (already checked), made if it is new. At
+    /// `--max-rooms`, the room empty the longest makes way (so nobody can
+    /// block new rooms by making and leaving empty ones); if none is empty,
+    /// there are too many.
     pub fn find_or_make(&mut self, name: &str) -> Result<RoomId, TooManyRooms> {
         if let Some(id) = self.find(name) {
             return Ok(id);
         }
         if self.len() >= self.max {
-            return Err(TooManyRooms);
+            let oldest_empty = self
+                .iter()
+                .filter_map(|(id, room)| Some((room.empty_since?, id)))
+                .min();
+            let Some((_, id)) = oldest_empty else {
+                return Err(TooManyRooms);
+            };
+            self.forget(id);
         }
         let room = Some(Room::new(name));
         let id = match self.free.pop() {
@@ -208,6 +221,7 @@ impl Rooms {
             if room.members.is_empty() && id != RoomId::LOBBY {
                 room.empty_since = Some(now);
                 room.members.shrink_to_fit();
+                self.schedule(now + EMPTY_ROOM_KEPT);
             }
         }
     }
@@ -220,24 +234,48 @@ impl Rooms {
                 room.empty_since
                     .is_some_and(|since| now.saturating_duration_since(since) >= EMPTY_ROOM_KEPT)
             });
-            if let Some(room) = self.slots[i].take_if(|_| expired) {
-                self.by_name.remove(&room.name.to_ascii_lowercase());
-                self.free.push(i as u32);
-                dropped.push(room.name);
+            if expired && let Some(name) = self.forget(RoomId(i as u32)) {
+                dropped.push(name);
             }
         }
+        self.recompute_deadline();
         dropped
     }
 
-    /// The next moment an empty room goes, or a summary is due.
+    /// Drop a room (never the lobby); returns its name.
+    fn forget(&mut self, id: RoomId) -> Option<String> {
+        if id == RoomId::LOBBY {
+            return None;
+        }
+        let room = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.by_name.remove(&room.name.to_ascii_lowercase());
+        self.free.push(id.0);
+        Some(room.name)
+    }
+
+    /// The next moment an empty room goes, or a summary is due (perhaps
+    /// earlier: a room refilled in time keeps its old deadline here until
+    /// the next `recompute_deadline`, which costs one spurious wake-up).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.iter()
+        self.deadline
+    }
+
+    /// Something is due at `at`.
+    pub fn schedule(&mut self, at: Instant) {
+        self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
+    }
+
+    /// The earliest deadline of any room, found by looking at them all:
+    /// only after deadlines ran, not on every call.
+    pub fn recompute_deadline(&mut self) {
+        self.deadline = self
+            .iter()
             .flat_map(|(_, room)| {
                 let gone = room.empty_since.map(|since| since + EMPTY_ROOM_KEPT);
                 [gone, room.unannounced.due]
             })
             .flatten()
-            .min()
+            .min();
     }
 }
 
@@ -271,9 +309,16 @@ mod tests {
         let rust = rooms.find_or_make("#Rust").unwrap();
         assert_eq!(rooms.find_or_make("#rUST"), Ok(rust));
         assert_eq!(rooms.get(rust).unwrap().name, "#Rust");
-        rooms.find_or_make("#go").unwrap();
+        let t0 = Instant::now();
+        let go = rooms.find_or_make("#go").unwrap();
+        rooms.add(rust, ClientId(1));
+        rooms.add(go, ClientId(2));
         assert_eq!(rooms.find_or_make("#zig"), Err(TooManyRooms));
         assert_eq!(rooms.len(), 3);
+        // Once one is empty, a new room takes its place.
+        rooms.remove(go, ClientId(2), t0);
+        assert_eq!(rooms.find_or_make("#zig"), Ok(go));
+        assert_eq!(rooms.find("#go"), None);
     }
 
     #[test]

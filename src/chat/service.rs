@@ -234,6 +234,9 @@ impl Chat {
             Command::Nick(new) => self.nick(client, room, new, out),
             Command::Who => self.who(client, room, out),
             Command::Quit(parting) => {
+                // A muted member's parting words would be chat: not said.
+                let muted = seat.muted_until.is_some_and(|until| until > now.now);
+                let parting = parting.filter(|_| !muted);
                 out.to(client, "* Bye!");
                 self.remove(client, parting, now.now, out);
                 out.close(client);
@@ -288,7 +291,7 @@ impl Chat {
     /// Why this member may not do this, if it may not.
     fn refused(&self, command: &Command<'_>, seat: Seat, now: Instant) -> Option<String> {
         let (what, for_ops) = match command {
-            Command::Say(_) | Command::Me(_) | Command::Msg { .. } => {
+            Command::Say(_) | Command::Me(_) | Command::Msg { .. } | Command::Nick(_) => {
                 let left = seat.muted_until.filter(|&until| until > now)?;
                 let minutes = moderation::minutes_left(left - now);
                 return Some(format!("! you are muted ({minutes} more minute(s))"));
@@ -484,7 +487,8 @@ impl Chat {
         } else {
             told.left += 1;
         }
-        told.due.get_or_insert(now + SUMMARY_EVERY);
+        let due = *told.due.get_or_insert(now + SUMMARY_EVERY);
+        self.rooms.schedule(due);
     }
 
     /// The summaries that are due: `* 37 joined and 12 left in the last 30 s`.
@@ -694,6 +698,10 @@ impl Chat {
             );
             return;
         }
+        if minutes == Some(0) {
+            out.to(op, "! a ban lasts at least 1 minute (/unban lifts one)");
+            return;
+        }
         let length = minutes.map_or(moderation::DEFAULT_BAN, moderation::minutes);
         if !self.bans.ban(seat.ip, length, now) {
             out.to(op, "! the ban list is full");
@@ -702,14 +710,14 @@ impl Chat {
         let op_name = self.name(op).unwrap_or("?").to_string();
         let mins = length.as_secs() / 60;
         let target_name = self.name(target).unwrap_or("?").to_string();
-        self.announce_action(
+        // The room hears who; only the operator (and the log) hears the
+        // address, which would name everyone behind it.
+        let line = format!("* {target_name} was banned by {op_name} for {mins} minute(s)");
+        self.announce_action(op, seat.room, &line, out);
+        info!("the ban is on {}", seat.ip);
+        out.to(
             op,
-            seat.room,
-            &format!(
-                "* {target_name} was banned by {op_name} for {mins} minute(s) ({})",
-                seat.ip
-            ),
-            out,
+            &format!("* the ban is on {0} (/unban {0} lifts it)", seat.ip),
         );
         for client in from_there {
             let (Some(&n), Some(&s)) = (self.members.get(client), self.seat(client)) else {
@@ -1533,10 +1541,22 @@ mod tests {
         let mut h = with_secret();
         h.join_from(3, "127.0.0.2");
         h.say(1, "/op s3cret");
+        assert_eq!(
+            h.say(1, "/ban troll 0"),
+            vec![one(
+                1,
+                "! a ban lasts at least 1 minute (/unban lifts one)\n"
+            )]
+        );
         let banned = h.say(1, "/ban troll 5");
         assert_eq!(
+            banned[1],
+            one(1, "* the ban is on 127.0.0.2 (/unban 127.0.0.2 lifts it)\n"),
+            "the address, to the operator alone"
+        );
+        assert_eq!(
             banned[0],
-            lobby("* troll was banned by op for 5 minute(s) (127.0.0.2)\n")
+            lobby("* troll was banned by op for 5 minute(s)\n")
         );
         let closed: Vec<&Recipients> = banned
             .iter()
@@ -1604,7 +1624,7 @@ mod tests {
             h.say(1, "/mute troll 2"),
             vec![lobby("* troll was muted by op for 2 minute(s)\n")]
         );
-        for line in ["spam", "/me spams", "/msg op spam"] {
+        for line in ["spam", "/me spams", "/msg op spam", "/nick innocent"] {
             assert_eq!(
                 h.say(2, line),
                 vec![one(2, "! you are muted (2 more minute(s))\n")]
@@ -1619,6 +1639,12 @@ mod tests {
             vec![lobby("* op lifted the mute on troll\n")]
         );
         assert_eq!(h.say(2, "free")[0].1, "<troll> free\n");
+        h.say(1, "/mute troll");
+        assert_eq!(
+            h.say(2, "/quit my parting shot")[1],
+            lobby_but(2, "* troll left\n"),
+            "a muted member's parting words are not said"
+        );
     }
 
     #[test]

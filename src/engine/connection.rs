@@ -248,25 +248,15 @@ impl Connection {
         Queued::Done
     }
 
-    /// It now hears `room`: what it was owed so far becomes private
-    /// (`OutQueue::enter`), under `--sendq` like any private line.
-    pub(crate) fn enter(&self, key: usize, room: RoomId, sendq: usize) -> Queued {
+    /// It now hears `room`, after what it was still owed of the old one
+    /// (`OutQueue::enter`); `TooSlow` if it moves far faster than it reads.
+    pub(crate) fn enter(&self, key: usize, room: RoomId) -> Queued {
         let log = read_log(&self.log);
         let mut state = self.state();
-        if state.closing || state.aborted || state.writer_done {
+        if state.closing || state.aborted || state.writer_done || state.out.enter(&log, key, room) {
             return Queued::Done;
         }
-        if state.out.enter(&log, key, room) == 0 {
-            return Queued::Done;
-        }
-        if !fits_sendq(state.out.private_bytes(), 0, sendq) {
-            return Queued::TooSlow;
-        }
-        if state.writer_idle {
-            state.writer_idle = false;
-            return Queued::WakeWriter;
-        }
-        Queued::Done
+        Queued::TooSlow
     }
 
     /// Something was broadcast: if the writer sleeps, it will be woken.

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use super::fanout_log::FanoutLog;
 use crate::app::RoomId;
 
+/// Room moves a client may have pending, owed lines of rooms it left.
+pub(crate) const MAX_MOVES: usize = 16;
+
 /// Slices gathered into one `writev` at most. A tick rarely owes a client
 /// more than a few; a client owed more gets the rest on its next write.
 pub(crate) const MAX_SLICES: usize = 64;
@@ -41,6 +44,11 @@ pub(crate) struct OutQueue {
     until: u64,
     /// The room whose broadcasts it is owed (`Output::Enter` changes it).
     room: RoomId,
+    /// Rooms it left while still owed some of their lines, oldest first:
+    /// `(at, room)` means the log bytes before `at` (and after the entry
+    /// before it) are judged by `room`, the one it was in then. Boxed and
+    /// only while some are pending, like `private`.
+    moves: Option<Box<Vec<(u64, RoomId)>>>,
     /// Its private lines; boxed and only while there are some, so an idle
     /// client pays one pointer for them.
     private: Option<Box<PrivateQueue>>,
@@ -83,6 +91,7 @@ impl OutQueue {
             cursor: head,
             until: u64::MAX,
             room: RoomId::LOBBY,
+            moves: None,
             private: None,
             behind_since: None,
         }
@@ -139,29 +148,75 @@ impl OutQueue {
         }
     }
 
-    /// From now on it hears `room`. What it is still owed (its old room's
-    /// lines, its private ones) becomes one private line, in order, so it
-    /// arrives first; the cursor jumps to the head. Returns that line's
-    /// size, for the caller's `--sendq` check. A client that types `/join`
-    /// has usually read everything, and then nothing is copied.
-    pub(crate) fn enter(&mut self, log: &FanoutLog, key: usize, room: RoomId) -> usize {
-        let mut owed = Vec::new();
-        self.in_order(log, key, usize::MAX, |bytes| owed.extend_from_slice(bytes));
-        self.private = None;
-        self.cursor = log.head();
-        self.room = room;
-        let copied = owed.len();
-        if copied > 0 {
-            self.private = Some(Box::new(PrivateQueue {
-                lines: VecDeque::from([Private {
-                    at: self.cursor,
-                    bytes: owed,
-                    sent: 0,
-                }]),
-                bytes: copied,
-            }));
+    /// From now on it hears `room`. What it is still owed of its old room
+    /// stays owed, in place: the move is remembered at the log's head, so
+    /// the bytes before it are judged by the old room and those after by
+    /// the new one. Nothing is copied, and nothing counts against
+    /// `--sendq`. A client that types `/join` has nearly always read
+    /// everything, and then nothing is remembered either. False if it has
+    /// [`MAX_MOVES`] moves pending already (it changes rooms far faster
+    /// than it reads): its engine cuts it off as too slow.
+    pub(crate) fn enter(&mut self, log: &FanoutLog, key: usize, room: RoomId) -> bool {
+        // Step over what is not for it: a prompt reader is then at the end.
+        self.advance(log, key, 0);
+        if self.cursor < self.end(log) {
+            let moves = self.moves.get_or_insert_with(Box::default);
+            if moves.len() >= MAX_MOVES {
+                return false;
+            }
+            moves.push((log.head(), self.room));
         }
-        copied
+        self.room = room;
+        true
+    }
+
+    /// The stretches of `[from, to)`, each with the room it is judged by.
+    fn stretches(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, u64, RoomId)> + '_ {
+        let mut start = from;
+        let moves = self.moves.iter().flat_map(|m| m.iter().copied());
+        moves
+            .chain([(u64::MAX, self.room)])
+            .filter_map(move |(at, room)| {
+                if start >= to || at <= start {
+                    return None;
+                }
+                let stretch = (start, at.min(to), room);
+                start = stretch.1;
+                Some(stretch)
+            })
+    }
+
+    /// What it is owed of `[from, to)`, as slices of the shared segments.
+    fn owed<'a>(
+        &'a self,
+        log: &'a FanoutLog,
+        key: usize,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.stretches(from, to)
+            .flat_map(move |(from, to, room)| log.owed(key, room, from, to))
+    }
+
+    /// [`FanoutLog::advance`] from the cursor towards `bound`, stretch by
+    /// stretch (see `moves`).
+    fn advance_in_log(
+        &self,
+        log: &FanoutLog,
+        key: usize,
+        bound: u64,
+        mut written: usize,
+    ) -> (u64, usize) {
+        let mut used = 0;
+        for (from, to, room) in self.stretches(self.cursor, bound) {
+            let (pos, took) = log.advance(key, room, from, to, written);
+            written -= took;
+            used += took;
+            if pos < to {
+                return (pos, used);
+            }
+        }
+        (self.cursor.max(bound), used)
     }
 
     /// It left the room: it is owed what was said until now, and no more.
@@ -179,8 +234,8 @@ impl OutQueue {
     /// Nothing is owed: neither log bytes meant for it nor private lines.
     pub(crate) fn is_drained(&self, log: &FanoutLog, key: usize) -> bool {
         self.private.is_none()
-            && log
-                .owed(key, self.room, self.cursor, self.end(log))
+            && self
+                .owed(log, key, self.cursor, self.end(log))
                 .next()
                 .is_none()
     }
@@ -221,20 +276,19 @@ impl OutQueue {
         let mut from = self.cursor;
         for p in self.private_lines() {
             let upto = p.at.min(self.end(log)).max(from);
-            log.owed(key, self.room, from, upto).for_each(&mut add);
+            self.owed(log, key, from, upto).for_each(&mut add);
             add(&p.bytes[p.sent..]);
             from = upto;
         }
-        log.owed(key, self.room, from, self.end(log))
-            .for_each(&mut add);
+        self.owed(log, key, from, self.end(log)).for_each(&mut add);
     }
 
     /// What is owed, if it is one slice of the log and nothing private.
-    fn only_slice<'a>(&self, log: &'a FanoutLog, key: usize) -> Option<&'a [u8]> {
+    fn only_slice<'a>(&'a self, log: &'a FanoutLog, key: usize) -> Option<&'a [u8]> {
         if self.private.is_some() {
             return None;
         }
-        let mut owed = log.owed(key, self.room, self.cursor, self.end(log));
+        let mut owed = self.owed(log, key, self.cursor, self.end(log));
         let first = owed.next()?;
         owed.next().is_none().then_some(first)
     }
@@ -246,17 +300,15 @@ impl OutQueue {
         let progressed = written > 0;
         let end = self.end(log);
         loop {
-            let front = self.private.as_mut().and_then(|p| p.lines.front_mut());
-            let bound = front
-                .as_ref()
-                .map_or(end, |p| p.at.min(end).max(self.cursor));
-            let (pos, used) = log.advance(key, self.room, self.cursor, bound, written);
+            let front_at = self.private_lines().next().map(|p| p.at);
+            let bound = front_at.map_or(end, |at| at.min(end).max(self.cursor));
+            let (pos, used) = self.advance_in_log(log, key, bound, written);
             self.cursor = pos;
             written -= used;
             if pos < bound {
                 break; // stopped inside the log
             }
-            let Some(front) = front else {
+            let Some(front) = self.private.as_mut().and_then(|p| p.lines.front_mut()) else {
                 break;
             };
             let take = written.min(front.bytes.len() - front.sent);
@@ -274,6 +326,14 @@ impl OutQueue {
             }
             if !line_done {
                 break;
+            }
+        }
+        // Moves the cursor has passed are settled.
+        let cursor = self.cursor;
+        if let Some(moves) = self.moves.as_mut() {
+            moves.retain(|&(at, _)| at > cursor);
+            if moves.is_empty() {
+                self.moves = None;
             }
         }
         if progressed || self.is_drained(log, key) {
@@ -398,7 +458,7 @@ mod tests {
     }
 
     /// `/join`: what it was owed from its old room comes first, in order
-    /// with its replies, then only the new room's lines.
+    /// with its replies, then only the new room's lines; nothing copied.
     #[test]
     fn entering_a_room_keeps_what_was_owed_then_hears_the_new_room() {
         let rust = RoomId(3);
@@ -408,16 +468,44 @@ mod tests {
         q.push_private(&log, b"reply\n");
         log.push(Recipients::Room(rust), b"rust-before\n");
         log.push(all_but(2), b"lobby2\n");
-        assert_eq!(q.enter(&log, 1, rust), b"lobby1\nreply\nlobby2\n".len());
+        assert!(q.enter(&log, 1, rust));
+        assert_eq!(q.private_bytes(), b"reply\n".len(), "nothing copied");
         log.push(all_but(2), b"lobby-after\n");
         log.push(Recipients::RoomBut(rust, ClientId(2)), b"rust-after\n");
+        assert!(
+            q.enter(&log, 1, RoomId::LOBBY),
+            "a second move while behind"
+        );
+        log.push(all_but(2), b"lobby-again\n");
         let mut out = Vec::new();
         while write(&mut q, &log, 1, 5, &mut out) > 0 {}
-        assert_eq!(out, b"lobby1\nreply\nlobby2\nrust-after\n");
+        assert_eq!(out, b"lobby1\nreply\nlobby2\nrust-after\nlobby-again\n");
         assert!(q.is_drained(&log, 1));
-        // Caught up: nothing is copied.
-        assert_eq!(q.enter(&log, 1, RoomId::LOBBY), 0);
-        assert!(q.private.is_none());
+        assert!(q.moves.is_none(), "settled moves are forgotten");
+        // Caught up, or owed only what is not for it: nothing to remember.
+        log.push(Recipients::Room(rust), b"not mine\n");
+        assert!(q.enter(&log, 1, rust));
+        assert!(q.moves.is_none());
+    }
+
+    /// One that moves far faster than it reads is cut off, not indulged.
+    #[test]
+    fn moves_pending_are_bounded() {
+        let mut log = FanoutLog::new(1 << 20);
+        let mut q = OutQueue::new(log.head());
+        for i in 0..MAX_MOVES as u32 {
+            log.push(Recipients::Room(q.room), b"owed\n");
+            assert!(q.enter(&log, 1, RoomId(i + 1)));
+        }
+        log.push(Recipients::Room(q.room), b"owed\n");
+        assert!(!q.enter(&log, 1, RoomId(99)));
+        let mut out = Vec::new();
+        while write(&mut q, &log, 1, 3, &mut out) > 0 {}
+        assert_eq!(
+            out,
+            b"owed\n".repeat(MAX_MOVES + 1),
+            "each room's line, once"
+        );
     }
 
     #[test]

@@ -1082,21 +1082,15 @@ impl<A: App> Loop<A> {
         mark_for_flush(client, key, &mut self.outgoing.flush_list);
     }
 
-    /// The App moved a client to another room. What it was still owed
-    /// becomes private output (`OutQueue::enter`), under `--sendq` like any.
+    /// The App moved a client to another room: from now on it is owed that
+    /// room's broadcasts, after what it was still owed of the old one
+    /// (`OutQueue::enter`). One that moves far faster than it reads is cut
+    /// off as too slow.
     fn enter(&mut self, key: usize, room: RoomId, now: Instant) {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if client.life != Life::Open {
-            return;
-        }
-        if client.out.enter(&self.outgoing.log, key, room) == 0 {
-            return;
-        }
-        if rules::fits_sendq(client.out.private_bytes(), 0, self.limits.sendq) {
-            mark_for_flush(client, key, &mut self.outgoing.flush_list);
-        } else {
+        if client.life == Life::Open && !client.out.enter(&self.outgoing.log, key, room) {
             self.disconnect_too_slow(key, now);
         }
     }

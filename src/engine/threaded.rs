@@ -1303,7 +1303,8 @@ impl<A: App> Room<A> {
                         let queued = member.conn.queue(&bytes, self.limits.sendq);
                         self.carry_out(key, queued, &closed, &mut departed);
                     }
-                    // The same, for what it was owed before the move.
+                    // Nothing to queue: a move is only cut short when it
+                    // comes far faster than the client reads.
                     Output::Enter {
                         client: ClientId(key),
                         room,
@@ -1311,7 +1312,7 @@ impl<A: App> Room<A> {
                         let Some(member) = self.clients.get(key).filter(|m| m.open) else {
                             continue;
                         };
-                        let queued = member.conn.enter(key, room, self.limits.sendq);
+                        let queued = member.conn.enter(key, room);
                         self.carry_out(key, queued, &closed, &mut departed);
                     }
                     Output::Send { to, bytes } => {

@@ -539,6 +539,9 @@ async function main() {
       await a.waitLine('* you are now in #class (1 user here)', 'notice');
       await carol.expect((l) => l === '* alice left for #class', 'alice leaving for #class');
       await a.say('homework is page 12');
+      // A round trip: the line is in the history before bob asks to join.
+      await a.say('/who');
+      await a.waitLine('* 1 user here: alice', 'notice');
       await b.say('/join #class');
       await b.waitLine('* last 1 line of #class:', 'notice');
       await b.waitLineMatching(/^\[\d\d:\d\d\] <alice> homework is page 12$/);
@@ -548,6 +551,7 @@ async function main() {
       carol.send('lobby only');
       carol.send('/msg alice are you coming?');
       await a.waitLine('*carol* are you coming?');
+      await carol.expect((l) => l === '-> alice: are you coming?', 'the /msg confirmation');
       const seen = await a.lines();
       assert(!seen.includes('<carol> lobby only'), 'a lobby line reached #class');
       assert(!carol.lines.some((l) => l.endsWith('homework is page 12')), 'a #class line reached the lobby');
