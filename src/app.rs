@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::cluster::{ClusterEvent, Entry};
+
 /// The most bytes one [`Recipients::One`] send may hold (issue 11): a reply
 /// must never be able to push its own recipient over `--sendq` by itself.
 /// The default `--sendq` (256 KiB) is 16 times this; an operator may set it
@@ -66,6 +68,14 @@ pub enum Output {
     /// Close a client once what is already queued for it has been flushed.
     /// The App has already forgotten it; the engine must not report it again.
     Close { client: ClientId },
+    /// `--cluster`: tell the other nodes what `sender` made this node say.
+    /// If it cannot be queued, the engine answers
+    /// [`ClusterEvent::NotSent`].
+    Publish { sender: ClientId, entry: Entry },
+    /// `--cluster`: a room now exists here: hear the other nodes in it.
+    Follow { room: String },
+    /// `--cluster`: the room is gone here: stop hearing it.
+    Unfollow { room: String },
 }
 
 /// Where handlers put their outputs. Engines drain it after every call.
@@ -129,6 +139,22 @@ impl Outbox {
         self.items.push(Output::Close { client });
     }
 
+    pub fn publish(&mut self, sender: ClientId, entry: Entry) {
+        self.items.push(Output::Publish { sender, entry });
+    }
+
+    pub fn follow(&mut self, room: &str) {
+        self.items.push(Output::Follow {
+            room: room.to_string(),
+        });
+    }
+
+    pub fn unfollow(&mut self, room: &str) {
+        self.items.push(Output::Unfollow {
+            room: room.to_string(),
+        });
+    }
+
     /// The queued outputs, oldest first, left in place.
     pub fn iter(&self) -> std::slice::Iter<'_, Output> {
         self.items.iter()
@@ -183,6 +209,9 @@ pub trait App {
 
     /// The deadline returned by [`App::poll_timeout`] has passed.
     fn handle_timeout(&mut self, _now: Instant, _out: &mut Outbox) {}
+
+    /// `--cluster`: the link to the other nodes has news (poll engine only).
+    fn handle_cluster(&mut self, _event: ClusterEvent, _now: Clock, _out: &mut Outbox) {}
 
     /// The next moment the App wants `handle_timeout`, if any.
     fn poll_timeout(&self) -> Option<Instant> {

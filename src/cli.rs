@@ -59,8 +59,100 @@ pub struct ServeArgs {
     pub port: u16,
     #[command(flatten)]
     pub rooms: RoomArgs,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+impl ServeArgs {
+    /// The engine's configuration and the chat's settings, `--cluster`
+    /// (if any) resolved into both.
+    pub fn configure(&self) -> Result<(Config, crate::chat::Settings), StartError> {
+        #[allow(unused_mut)]
+        let mut config = self.server.config(self.port);
+        #[allow(unused_mut)]
+        let mut settings = self.rooms.settings()?;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster.config()? {
+            settings.cluster = Some(cluster.link.node.clone());
+            config.cluster = Some(cluster);
+        }
+        Ok((config, settings))
+    }
+}
+
+/// `--cluster`: one chat across several pollchat processes (docs/cluster.md).
+#[cfg(feature = "cluster")]
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Share rooms with the other nodes on this Redis:
+    /// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's name (1-10 of A-Z a-z 0-9 _), in its users' default
+    /// names and in notices; random if not given.
+    #[arg(long, value_name = "NAME", requires = "cluster", value_parser = parse_node)]
+    pub node: Option<String>,
+    /// Fail at start-up unless Redis answers (without it, the node serves
+    /// its own clients and keeps trying).
+    #[arg(long, requires = "cluster")]
+    pub cluster_required: bool,
+}
+
+#[cfg(feature = "cluster")]
+impl ClusterArgs {
+    fn config(&self) -> Result<Option<crate::engine::ClusterConfig>, StartError> {
+        use std::net::ToSocketAddrs;
+        let Some(url) = &self.cluster else {
+            return Ok(None);
+        };
+        let url = crate::cluster::url::RedisUrl::parse(url)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        // Resolved once, here: std's resolver blocks, the loop must not.
+        let addr = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| StartError::Config(format!("--cluster: cannot resolve {}", url.host)))?;
+        let node = self.node.clone().unwrap_or_else(random_node);
+        Ok(Some(crate::engine::ClusterConfig {
+            addr,
+            link: crate::cluster::link::LinkSettings {
+                node,
+                user: url.user,
+                password: url.password,
+                db: url.db,
+            },
+            required: self.cluster_required,
+        }))
+    }
+}
+
+/// The longest `--node`: a default user name (`user123-NODE`) must stay
+/// within the 24 characters of a name.
+#[cfg(feature = "cluster")]
+pub const MAX_NODE: usize = 10;
+
+#[cfg(feature = "cluster")]
+fn parse_node(s: &str) -> Result<String, String> {
+    let ok = (1..=MAX_NODE).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("use 1-{MAX_NODE} characters from A-Z a-z 0-9 _"))
+    }
+}
+
+/// `n` and four hex digits, different on every start.
+#[cfg(feature = "cluster")]
+fn random_node() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("n{:04x}", h.finish() & 0xffff)
 }
 
 /// The environment variable an operator secret may come from.
@@ -314,6 +406,8 @@ impl ServerArgs {
                 idle_timeout: self.idle_timeout.map(Duration::from_secs),
             },
             handle_signals: true,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 

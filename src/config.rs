@@ -138,6 +138,10 @@ pub struct Config {
     /// Turn SIGINT/SIGTERM into a graceful shutdown. The binary sets this;
     /// in-process tests leave it off and use a `ShutdownHandle`.
     pub handle_signals: bool,
+    /// `--cluster`: share the rooms with other nodes through Redis (poll
+    /// engine only).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::engine::ClusterConfig>,
 }
 
 impl Config {
@@ -151,6 +155,8 @@ impl Config {
             engine: EngineKind::Poll,
             limits: Limits::default(),
             handle_signals: false,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`app`]: the `App` trait, the contract between engines and applications.
 //! - [`chat`]: the chat room, an `App`. No sockets, no clock.
+//! - [`cluster`]: rooms across processes through Redis (`--cluster`):
+//!   the entries, a RESP codec and the sans-IO link.
 //! - [`quiz`]: the quiz game, a second `App` on the same engines.
 //! - [`framing`]: bytes → lines, with a length cap.
 //! - [`sanitize`]: lines → text safe to show on a terminal.
@@ -35,6 +37,7 @@ pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

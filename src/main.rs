@@ -31,14 +31,17 @@ fn main() -> ExitCode {
             if let Err(e) = pollchat::logging::init(args.server.log_level()) {
                 return start_error(&e);
             }
-            let settings = match args.rooms.settings() {
-                Ok(settings) => settings,
+            let (config, settings) = match args.configure() {
+                Ok(both) => both,
                 Err(e) => return start_error(&e),
             };
             if settings.op_secret.is_some() {
                 info!("operators: /op is enabled");
             }
-            serve(args.server.config(args.port), Chat::with(settings))
+            if let Some(node) = &settings.cluster {
+                info!("cluster: node {node}");
+            }
+            serve(config, Chat::with(settings))
         }
         Command::Quiz(args) => {
             if let Err(e) = pollchat::logging::init(args.server.log_level()) {

@@ -6,8 +6,10 @@
 //! - `rooms.rs` is the rooms: names, members, when an empty one goes.
 //! - `history.rs` is a room's last lines, replayed to whoever joins.
 //! - `moderation.rs` is the operator secret, bans and `/op` guessing.
+//! - `cluster.rs` is what a node tells the others with `--cluster`.
 //! - `service.rs` is the App: who hears what, and every command.
 
+pub mod cluster;
 pub mod command;
 pub mod history;
 pub mod moderation;

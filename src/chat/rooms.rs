@@ -120,6 +120,8 @@ pub struct Rooms {
     max: usize,
     /// No room has a deadline before this (see `next_deadline`).
     deadline: Option<Instant>,
+    /// The room `find_or_make` last dropped to make way, until taken.
+    evicted: Option<String>,
 }
 
 impl Rooms {
@@ -132,6 +134,7 @@ impl Rooms {
             by_name,
             max: max.max(1),
             deadline: None,
+            evicted: None,
         }
     }
 
@@ -167,7 +170,7 @@ impl Rooms {
             let Some((_, id)) = oldest_empty else {
                 return Err(TooManyRooms);
             };
-            self.forget(id);
+            self.evicted = self.forget(id);
         }
         let room = Some(Room::new(name));
         let id = match self.free.pop() {
@@ -182,6 +185,11 @@ impl Rooms {
         };
         self.by_name.insert(name.to_ascii_lowercase(), id);
         Ok(id)
+    }
+
+    /// The room the last `find_or_make` dropped to make way, if any.
+    pub fn take_evicted(&mut self) -> Option<String> {
+        self.evicted.take()
     }
 
     pub fn get(&self, id: RoomId) -> Option<&Room> {

@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::cluster::Bridge;
 use super::command::{self, Command};
 use super::moderation::{self, Bans, OpAttempts, OpSecret};
-use super::names::Roster;
+use super::names::{Name, Roster};
 use super::rooms::{self, MAX_TOPIC, Rooms, TooManyRooms};
 use crate::app::{App, ClientId, Clock, MAX_REPLY, Outbox, Recipients, RoomId};
+use crate::cluster::{ClusterEvent, Entry, Kind};
 use crate::sanitize::cut;
 
 /// Names a `/who` reply lists before `... and N more`: names are at most
@@ -85,6 +87,9 @@ pub struct Settings {
     pub rooms: bool,
     /// What the welcome line calls this place ("this chatroom", "the quiz").
     pub place: &'static str,
+    /// `--cluster`: this node's name; its rooms are shared with the other
+    /// nodes (`chat/cluster.rs`).
+    pub cluster: Option<String>,
 }
 
 impl Default for Settings {
@@ -96,6 +101,7 @@ impl Default for Settings {
             op_secret: None,
             rooms: true,
             place: "this chatroom",
+            cluster: None,
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct Chat {
     op_attempts: OpAttempts,
     /// The number for the next default `user<N>` name.
     next_default: u64,
+    /// `--cluster`: this node among the others.
+    cluster: Option<Bridge>,
     settings: Settings,
 }
 
@@ -159,6 +167,7 @@ impl Chat {
             bans: Bans::default(),
             op_attempts: OpAttempts::default(),
             next_default: 0,
+            cluster: settings.cluster.clone().map(Bridge::new),
             settings,
         }
     }
@@ -228,8 +237,14 @@ impl Chat {
             return;
         }
         match command {
-            Command::Say(text) => self.say(client, room, format!("<{name}> {text}\n"), now, out),
-            Command::Me(action) => self.say(client, room, format!("* {name} {action}\n"), now, out),
+            Command::Say(text) => {
+                let line = format!("<{name}> {text}\n");
+                self.say(client, room, line, Kind::Say, now, out);
+            }
+            Command::Me(action) => {
+                let line = format!("* {name} {action}\n");
+                self.say(client, room, line, Kind::Me, now, out);
+            }
             Command::Msg { to, text } => self.private_message(client, to, text, out),
             Command::Nick(new) => self.nick(client, room, new, out),
             Command::Who => self.who(client, room, out),
@@ -320,13 +335,66 @@ impl Chat {
     // ----- chat -------------------------------------------------------------
 
     /// A chat line or action: to the rest of the room, and into its history.
-    fn say(&mut self, client: ClientId, room: RoomId, line: String, now: Clock, out: &mut Outbox) {
+    /// (With `--cluster`, the other nodes are told too.)
+    fn say(
+        &mut self,
+        client: ClientId,
+        room: RoomId,
+        line: String,
+        kind: Kind,
+        now: Clock,
+        out: &mut Outbox,
+    ) {
+        if let Some(&name) = self.members.get(client) {
+            self.publish(client, name.as_str(), room, kind, &line, out);
+        }
         let bytes: Arc<[u8]> = Arc::from(line.into_bytes());
         if let Some(r) = self.rooms.get_mut(room) {
             r.history
                 .record(self.settings.history, now.wall, Arc::clone(&bytes));
         }
         out.send_shared(Recipients::RoomBut(room, client), bytes);
+    }
+
+    /// `--cluster`: tell the other nodes what `client` made `room` hear.
+    fn publish(
+        &self,
+        client: ClientId,
+        from: &str,
+        room: RoomId,
+        kind: Kind,
+        line: &str,
+        out: &mut Outbox,
+    ) {
+        let (Some(bridge), Some(r)) = (&self.cluster, self.rooms.get(room)) else {
+            return;
+        };
+        bridge.publish(out, client, &r.name, kind, from, line);
+    }
+
+    /// Another node's line: shown to this node's members of its room, as
+    /// theirs would be (chat into the history; joins and leaves of a big
+    /// room counted for its summary).
+    fn remote_entry(&mut self, entry: Entry, now: Clock, out: &mut Outbox) {
+        let Some(id) = self.rooms.find(&entry.room) else {
+            return; // no longer a room here
+        };
+        match entry.kind {
+            Kind::Say | Kind::Me => {
+                let bytes: Arc<[u8]> = Arc::from(format!("{}\n", entry.text).into_bytes());
+                if let Some(r) = self.rooms.get_mut(id) {
+                    r.history
+                        .record(self.settings.history, now.wall, Arc::clone(&bytes));
+                }
+                out.send_shared(Recipients::Room(id), bytes);
+            }
+            Kind::Nick => out.room(id, &entry.text),
+            Kind::Join | Kind::Leave => {
+                let size = self.rooms.get(id).map_or(0, |r| r.members.len());
+                let joined = entry.kind == Kind::Join;
+                self.tell_or_count(id, None, &entry.text, joined, size, now.now, out);
+            }
+        }
     }
 
     fn private_message(&mut self, client: ClientId, to: &str, text: &str, out: &mut Outbox) {
@@ -343,11 +411,14 @@ impl Chat {
         out.to(client, &format!("-> {to}: {text}"));
     }
 
-    /// The first free `user<N>`.
+    /// The first free `user<N>` (`user<N>-<node>` with `--cluster`).
     fn default_name(&mut self) -> String {
         loop {
             self.next_default += 1;
-            let name = format!("user{}", self.next_default);
+            let name = match &self.cluster {
+                Some(bridge) => bridge.default_name(self.next_default),
+                None => format!("user{}", self.next_default),
+            };
             if self.members.holder(&name).is_none() {
                 return name;
             }
@@ -357,7 +428,9 @@ impl Chat {
     fn nick(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) {
         match self.members.set(client, new) {
             Ok(Some(old)) if old.as_str() != new => {
-                out.room(room, &format!("* {old} is now known as {new}"));
+                let line = format!("* {old} is now known as {new}");
+                out.room(room, &line);
+                self.publish(client, new, room, Kind::Nick, &line, out);
             }
             Ok(_) => {}
             Err(err) => out.to(client, &format!("! {err}")),
@@ -399,7 +472,18 @@ impl Chat {
             out.to(client, &format!("! {err}"));
             return;
         }
+        let new = self.rooms.find(target).is_none();
         let id = match self.rooms.find_or_make(target) {
+            Ok(id) if new => {
+                let evicted = self.rooms.take_evicted();
+                if self.cluster.is_some() {
+                    if let Some(gone) = evicted {
+                        out.unfollow(&gone.to_ascii_lowercase());
+                    }
+                    out.follow(&target.to_ascii_lowercase());
+                }
+                id
+            }
             Ok(id) => id,
             Err(TooManyRooms) => {
                 out.to(
@@ -433,7 +517,7 @@ impl Chat {
         self.rooms.remove(seat.room, client, now);
         self.announce(
             seat.room,
-            client,
+            (client, name),
             &format!("* {name} left for {to_name}"),
             false,
             now,
@@ -444,7 +528,14 @@ impl Chat {
             s.room = to;
         }
         self.rooms.add(to, client);
-        self.announce(to, client, &format!("* {name} joined"), true, now, out);
+        self.announce(
+            to,
+            (client, name),
+            &format!("* {name} joined"),
+            true,
+            now,
+            out,
+        );
         let Some(room) = self.rooms.get(to) else {
             return;
         };
@@ -462,23 +553,49 @@ impl Chat {
 
     /// A join or leave: told to the room, or counted for its next summary
     /// if the room is big (`--quiet-above`).
+    /// (`who` is the member and its name: it may be forgotten already.)
     fn announce(
         &mut self,
         room: RoomId,
-        client: ClientId,
+        who: (ClientId, Name),
         line: &str,
         joined: bool,
         now: Instant,
         out: &mut Outbox,
     ) {
-        let quiet_above = self.settings.quiet_above;
-        let Some(r) = self.rooms.get_mut(room) else {
+        let (client, name) = who;
+        let kind = if joined { Kind::Join } else { Kind::Leave };
+        self.publish(client, name.as_str(), room, kind, line, out);
+        let Some(r) = self.rooms.get(room) else {
             return;
         };
         // The size it had with the one who came or went.
         let size = r.members.len() + usize::from(!joined);
-        if size <= quiet_above {
-            out.room_but(room, client, line);
+        self.tell_or_count(room, Some(client), line, joined, size, now, out);
+    }
+
+    /// A join or leave in `room` of `size`: said (to all but `except`), or
+    /// counted for the room's next summary if it is bigger than
+    /// `--quiet-above`.
+    #[allow(clippy::too_many_arguments)]
+    fn tell_or_count(
+        &mut self,
+        room: RoomId,
+        except: Option<ClientId>,
+        line: &str,
+        joined: bool,
+        size: usize,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if size <= self.settings.quiet_above {
+            match except {
+                Some(client) => out.room_but(room, client, line),
+                None => out.room(room, line),
+            }
             return;
         }
         let told = &mut r.unannounced;
@@ -729,7 +846,7 @@ impl Chat {
             if client != target {
                 self.announce(
                     s.room,
-                    client,
+                    (client, n),
                     &format!("* {n} left (banned)"),
                     false,
                     now,
@@ -833,13 +950,16 @@ impl Chat {
             Some(msg) => format!("* {name} left ({msg})"),
             None => format!("* {name} left"),
         };
-        self.announce(room, client, &line, false, now, out);
+        self.announce(room, (client, name), &line, false, now, out);
         Some(())
     }
 
     /// Forget a member without a word.
     fn forget(&mut self, client: ClientId, now: Instant) {
         self.members.remove(client);
+        if let Some(bridge) = self.cluster.as_mut() {
+            bridge.forget(client);
+        }
         if let Some(seat) = self.seats.get_mut(client.0).and_then(Option::take) {
             self.rooms.remove(seat.room, client, now);
         }
@@ -872,6 +992,9 @@ impl App for Chat {
         // Valid and free by construction; a failure would only mean the
         // client already had a name, which engines never cause.
         let _ = self.members.set(client, &name);
+        let Some(&held) = self.members.get(client) else {
+            return;
+        };
         if self.seats.len() <= client.0 {
             self.seats.resize(client.0 + 1, None);
         }
@@ -889,9 +1012,12 @@ impl App for Chat {
                 self.settings.place
             ),
         );
+        if let Some(note) = self.cluster.as_ref().and_then(Bridge::on_join) {
+            out.to(client, note);
+        }
         self.announce(
             RoomId::LOBBY,
-            client,
+            (client, held),
             &format!("* {name} joined"),
             true,
             now,
@@ -914,6 +1040,34 @@ impl App for Chat {
                 "room {name} was empty for {} min: forgotten",
                 rooms::EMPTY_ROOM_KEPT.as_secs() / 60
             );
+            if self.cluster.is_some() {
+                out.unfollow(&name.to_ascii_lowercase());
+            }
+        }
+    }
+
+    fn handle_cluster(&mut self, event: ClusterEvent, now: Clock, out: &mut Outbox) {
+        let Some(bridge) = self.cluster.as_mut() else {
+            return;
+        };
+        match event {
+            ClusterEvent::Remote(entry) => self.remote_entry(entry, now, out),
+            ClusterEvent::Lost { room, node, count } => {
+                if let Some(id) = self.rooms.find(&room) {
+                    out.room(
+                        id,
+                        &format!("* {count} message(s) from node {node} were lost"),
+                    );
+                }
+            }
+            other => {
+                if bridge.link_news(&other, out) {
+                    // (Re)connected: hear every room this node has.
+                    for (_, room) in self.rooms.iter() {
+                        out.follow(&room.name.to_ascii_lowercase());
+                    }
+                }
+            }
         }
     }
 
@@ -998,6 +1152,12 @@ mod tests {
                     Output::Enter { client, room } => {
                         (Recipients::One(client), format!("<enter {}>", room.0))
                     }
+                    Output::Publish { sender, entry } => (
+                        Recipients::One(sender),
+                        format!("<publish {} {:?} {}>", entry.room, entry.kind, entry.text),
+                    ),
+                    Output::Follow { room } => (Recipients::All, format!("<follow {room}>")),
+                    Output::Unfollow { room } => (Recipients::All, format!("<unfollow {room}>")),
                 })
                 .collect()
         }
@@ -1702,6 +1862,166 @@ mod tests {
     /// Property tests: any sequence of joins, lines (chat, commands, nick
     /// changes, room moves, private messages, anything) and leaves, driven
     /// the way an engine drives the service, keeps its promises.
+    /// `--cluster`: what a node tells the others and what it shows of theirs.
+    mod cluster {
+        use super::*;
+        use crate::cluster::{ClusterEvent, Entry, Kind};
+
+        fn node_a() -> Harness {
+            Harness::with(Settings {
+                cluster: Some("a".into()),
+                ..Settings::default()
+            })
+        }
+
+        fn event(h: &mut Harness, event: ClusterEvent) -> Vec<(Recipients, String)> {
+            let clock = Clock {
+                now: h.now,
+                wall: h.wall,
+            };
+            h.room.handle_cluster(event, clock, &mut h.out);
+            h.take()
+        }
+
+        fn remote(room: &str, kind: Kind, text: &str) -> ClusterEvent {
+            ClusterEvent::Remote(Entry {
+                room: room.into(),
+                kind,
+                from: "user1-b".into(),
+                text: text.into(),
+            })
+        }
+
+        fn publish(id: usize, room: &str, kind: &str, text: &str) -> (Recipients, String) {
+            one(id, &format!("<publish {room} {kind} {text}>"))
+        }
+
+        #[test]
+        fn default_names_carry_the_node_and_lines_joins_and_renames_are_published() {
+            let mut h = node_a();
+            let joined = h.join(1);
+            assert!(joined[0].1.contains("You are user1-a."), "{joined:?}");
+            assert!(joined.contains(&publish(1, "#lobby", "Join", "* user1-a joined")));
+            h.join(2);
+            assert_eq!(
+                h.say(1, "hi"),
+                [
+                    publish(1, "#lobby", "Say", "<user1-a> hi"),
+                    lobby_but(1, "<user1-a> hi\n")
+                ]
+            );
+            let renamed = h.say(1, "/nick alice");
+            assert!(renamed.contains(&publish(
+                1,
+                "#lobby",
+                "Nick",
+                "* user1-a is now known as alice"
+            )));
+            assert!(
+                h.leave(1)
+                    .contains(&publish(1, "#lobby", "Leave", "* alice left"))
+            );
+        }
+
+        #[test]
+        fn other_nodes_lines_reach_the_room_and_its_history_and_not_other_rooms() {
+            let mut h = node_a();
+            h.join(1);
+            h.join(2);
+            let moved = h.say(2, "/join #Rust");
+            assert!(
+                moved.contains(&(Recipients::All, "<follow #rust>".into())),
+                "{moved:?}"
+            );
+            let heard = event(&mut h, remote("#lobby", Kind::Say, "<user1-b> hello"));
+            assert_eq!(heard, [lobby("<user1-b> hello\n")]);
+            assert_eq!(event(&mut h, remote("#gone", Kind::Say, "<x> y")), []);
+            // The line is in #lobby's history: one who comes back sees it.
+            let back = h.say(2, "/part");
+            assert!(
+                back.iter().any(|(_, l)| l.contains("<user1-b> hello")),
+                "{back:?}"
+            );
+        }
+
+        #[test]
+        fn a_remote_join_in_a_big_room_is_counted_not_told() {
+            let mut h = Harness::with(Settings {
+                cluster: Some("a".into()),
+                quiet_above: 1,
+                ..Settings::default()
+            });
+            h.join(1);
+            assert_eq!(
+                event(&mut h, remote("#lobby", Kind::Join, "* user1-b joined")),
+                [lobby("* user1-b joined\n")]
+            );
+            h.join(2);
+            assert_eq!(
+                event(&mut h, remote("#lobby", Kind::Join, "* user2-b joined")),
+                []
+            );
+            let summary = h.wait(SUMMARY_EVERY);
+            assert!(
+                summary.iter().any(|(_, l)| l.contains("2 joined")),
+                "{summary:?}"
+            );
+        }
+
+        #[test]
+        fn the_link_going_and_coming_is_told_once_each_way() {
+            let mut h = node_a();
+            h.join(1);
+            assert_eq!(
+                event(&mut h, ClusterEvent::Unreachable),
+                [(
+                    Recipients::All,
+                    format!("{}\n", crate::chat::cluster::DOWN_ON_JOIN)
+                )]
+            );
+            let joined = h.join(2);
+            let note = format!("{}\n", crate::chat::cluster::DOWN_ON_JOIN);
+            assert!(joined.contains(&one(2, &note)), "{joined:?}");
+            let up = event(&mut h, ClusterEvent::Up);
+            assert_eq!(up[0], (Recipients::All, "* cluster link restored\n".into()));
+            assert!(
+                up.contains(&(Recipients::All, "<follow #lobby>".into())),
+                "{up:?}"
+            );
+            assert_eq!(
+                event(&mut h, ClusterEvent::Down),
+                [(Recipients::All, "* cluster link lost\n".into())]
+            );
+            let not_sent = ClusterEvent::NotSent {
+                client: ClientId(1),
+            };
+            assert_eq!(event(&mut h, not_sent.clone()).len(), 1, "told once");
+            assert_eq!(event(&mut h, not_sent), [], "not twice");
+            let lost = ClusterEvent::Lost {
+                room: "#lobby".into(),
+                node: "b".into(),
+                count: 3,
+            };
+            assert_eq!(
+                event(&mut h, lost),
+                [lobby("* 3 message(s) from node b were lost\n")]
+            );
+        }
+
+        #[test]
+        fn without_cluster_nothing_is_published() {
+            let mut h = Harness::new();
+            h.join(1);
+            h.join(2);
+            let said = h.say(1, "hi");
+            assert!(
+                said.iter().all(|(_, l)| !l.starts_with("<publish")),
+                "{said:?}"
+            );
+            assert_eq!(event(&mut h, remote("#lobby", Kind::Say, "<x> y")), []);
+        }
+    }
+
     mod properties {
         use std::collections::{BTreeMap, BTreeSet};
 
@@ -1911,6 +2231,11 @@ mod tests {
                         } => {
                             prop_assert!(self.connected.contains_key(&c), "closing absent {c}");
                             self.disconnect(c)?;
+                        }
+                        other => {
+                            return Err(TestCaseError::fail(format!(
+                                "no --cluster, yet {other:?}"
+                            )));
                         }
                     }
                 }

@@ -15,6 +15,8 @@
 //! - `threaded_web.rs`: a threaded-engine browser's request head and
 //!   answer, and its WebSocket, shared by its reader and writer behind one
 //!   lock.
+//! - `poll_cluster.rs`: `--cluster`: the Redis link's two sockets in the
+//!   poll loop (the link itself is sans-IO, in `cluster::link`).
 //! - `rules.rs`: what both engines do the same way (`--sendq`,
 //!   refusals, accept back-off, close and shutdown grace).
 //! - `listen.rs`: the listening socket, with a backlog for connection storms.
@@ -30,6 +32,10 @@ mod out_queue;
 pub(crate) use out_queue::write_once;
 mod output_limits;
 pub mod poll;
+#[cfg(feature = "cluster")]
+mod poll_cluster;
+#[cfg(feature = "cluster")]
+pub use poll_cluster::ClusterConfig;
 mod rules;
 pub mod threaded;
 mod threaded_tls;
@@ -87,6 +93,12 @@ impl<A: App + Send + 'static> Server<A> {
     /// Bind the listener and prepare the chosen engine. Nothing is accepted
     /// until `run()`.
     pub fn bind(config: Config, app: A) -> Result<Self, StartError> {
+        #[cfg(feature = "cluster")]
+        if config.engine == EngineKind::Threaded && config.cluster.is_some() {
+            return Err(StartError::Config(
+                "--cluster needs --engine poll: the threaded engine has no loop to run the Redis link in (docs/engines.md)".into(),
+            ));
+        }
         match config.engine {
             EngineKind::Poll => Ok(Server::Poll(poll::PollServer::bind(config, app)?)),
             EngineKind::Threaded => Ok(Server::Threaded(threaded::ThreadedServer::bind(

@@ -57,6 +57,8 @@ use super::fanout_log::FanoutLog;
 use super::listen::{self, Listeners};
 use super::out_queue::{OutQueue, Wrote};
 use super::output_limits::{self, Lagging};
+#[cfg(feature = "cluster")]
+use super::poll_cluster::{self, ClusterIo};
 use super::rules::{self, AcceptBackoff, CLOSE_GRACE, LINGER, SHUTDOWN_FLUSH};
 use crate::admission::Admission;
 use crate::app::{App, ClientId, Clock, Outbox, Output, Recipients, RoomId};
@@ -206,6 +208,9 @@ struct Loop<A> {
     next_serial: u32,
     /// The web port's request checks and WebSocket sizes.
     web: Option<Arc<Front>>,
+    /// `--cluster`: the link to Redis and its two sockets.
+    #[cfg(feature = "cluster")]
+    cluster: Option<ClusterIo>,
 }
 
 /// The output half of the loop: one broadcast goes into `log` in
@@ -356,6 +361,13 @@ impl<A: App> PollServer<A> {
         let listener = listener.map(|(l, _)| l);
         let tls_listener = tls_listener.map(|((l, _), acceptor)| (l, acceptor));
         let web_listener = web_listener.map(|((l, _), acceptor)| (l, acceptor));
+        // `--cluster`: its sockets open at the first tick (or, with
+        // `--cluster-required`, Redis is asked here first).
+        #[cfg(feature = "cluster")]
+        let cluster = match &config.cluster {
+            Some(c) => Some(ClusterIo::new(c, std::time::Instant::now())?),
+            None => None,
+        };
 
         // The waker lets another thread interrupt `poll()`; the shutdown
         // handle owns it.
@@ -439,6 +451,8 @@ impl<A: App> PollServer<A> {
                 dead: Vec::new(),
                 next_serial: 0,
                 web: web_front,
+                #[cfg(feature = "cluster")]
+                cluster,
             },
         })
     }
@@ -515,6 +529,13 @@ impl<A: App> PollServer<A> {
                             }
                         }
                     }
+                    // The cluster link's sockets: connect, or read replies.
+                    #[cfg(feature = "cluster")]
+                    token @ (poll_cluster::CMD | poll_cluster::READER) => {
+                        if let Some(cluster) = self.state.cluster.as_mut() {
+                            cluster.ready(token, &mut self.state.scratch, now);
+                        }
+                    }
                     // A client socket: read it if readable, flush if writable.
                     Token(key) => self.state.client_ready(key, event, now),
                 }
@@ -552,10 +573,15 @@ impl<A: App> Loop<A> {
         {
             return Some(Duration::ZERO);
         }
+        #[cfg(feature = "cluster")]
+        let link = self.cluster.as_ref().and_then(|c| c.link.poll_timeout());
+        #[cfg(not(feature = "cluster"))]
+        let link = None;
         [
             self.app.poll_timeout(),
             self.accepting.paused_until,
             self.timers.next_deadline(),
+            link,
         ]
         .into_iter()
         .flatten()
@@ -1057,6 +1083,31 @@ impl<A: App> Loop<A> {
                 Output::Close {
                     client: ClientId(key),
                 } => self.leave(key, now, Life::Closing),
+                #[cfg(feature = "cluster")]
+                Output::Publish { sender, entry } => {
+                    if let Some(cluster) = self.cluster.as_mut()
+                        && cluster.link.publish(&entry, now).is_err()
+                    {
+                        let event = crate::cluster::ClusterEvent::NotSent { client: sender };
+                        self.app
+                            .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+                    }
+                }
+                #[cfg(feature = "cluster")]
+                Output::Follow { room } => {
+                    if let Some(cluster) = self.cluster.as_mut() {
+                        cluster.link.follow(&room, now);
+                    }
+                }
+                #[cfg(feature = "cluster")]
+                Output::Unfollow { room } => {
+                    if let Some(cluster) = self.cluster.as_mut() {
+                        cluster.link.unfollow(&room);
+                    }
+                }
+                // The lean build has no link; no App asks for one there.
+                #[cfg(not(feature = "cluster"))]
+                Output::Publish { .. } | Output::Follow { .. } | Output::Unfollow { .. } => {}
             }
         }
         // Keep the allocation, unless new outputs arrived meanwhile.
@@ -1323,6 +1374,8 @@ impl<A: App> Loop<A> {
     /// output limits are applied, clients that just shut their side read
     /// what is waiting, and finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry, now: Instant) {
+        #[cfg(feature = "cluster")]
+        self.step_cluster(registry, now);
         self.write_owed(registry, now);
         self.handle_failed_writes(now);
         self.keep_output_in_bounds(now);
@@ -1336,6 +1389,26 @@ impl<A: App> Loop<A> {
             }
         }
         self.reap(registry);
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.flush(registry, now);
+        }
+    }
+
+    /// `--cluster`: the link's timers and sockets, then what it heard,
+    /// handed to the App (other nodes' lines, link lost or back), whose
+    /// outputs are written in this same tick.
+    #[cfg(feature = "cluster")]
+    fn step_cluster(&mut self, registry: &Registry, now: Instant) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.step(registry, now);
+        while let Some(event) = self.cluster.as_mut().and_then(|c| c.link.poll_event()) {
+            self.app
+                .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+            self.dispatch(now);
+        }
     }
 
     /// One `writev` per client that is owed output: its private lines and

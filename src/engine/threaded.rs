@@ -1288,7 +1288,7 @@ impl<A: App> Room<A> {
                 .iter()
                 .filter_map(|o| match o {
                     Output::Close { client } => Some(client.0),
-                    Output::Send { .. } | Output::Enter { .. } => None,
+                    _ => None,
                 })
                 .collect();
             for output in outbox.drain() {
@@ -1325,6 +1325,10 @@ impl<A: App> Room<A> {
                     } => {
                         self.depart(key, Farewell::Flush);
                     }
+                    // Only the poll engine links to other nodes; `main`
+                    // refuses `--cluster` with this engine, so the App
+                    // never asks for these here.
+                    Output::Publish { .. } | Output::Follow { .. } | Output::Unfollow { .. } => {}
                 }
             }
             self.outbox = outbox;

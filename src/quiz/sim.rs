@@ -174,6 +174,7 @@ impl Table {
                 Output::Enter { client, room } => {
                     panic!("the quiz has one room, yet {client:?} entered {room:?}")
                 }
+                other => panic!("the quiz has no --cluster, yet {other:?}"),
             }
         }
     }

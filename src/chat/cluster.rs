@@ -1,0 +1,115 @@
+//! The chat's side of `--cluster`: what this node tells the others, and
+//! what its members hear about the link. Sans-IO like the rest of the
+//! chat: lines go out as `Output::Publish`, the link's news comes in as
+//! [`ClusterEvent`]s (the service renders other nodes' lines itself).
+
+use std::collections::HashSet;
+
+use crate::app::{ClientId, Outbox};
+use crate::cluster::{ClusterEvent, Entry, Kind};
+
+/// What members are told when the link is down as they join.
+pub const DOWN_ON_JOIN: &str =
+    "* the cluster link is down: for now only this server's users hear you";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    /// Not up yet, and not known to be down.
+    Starting,
+    Up,
+    Down,
+}
+
+/// This node in the cluster, as the chat sees it.
+#[derive(Debug)]
+pub struct Bridge {
+    node: String,
+    link: LinkState,
+    /// Members told, since the link went down, that a line of theirs
+    /// reached this node only: each is told once, not once per line.
+    told_not_sent: HashSet<ClientId>,
+}
+
+impl Bridge {
+    pub fn new(node: String) -> Bridge {
+        Bridge {
+            node,
+            link: LinkState::Starting,
+            told_not_sent: HashSet::new(),
+        }
+    }
+
+    /// Default names carry the node, so they are unique across nodes
+    /// without asking Redis.
+    pub fn default_name(&self, n: u64) -> String {
+        format!("user{n}-{}", self.node)
+    }
+
+    /// Tell the other nodes what `from` made this node show in `room`.
+    pub fn publish(
+        &self,
+        out: &mut Outbox,
+        sender: ClientId,
+        room: &str,
+        kind: Kind,
+        from: &str,
+        line: &str,
+    ) {
+        out.publish(
+            sender,
+            Entry {
+                room: room.to_ascii_lowercase(),
+                kind,
+                from: from.to_string(),
+                text: line.trim_end_matches('\n').to_string(),
+            },
+        );
+    }
+
+    /// A line for a member joining now, if the link is down.
+    pub fn on_join(&self) -> Option<&'static str> {
+        (self.link == LinkState::Down).then_some(DOWN_ON_JOIN)
+    }
+
+    /// The link's own news (not other nodes' lines): who hears what.
+    /// Returns true when the link (re)connected, so the caller re-follows
+    /// its rooms.
+    pub fn link_news(&mut self, event: &ClusterEvent, out: &mut Outbox) -> bool {
+        match event {
+            ClusterEvent::Unreachable => {
+                self.link = LinkState::Down;
+                out.all("* the cluster link is down: for now only this server's users hear you");
+            }
+            ClusterEvent::Down => {
+                self.link = LinkState::Down;
+                out.all("* cluster link lost");
+            }
+            ClusterEvent::Up => {
+                if self.link == LinkState::Down {
+                    out.all("* cluster link restored");
+                }
+                self.link = LinkState::Up;
+                self.told_not_sent.clear();
+                return true;
+            }
+            ClusterEvent::Reset => {
+                out.all("* the cluster's shared state was reset (Redis restarted empty)");
+            }
+            ClusterEvent::NotSent { client } => {
+                if self.told_not_sent.insert(*client) {
+                    out.to(
+                        *client,
+                        "! the cluster link is down and its queue is full: your lines reach only this server until it is back",
+                    );
+                }
+            }
+            ClusterEvent::Remote(_) | ClusterEvent::Lost { .. } => {}
+        }
+        false
+    }
+
+    /// A member left: forget it was told.
+    pub fn forget(&mut self, client: ClientId) {
+        self.told_not_sent.remove(&client);
+    }
+}

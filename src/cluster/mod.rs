@@ -1,0 +1,95 @@
+//! Rooms across processes (`--cluster redis://…`): several pollchat nodes
+//! serve the same rooms through one Redis (docs/cluster.md).
+//!
+//! - this file: what the sans-IO core and the link say to each other
+//!   through the engine: an [`Entry`] goes out, [`ClusterEvent`]s come in;
+//! - `resp.rs`: the Redis wire format, encoded and decoded without I/O;
+//! - `wire.rs`: how an [`Entry`] is written into and read from a stream;
+//! - `link.rs`: the link to Redis as a sans-IO state machine (connect,
+//!   retry, publish, tail the rooms' streams, drop echoes and duplicates,
+//!   notice gaps);
+//! - `url.rs`: the `--cluster` address.
+//!
+//! The poll engine drives the link beside its clients
+//! (`engine::poll_cluster`); the threaded engine refuses `--cluster`.
+
+#[cfg(feature = "cluster")]
+pub mod link;
+#[cfg(feature = "cluster")]
+pub mod resp;
+#[cfg(feature = "cluster")]
+pub mod url;
+#[cfg(feature = "cluster")]
+pub mod wire;
+
+use crate::app::ClientId;
+
+/// What an entry says, so a node can render it and count joins and leaves
+/// of big rooms (`--quiet-above`) like its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Say,
+    Me,
+    Join,
+    Leave,
+    Nick,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Say => "say",
+            Kind::Me => "me",
+            Kind::Join => "join",
+            Kind::Leave => "leave",
+            Kind::Nick => "nick",
+        }
+    }
+
+    pub fn parse(s: &[u8]) -> Option<Kind> {
+        Some(match s {
+            b"say" => Kind::Say,
+            b"me" => Kind::Me,
+            b"join" => Kind::Join,
+            b"leave" => Kind::Leave,
+            b"nick" => Kind::Nick,
+            _ => return None,
+        })
+    }
+}
+
+/// One thing said in a room, as it crosses to the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The room's name folded to lower case (`#lobby`): the stream's key.
+    pub room: String,
+    pub kind: Kind,
+    /// Who said it, by the name they had.
+    pub from: String,
+    /// The line exactly as this node's own members saw it, without `\n`.
+    pub text: String,
+}
+
+/// What the link tells the core, through the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// Another node's entry, in its sender's order, each once.
+    Remote(Entry),
+    /// `count` entries from `node` in `room` were never seen here.
+    Lost {
+        room: String,
+        node: String,
+        count: u64,
+    },
+    /// The link could not be made at start-up (said once).
+    Unreachable,
+    /// The link was up and is lost: local chat goes on.
+    Down,
+    /// The link is up (again).
+    Up,
+    /// Redis came back empty: what it held (history) is gone.
+    Reset,
+    /// `client`'s line could not be queued for the other nodes (the link
+    /// is down and its queue full): it reached this node only.
+    NotSent { client: ClientId },
+}
