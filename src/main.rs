@@ -38,9 +38,6 @@ fn main() -> ExitCode {
             if settings.op_secret.is_some() {
                 info!("operators: /op is enabled");
             }
-            if let Some(node) = &settings.cluster {
-                info!("cluster: node {node}");
-            }
             serve(config, Chat::with(settings))
         }
         Command::Quiz(args) => {

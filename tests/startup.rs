@@ -333,3 +333,47 @@ fn op_secret_from_a_file_or_the_environment() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `--cluster` mistakes: a URL that is not one, the threaded engine, a bad
+/// `--node`, and `--cluster-required` with no Redis: each one line, exit 2.
+#[cfg(feature = "cluster")]
+#[test]
+fn cluster_mistakes_exit_2_with_one_line() {
+    assert_usage_error(
+        &["serve", "--cluster", "http://127.0.0.1:6379"],
+        "bad --cluster URL \"http://127.0.0.1:6379\": it must start with redis://",
+    );
+    assert_usage_error(
+        &["serve", "--cluster", "redis://h:x"],
+        "the port is not a number",
+    );
+    assert_usage_error(
+        &[
+            "serve",
+            "--engine",
+            "threaded",
+            "--cluster",
+            "redis://127.0.0.1:1",
+        ],
+        "--cluster needs --engine poll",
+    );
+    assert_usage_error(
+        &["serve", "--cluster", "redis://127.0.0.1:1", "--node", "a.b"],
+        "--node",
+    );
+    assert_usage_error(&["serve", "--node", "a"], "--cluster");
+    // Nothing listens on a port that was just free: Redis "does not answer".
+    let url = format!("redis://127.0.0.1:{}", common::free_port());
+    let port = common::free_port().to_string();
+    assert_usage_error(
+        &[
+            "serve",
+            "--port",
+            &port,
+            "--cluster",
+            &url,
+            "--cluster-required",
+        ],
+        "--cluster-required: Redis at 127.0.0.1:",
+    );
+}

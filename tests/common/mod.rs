@@ -94,6 +94,7 @@ pub fn name_in_welcome(welcome: &str) -> String {
 }
 
 pub mod numbered;
+pub mod redis;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "web")]

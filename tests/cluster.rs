@@ -1,0 +1,392 @@
+//! `--cluster`: several `pollchat serve` processes sharing rooms through a
+//! real `redis-server` that each test starts on a free port (and kills).
+//! Skipped, with a message, where there is no redis-server.
+//!
+//! Every wait is bounded (`READ_TIMEOUT`, or the deadline given), never a
+//! sleep standing in for an event.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::{ChildServer, Client, READ_TIMEOUT, lines_of, recv_until};
+use pollchat::config::EngineKind;
+
+/// A node on `redis`, once its link is up.
+fn node(redis: &Redis, name: &str) -> ChildServer {
+    let server = node_unlinked(&redis.url(), name);
+    wait_log(&server, "cluster: link up", READ_TIMEOUT);
+    server
+}
+
+/// A node on `url`, without waiting for its link.
+fn node_unlinked(url: &str, name: &str) -> ChildServer {
+    ChildServer::start(
+        EngineKind::Poll,
+        &["--cluster", url, "--node", name, "--rate", "0"],
+    )
+}
+
+#[track_caller]
+fn wait_log(server: &ChildServer, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match server.log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no {needle:?} in the node's log within {within:?}"),
+        }
+    }
+}
+
+/// Each of `clients` says `ready`, and each waits to hear every other
+/// one's: from then on every node reads every other node's lines.
+fn all_hear_each_other(clients: &mut [Client]) {
+    for c in clients.iter_mut() {
+        c.send("ready");
+    }
+    let count = clients.len();
+    for c in clients.iter_mut() {
+        let mut heard = 0;
+        while heard < count - 1 {
+            if c.line().ends_with("> ready") {
+                heard += 1;
+            }
+        }
+    }
+}
+
+/// What one reader got of the numbered lines, per sender.
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    lost: usize,
+    duplicated: usize,
+    reordered: usize,
+}
+
+/// Read `lines` until every sender but `me` has sent `per_sender`
+/// numbered lines (or `READ_TIMEOUT` of silence), checking each sender's
+/// order.
+fn tally(lines: &Receiver<String>, senders: usize, me: usize, per_sender: usize) -> Tally {
+    let mut next: HashMap<usize, usize> = HashMap::new();
+    let mut t = Tally::default();
+    let want = (senders - 1) * per_sender;
+    while t.delivered + t.duplicated + t.reordered < want {
+        let Ok(line) = lines.recv_timeout(READ_TIMEOUT) else {
+            break;
+        };
+        assert!(
+            !line.starts_with("! disconnected"),
+            "reader {me} cut off: {line}"
+        );
+        let Some((k, i)) = common::numbered::numbers_in(&line) else {
+            continue;
+        };
+        let expected = next.entry(k).or_insert(0);
+        if i == *expected {
+            t.delivered += 1;
+            *expected += 1;
+        } else if i < *expected {
+            t.duplicated += 1;
+        } else {
+            t.reordered += 1;
+            *expected = i + 1;
+        }
+    }
+    t.lost = want - t.delivered.min(want);
+    t
+}
+
+/// The next line from a reader thread, within `READ_TIMEOUT`.
+fn next_of(lines: &Receiver<String>) -> impl FnMut() -> Option<String> + '_ {
+    move || lines.recv_timeout(READ_TIMEOUT).ok()
+}
+
+/// Three nodes, 30 clients spread over them, 100 lines each: every line
+/// reaches every other client exactly once, in its sender's order.
+#[test]
+fn every_line_reaches_every_member_on_every_node_in_each_senders_order() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<ChildServer> = ["a", "b", "c"].iter().map(|n| node(&redis, n)).collect();
+    const CLIENTS: usize = 30;
+    const LINES: usize = 100;
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|k| Client::join(nodes[k % 3].addr).0)
+        .collect();
+    all_hear_each_other(&mut clients[..3]);
+    // Everyone is connected and every node reads the others: from here
+    // each client's lines go through its own reader thread.
+    for c in clients.iter_mut() {
+        c.send("/who");
+        c.skip_until(|l| l.contains("here:"));
+    }
+    let readers: Vec<Receiver<String>> = clients.iter().map(lines_of).collect();
+    for (k, c) in clients.iter_mut().enumerate() {
+        let batch: String = (0..LINES)
+            .map(|i| format!("{}\n", common::numbered::numbered_line(k, i, 40)))
+            .collect();
+        c.send_raw(batch.as_bytes());
+    }
+    let mut total = Tally::default();
+    for (me, lines) in readers.iter().enumerate() {
+        let t = tally(lines, CLIENTS, me, LINES);
+        total.delivered += t.delivered;
+        total.lost += t.lost;
+        total.duplicated += t.duplicated;
+        total.reordered += t.reordered;
+    }
+    common::figure(&format!(
+        "cluster: sent={} delivered={} lost={} dup={} reorder={}",
+        CLIENTS * LINES,
+        total.delivered,
+        total.lost,
+        total.duplicated,
+        total.reordered
+    ));
+    assert_eq!(
+        (total.lost, total.duplicated, total.reordered),
+        (0, 0, 0),
+        "every line once, in order"
+    );
+    assert_eq!(total.delivered, CLIENTS * (CLIENTS - 1) * LINES);
+}
+
+/// Redis is killed (-9) while lines flow and comes back empty: nobody is
+/// cut off, the sender's own node hears everything at once, the other
+/// node hears it all once the link is back, each line once, in order, and
+/// everyone hears the link go and come back.
+#[test]
+fn redis_killed_mid_flow_and_restarted_empty_loses_nothing_queued() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::join_as(a.addr, "alice");
+    let mut carol = Client::join_as(a.addr, "carol");
+    let mut bob = Client::join_as(b.addr, "bob");
+    let mut trio = [alice, carol, bob];
+    all_hear_each_other(&mut trio);
+    [alice, carol, bob] = trio;
+    let carol_lines = lines_of(&carol);
+    let bob_lines = lines_of(&bob);
+    let send = |alice: &mut Client, range: std::ops::Range<usize>| {
+        for i in range {
+            alice.send(&common::numbered::numbered_line(0, i, 30));
+        }
+    };
+    send(&mut alice, 0..20);
+    common::numbered::assert_in_order_from(&mut next_of(&bob_lines), 1, 0, 20, "bob");
+    common::numbered::assert_in_order_from(&mut next_of(&carol_lines), 1, 0, 20, "carol");
+    redis.kill();
+    recv_until(&bob_lines, 10, |l| l == "* cluster link lost");
+    recv_until(&carol_lines, 10, |l| l == "* cluster link lost");
+    alice.expect("* cluster link lost");
+    // Said while Redis is gone: queued on node a.
+    send(&mut alice, 20..40);
+    redis.restart_empty();
+    recv_until(&bob_lines, 10, |l| l.contains("shared state was reset"));
+    recv_until(&bob_lines, 10, |l| l == "* cluster link restored");
+    send(&mut alice, 40..50);
+    common::numbered::assert_in_order_from(&mut next_of(&carol_lines), 1, 20, 50, "carol");
+    let mut after = Vec::new();
+    let mut bob_next = || {
+        let line = bob_lines.recv_timeout(READ_TIMEOUT).ok()?;
+        after.push(line.clone());
+        Some(line)
+    };
+    common::numbered::assert_in_order_from(&mut bob_next, 1, 20, 50, "bob");
+    assert!(
+        !after.iter().any(|l| l.contains("were lost")),
+        "nothing queued was lost: {after:?}"
+    );
+    // Nobody was cut off: all three still chat.
+    bob.send("still here");
+    alice.expect_suffix("<bob> still here");
+    recv_until(&carol_lines, 10, |l| l == "<bob> still here");
+}
+
+/// No Redis at start-up: the node serves its own clients and says the
+/// link is down; once Redis starts, it links (within the 5 s back-off cap)
+/// and the rooms span nodes again.
+#[test]
+fn redis_down_at_start_serves_locally_then_links() {
+    let Some(binary) = common::redis::redis_binary() else {
+        return;
+    };
+    let port = common::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = node_unlinked(&url, "a");
+    wait_log(&a, "Redis unreachable", READ_TIMEOUT);
+    let (mut alice, welcome_rest) = {
+        let (mut c, _) = Client::join(a.addr);
+        let note = c.line();
+        (c, note)
+    };
+    assert_eq!(
+        welcome_rest,
+        "* the cluster link is down: for now only this server's users hear you"
+    );
+    let mut carol = Client::join_as(a.addr, "carol");
+    alice.send("local still works");
+    carol.expect_suffix("> local still works");
+    let redis = Redis::start_on(&binary, port);
+    wait_log(&a, "cluster: link up", Duration::from_secs(10));
+    alice.expect_suffix("* cluster link restored");
+    let b = node(&redis, "b");
+    let mut bob = Client::join_as(b.addr, "bob");
+    let mut pair = [carol, bob];
+    all_hear_each_other(&mut pair);
+    [carol, bob] = pair;
+    bob.send("across");
+    carol.expect_suffix("<bob> across");
+}
+
+/// While the link is down, node a queues at most 1000 lines for the
+/// others: past that its sender is told (once), and when the link is back
+/// node b hears how many were lost, in place, before the next line.
+#[test]
+fn a_full_queue_tells_the_sender_and_the_other_node_hears_of_the_gap() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, bob] = pair;
+    let bob_lines = lines_of(&bob);
+    redis.kill();
+    alice.expect("* cluster link lost");
+    recv_until(&bob_lines, 10, |l| l == "* cluster link lost");
+    let batch: String = (0..1005)
+        .map(|i| format!("{}\n", common::numbered::numbered_line(0, i, 20)))
+        .collect();
+    alice.send_raw(batch.as_bytes());
+    let told = alice.expect_suffix("until it is back");
+    assert!(
+        told.starts_with("! the cluster link is down and its queue is full"),
+        "{told}"
+    );
+    redis.restart_empty();
+    alice.expect_suffix("* cluster link restored");
+    common::numbered::assert_in_order_from(&mut next_of(&bob_lines), 1, 0, 1000, "bob");
+    // (Sent once bob has the queue: until Redis confirms them, the
+    // queued lines still fill it.)
+    alice.send("after the gap");
+    recv_until(&bob_lines, 10, |l| {
+        l == "* 5 message(s) from node a were lost"
+    });
+    recv_until(&bob_lines, 0, |l| l == "<alice> after the gap");
+    // Told once, not once per line refused.
+    alice.send("/who");
+    for _ in 0..10_000 {
+        let line = alice.line();
+        assert!(!line.contains("queue is full"), "told twice: {line}");
+        if line.contains("here:") {
+            break;
+        }
+    }
+}
+
+/// Nothing from the broker is trusted: entries that do not parse are
+/// skipped (and nobody sees them); the stream goes on after them.
+#[test]
+fn malformed_entries_in_a_stream_are_skipped() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, bob] = pair;
+    let bob_lines = lines_of(&bob);
+    for fields in [
+        &["v", "2", "t", "from the future"][..],
+        &[
+            "v",
+            "1",
+            "n",
+            "x",
+            "i",
+            "zz",
+            "s",
+            "1",
+            "k",
+            "say",
+            "f",
+            "x",
+            "t",
+            "bad incarnation",
+        ],
+        &[
+            "v", "1", "n", "x", "i", "1", "s", "1", "k", "shout", "f", "x", "t", "bad kind",
+        ],
+        &["junk", "\u{1b}[2J"],
+    ] {
+        let mut args = vec!["XADD", "pc:#lobby:log", "*"];
+        args.extend_from_slice(fields);
+        let id = redis.command(&args).expect("XADD");
+        assert!(id.starts_with('$'), "{id}");
+    }
+    alice.send("after the junk");
+    let got = recv_until(&bob_lines, 20, |l| {
+        l.contains("after the junk") || l.contains("bad") || l.contains("future")
+    });
+    assert_eq!(got, "<alice> after the junk");
+}
+
+/// Rooms span nodes: a line in #rust reaches #rust's members on the other
+/// node and not its lobby, and lands in #rust's history there.
+#[test]
+fn rooms_span_nodes_and_stay_apart() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::join_as(a.addr, "alice");
+    let mut bob = Client::join_as(b.addr, "bob");
+    let mut lobby_only = Client::join_as(b.addr, "dave");
+    for c in [&mut alice, &mut bob] {
+        c.send("/join #rust");
+        c.expect_suffix("you are now in #rust (1 user here)");
+    }
+    // Both nodes follow #rust once a member is there: bob hears alice.
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, mut bob] = pair;
+    alice.send("in rust");
+    bob.expect_suffix("<alice> in rust");
+    lobby_only.send("/who");
+    let lobby = lobby_only.skip_until(|l| l.contains("here:") || l.contains("in rust"));
+    assert!(lobby.contains("here:"), "the lobby heard #rust: {lobby}");
+    lobby_only.send("/join #rust");
+    lobby_only.skip_until(|l| l.contains("<alice> in rust"));
+}
+
+/// A Redis that refuses us (a wrong password) is said so in the log, in
+/// plain words, and treated as down: local chat goes on. With the right
+/// password `--cluster-required` starts, and the link comes up.
+#[test]
+fn a_redis_that_refuses_us_is_logged_and_treated_as_down() {
+    let Some(binary) = common::redis::redis_binary() else {
+        return;
+    };
+    let redis = Redis::start_with(&binary, common::free_port(), &["--requirepass", "right"]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let a = node_unlinked(&wrong, "a");
+    let refused = wait_log(&a, "with an error", READ_TIMEOUT);
+    assert!(refused.contains("WRONGPASS"), "{refused}");
+    let (mut alice, _) = Client::join(a.addr);
+    alice.expect("* the cluster link is down: for now only this server's users hear you");
+    let right = format!("redis://:right@127.0.0.1:{}", redis.port);
+    let b = ChildServer::start(
+        EngineKind::Poll,
+        &["--cluster", &right, "--node", "b", "--cluster-required"],
+    );
+    wait_log(&b, "cluster: link up", READ_TIMEOUT);
+}
