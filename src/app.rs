@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::cluster::{ClusterEvent, Entry};
+use crate::cluster::{Ask, ClusterEvent, Entry};
 
 /// The most bytes one [`Recipients::One`] send may hold (issue 11): a reply
 /// must never be able to push its own recipient over `--sendq` by itself.
@@ -76,6 +76,9 @@ pub enum Output {
     Follow { room: String },
     /// `--cluster`: the room is gone here: stop hearing it.
     Unfollow { room: String },
+    /// `--cluster`: ask Redis (names, `/who`); the answer comes back to
+    /// [`App::handle_cluster`].
+    Ask(Ask),
 }
 
 /// Where handlers put their outputs. Engines drain it after every call.
@@ -153,6 +156,10 @@ impl Outbox {
         self.items.push(Output::Unfollow {
             room: room.to_string(),
         });
+    }
+
+    pub fn ask(&mut self, ask: Ask) {
+        self.items.push(Output::Ask(ask));
     }
 
     /// The queued outputs, oldest first, left in place.

@@ -99,6 +99,10 @@ pub struct ClusterArgs {
     /// its own clients and keeps trying).
     #[arg(long, requires = "cluster")]
     pub cluster_required: bool,
+    /// How long Redis holds a name without a refresh (refreshed every
+    /// third of it): a dead node's names are free within this plus a third.
+    #[arg(long, value_name = "MS", requires = "cluster", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+    pub cluster_lease_ms: u64,
 }
 
 #[cfg(feature = "cluster")]
@@ -124,6 +128,7 @@ impl ClusterArgs {
                 user: url.user,
                 password: url.password,
                 db: url.db,
+                lease: Duration::from_millis(self.cluster_lease_ms),
             },
             required: self.cluster_required,
         }))

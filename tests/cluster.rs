@@ -232,12 +232,20 @@ fn redis_down_at_start_serves_locally_then_links() {
         welcome_rest,
         "* the cluster link is down: for now only this server's users hear you"
     );
-    let mut carol = Client::join_as(a.addr, "carol");
+    // Names cannot be checked with the other nodes: a rename waits.
+    alice.send("/nick alice");
+    alice.expect(
+        "! names cannot be checked while the cluster link is down: try again when it is back",
+    );
+    let (mut carol, _) = Client::join(a.addr);
+    alice.expect_suffix(" joined");
     alice.send("local still works");
     carol.expect_suffix("> local still works");
     let redis = Redis::start_on(&binary, port);
     wait_log(&a, "cluster: link up", Duration::from_secs(10));
     alice.expect_suffix("* cluster link restored");
+    alice.send("/nick alice");
+    alice.expect_suffix(" is now known as alice");
     let b = node(&redis, "b");
     let mut bob = Client::join_as(b.addr, "bob");
     let mut pair = [carol, bob];
@@ -389,4 +397,88 @@ fn a_redis_that_refuses_us_is_logged_and_treated_as_down() {
         &["--cluster", &right, "--node", "b", "--cluster-required"],
     );
     wait_log(&b, "cluster: link up", READ_TIMEOUT);
+}
+
+/// Names are unique across nodes: clients on three nodes race for the same
+/// name, twenty times, and each time exactly one wins; `/who` on any node
+/// lists every node's members.
+#[test]
+fn names_are_unique_across_nodes_and_each_race_has_one_winner() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<ChildServer> = ["a", "b", "c"].iter().map(|n| node(&redis, n)).collect();
+    let (mut racers, mut names): (Vec<Client>, Vec<String>) =
+        nodes.iter().map(|n| Client::join(n.addr)).unzip();
+    all_hear_each_other(&mut racers);
+    for round in 0..20 {
+        let name = format!("racer{round}");
+        for r in racers.iter_mut() {
+            r.send(&format!("/nick {name}"));
+        }
+        let mut winners = 0;
+        for (r, mine) in racers.iter_mut().zip(names.iter_mut()) {
+            // Its own answer: the rename, or the refusal.
+            let won = format!("* {mine} is now known as {name}");
+            let answer = r.skip_until(|l| l == won || l.starts_with("! name taken"));
+            if answer == won {
+                winners += 1;
+                *mine = name.clone();
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: one winner");
+    }
+    let mut asker = Client::join_as(nodes[0].addr, "asker");
+    asker.send("/who");
+    let who = asker.skip_until(|l| l.contains("here:"));
+    assert!(who.starts_with("* 4 users here: "), "{who}");
+    assert!(who.contains("racer19") && who.contains("asker"), "{who}");
+}
+
+/// A node killed with -9: its users' names lapse (by Redis's clock) within
+/// the lease and a refresh, the other nodes each say so once, and the
+/// names are free again.
+#[test]
+fn a_killed_nodes_names_expire_and_are_announced_once() {
+    let Some(redis) = Redis::start() else { return };
+    let lease = ["--cluster-lease-ms", "1500"];
+    let url = redis.url();
+    let start = |name: &str| {
+        let args = [
+            &["--cluster", &url, "--node", name, "--rate", "0"][..],
+            &lease[..],
+        ]
+        .concat();
+        let server = ChildServer::start(EngineKind::Poll, &args);
+        wait_log(&server, "cluster: link up", READ_TIMEOUT);
+        server
+    };
+    let (a, mut b, c) = (start("a"), start("b"), start("c"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let carol = Client::join_as(c.addr, "carol");
+    let mut trio = [alice, bob, carol];
+    all_hear_each_other(&mut trio);
+    let [mut alice, _bob, mut carol] = trio;
+    let killed_at = Instant::now();
+    b.child.kill().expect("kill -9 node b");
+    let _ = b.child.wait();
+    for c in [&mut alice, &mut carol] {
+        c.expect_suffix("* bob left (server lost)");
+    }
+    let took = killed_at.elapsed();
+    common::figure(&format!(
+        "cluster: a killed node's names lapsed after {took:?} (lease 1.5 s)"
+    ));
+    for c in [&mut alice, &mut carol] {
+        c.send("/who");
+        loop {
+            let line = c.line();
+            assert!(!line.contains("bob left"), "announced twice");
+            if line.contains("here:") {
+                assert!(line.starts_with("* 2 users here: alice, carol"), "{line}");
+                break;
+            }
+        }
+    }
+    alice.send("/nick bob");
+    alice.expect_suffix(" is now known as bob");
 }

@@ -3,7 +3,7 @@
 //! chat: lines go out as `Output::Publish`, the link's news comes in as
 //! [`ClusterEvent`]s (the service renders other nodes' lines itself).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::app::{ClientId, Outbox};
 use crate::cluster::{ClusterEvent, Entry, Kind};
@@ -28,6 +28,8 @@ pub struct Bridge {
     /// Members told, since the link went down, that a line of theirs
     /// reached this node only: each is told once, not once per line.
     told_not_sent: HashSet<ClientId>,
+    /// Renames waiting for Redis to say the name is free everywhere.
+    pending_nick: HashMap<ClientId, String>,
 }
 
 impl Bridge {
@@ -36,7 +38,26 @@ impl Bridge {
             node,
             link: LinkState::Starting,
             told_not_sent: HashSet::new(),
+            pending_nick: HashMap::new(),
         }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.link == LinkState::Up
+    }
+
+    /// `client` asked for `name`; Redis will answer.
+    pub fn expect_nick(&mut self, client: ClientId, name: &str) {
+        self.pending_nick.insert(client, name.to_string());
+    }
+
+    /// Whether `client` was waiting to be renamed `name` (and no longer is).
+    pub fn take_nick(&mut self, client: ClientId, name: &str) -> bool {
+        if self.pending_nick.get(&client).is_some_and(|n| n == name) {
+            self.pending_nick.remove(&client);
+            return true;
+        }
+        false
     }
 
     /// Default names carry the node, so they are unique across nodes
@@ -95,15 +116,15 @@ impl Bridge {
             ClusterEvent::Reset => {
                 out.all("* the cluster's shared state was reset (Redis restarted empty)");
             }
-            ClusterEvent::NotSent { client } => {
-                if self.told_not_sent.insert(*client) {
-                    out.to(
-                        *client,
-                        "! the cluster link is down and its queue is full: your lines reach only this server until it is back",
-                    );
-                }
+            // (Told once per member while the link is down.)
+            ClusterEvent::NotSent { client } if self.told_not_sent.insert(*client) => {
+                out.to(
+                    *client,
+                    "! the cluster link is down and its queue is full: your lines reach only this server until it is back",
+                );
             }
-            ClusterEvent::Remote(_) | ClusterEvent::Lost { .. } => {}
+            // The service answers these itself.
+            _ => {}
         }
         false
     }
@@ -111,5 +132,6 @@ impl Bridge {
     /// A member left: forget it was told.
     pub fn forget(&mut self, client: ClientId) {
         self.told_not_sent.remove(&client);
+        self.pending_nick.remove(&client);
     }
 }

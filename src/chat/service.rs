@@ -24,10 +24,10 @@ use log::{info, warn};
 use super::cluster::Bridge;
 use super::command::{self, Command};
 use super::moderation::{self, Bans, OpAttempts, OpSecret};
-use super::names::{Name, Roster};
+use super::names::{self, Name, NameError, Roster};
 use super::rooms::{self, MAX_TOPIC, Rooms, TooManyRooms};
 use crate::app::{App, ClientId, Clock, MAX_REPLY, Outbox, Recipients, RoomId};
-use crate::cluster::{ClusterEvent, Entry, Kind};
+use crate::cluster::{Ask, ClusterEvent, Entry, Kind};
 use crate::sanitize::cut;
 
 /// Names a `/who` reply lists before `... and N more`: names are at most
@@ -397,6 +397,60 @@ impl Chat {
         }
     }
 
+    /// `--cluster`: hold `client`'s name on every node, as a member of
+    /// `room` (a join, a move, or again after the link came back).
+    fn claim(&self, client: ClientId, room: RoomId, out: &mut Outbox) {
+        let (Some(bridge), Some(name), Some(r)) = (
+            &self.cluster,
+            self.members.get(client),
+            self.rooms.get(room),
+        ) else {
+            return;
+        };
+        if bridge.is_up() {
+            out.ask(Ask::Claim {
+                client,
+                name: name.as_str().to_string(),
+                old: None,
+                room: r.name.clone(),
+            });
+        }
+    }
+
+    /// Redis answered a claim. A rename this member asked for goes ahead
+    /// or is refused; a name it already had but another node's user holds
+    /// (both took it while the link was down, or Redis was emptied) goes
+    /// to the one who claimed it first: this member gets a fresh default
+    /// name, and is told.
+    fn claimed(&mut self, client: ClientId, name: &str, held: bool, out: &mut Outbox) {
+        let Some(seat) = self.seat(client).copied() else {
+            return; // gone meanwhile (its release is on its way)
+        };
+        if self
+            .cluster
+            .as_mut()
+            .is_some_and(|b| b.take_nick(client, name))
+        {
+            if held {
+                self.rename(client, seat.room, name, out);
+            } else {
+                out.to(client, &format!("! {}", NameError::Taken(name.to_string())));
+            }
+            return;
+        }
+        let still_ours = self.members.get(client).is_some_and(|n| n.as_str() == name);
+        if held || !still_ours {
+            return;
+        }
+        let fresh = self.default_name();
+        out.to(
+            client,
+            &format!("* {name} is held on another server: you are now {fresh}"),
+        );
+        self.rename(client, seat.room, &fresh, out);
+        self.claim(client, seat.room, out);
+    }
+
     fn private_message(&mut self, client: ClientId, to: &str, text: &str, out: &mut Outbox) {
         let Some(target) = self.members.holder(to) else {
             out.to(client, &format!("! no such user: {}", cut(to, 32)));
@@ -425,7 +479,46 @@ impl Chat {
         }
     }
 
+    /// A rename. With `--cluster` the name must first be free on every
+    /// node: Redis is asked, and [`Chat::claimed`] finishes it.
     fn nick(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) {
+        if let Some(bridge) = self.cluster.as_mut() {
+            let Some(&old) = self.members.get(client) else {
+                return;
+            };
+            if let Err(err) = names::Name::new(new) {
+                out.to(client, &format!("! {err}"));
+                return;
+            }
+            match self.members.holder(new) {
+                Some(other) if other != client => {
+                    out.to(client, &format!("! {}", NameError::Taken(new.to_string())));
+                    return;
+                }
+                Some(_) if old.as_str() == new => return,
+                _ => {}
+            }
+            if !bridge.is_up() {
+                out.to(client, "! names cannot be checked while the cluster link is down: try again when it is back");
+                return;
+            }
+            let Some(room) = self.rooms.get(room).map(|r| r.name.clone()) else {
+                return;
+            };
+            bridge.expect_nick(client, new);
+            out.ask(Ask::Claim {
+                client,
+                name: new.to_string(),
+                old: Some(old.as_str().to_string()),
+                room,
+            });
+            return;
+        }
+        self.rename(client, room, new, out);
+    }
+
+    /// Rename now (the name is known to be free).
+    fn rename(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) {
         match self.members.set(client, new) {
             Ok(Some(old)) if old.as_str() != new => {
                 let line = format!("* {old} is now known as {new}");
@@ -437,11 +530,19 @@ impl Chat {
         }
     }
 
-    /// The count, then the first [`WHO_NAMES`] names ignoring case.
+    /// The count, then the first [`WHO_NAMES`] names ignoring case. With
+    /// `--cluster`, of every node (Redis answers: [`ClusterEvent::Who`]).
     fn who(&self, client: ClientId, room: RoomId, out: &mut Outbox) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
+        if self.cluster.as_ref().is_some_and(Bridge::is_up) {
+            out.ask(Ask::Who {
+                client,
+                room: room.name.clone(),
+            });
+            return;
+        }
         let mut names: Vec<&str> = room
             .members
             .iter()
@@ -456,11 +557,9 @@ impl Chat {
             names.truncate(WHO_NAMES);
         }
         names.sort_unstable_by(by_folded);
-        let noun = if count == 1 { "user" } else { "users" };
-        let mut line = format!("* {count} {noun} here: {}", names.join(", "));
-        let more = count - names.len();
-        if more > 0 {
-            line.push_str(&format!(", ... and {more} more"));
+        let mut line = who_line(count, &names);
+        if self.cluster.is_some() {
+            line.push_str(" (this server only: the cluster link is down)");
         }
         out.to(client, &line);
     }
@@ -528,6 +627,7 @@ impl Chat {
             s.room = to;
         }
         self.rooms.add(to, client);
+        self.claim(client, to, out);
         self.announce(
             to,
             (client, name),
@@ -767,7 +867,7 @@ impl Chat {
             .map(|r| format!(" ({})", cut(r, 200)))
             .unwrap_or_default();
         out.to(target, &format!("! you were kicked by {op_name}{why}"));
-        self.forget(target, now);
+        self.forget(target, now, out);
         out.close(target);
         self.announce_action(
             op,
@@ -841,7 +941,7 @@ impl Chat {
                 continue;
             };
             out.to(client, &format!("! you are banned ({mins} minute(s))"));
-            self.forget(client, now);
+            self.forget(client, now, out);
             out.close(client);
             if client != target {
                 self.announce(
@@ -945,7 +1045,7 @@ impl Chat {
     ) -> Option<()> {
         let name = *self.members.get(client)?;
         let room = self.seat(client)?.room;
-        self.forget(client, now);
+        self.forget(client, now, out);
         let line = match parting {
             Some(msg) => format!("* {name} left ({msg})"),
             None => format!("* {name} left"),
@@ -955,15 +1055,32 @@ impl Chat {
     }
 
     /// Forget a member without a word.
-    fn forget(&mut self, client: ClientId, now: Instant) {
-        self.members.remove(client);
+    fn forget(&mut self, client: ClientId, now: Instant, out: &mut Outbox) {
+        let name = self.members.remove(client);
         if let Some(bridge) = self.cluster.as_mut() {
             bridge.forget(client);
+            if let Some(name) = name.filter(|_| bridge.is_up()) {
+                out.ask(Ask::Release {
+                    name: name.as_str().to_string(),
+                });
+            }
         }
         if let Some(seat) = self.seats.get_mut(client.0).and_then(Option::take) {
             self.rooms.remove(seat.room, client, now);
         }
     }
+}
+
+/// `* 3 users here: a, b, c`, and how many more were not named.
+fn who_line(count: usize, names: &[impl AsRef<str>]) -> String {
+    let noun = if count == 1 { "user" } else { "users" };
+    let shown: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    let mut line = format!("* {count} {noun} here: {}", shown.join(", "));
+    let more = count.saturating_sub(names.len());
+    if more > 0 {
+        line.push_str(&format!(", ... and {more} more"));
+    }
+    line
 }
 
 /// The order of the lower-cased names, compared byte by byte so a sort
@@ -1015,6 +1132,7 @@ impl App for Chat {
         if let Some(note) = self.cluster.as_ref().and_then(Bridge::on_join) {
             out.to(client, note);
         }
+        self.claim(client, RoomId::LOBBY, out);
         self.announce(
             RoomId::LOBBY,
             (client, held),
@@ -1060,11 +1178,40 @@ impl App for Chat {
                     );
                 }
             }
+            ClusterEvent::Claimed { client, name, held } => self.claimed(client, &name, held, out),
+            ClusterEvent::Who {
+                client,
+                count,
+                names,
+            } => {
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                out.to(client, &who_line(count, &names));
+            }
+            ClusterEvent::NoAnswer(Ask::Claim { client, name, .. }) => {
+                if bridge.take_nick(client, &name) {
+                    out.to(client, "! the name service did not answer: try again");
+                }
+            }
+            ClusterEvent::NoAnswer(Ask::Who { client, .. }) => {
+                // Asked as the link went: this node's own answer.
+                if let Some(&seat) = self.seat(client) {
+                    self.who(client, seat.room, out);
+                }
+            }
+            ClusterEvent::NoAnswer(Ask::Release { .. }) => {}
             other => {
                 if bridge.link_news(&other, out) {
-                    // (Re)connected: hear every room this node has.
+                    // (Re)connected: hear every room this node has, and
+                    // hold every member's name again.
                     for (_, room) in self.rooms.iter() {
                         out.follow(&room.name.to_ascii_lowercase());
+                    }
+                    let seated: Vec<(ClientId, RoomId)> = self
+                        .members()
+                        .filter_map(|c| Some((c, self.seat(c)?.room)))
+                        .collect();
+                    for (client, room) in seated {
+                        self.claim(client, room, out);
                     }
                 }
             }
@@ -1158,6 +1305,7 @@ mod tests {
                     ),
                     Output::Follow { room } => (Recipients::All, format!("<follow {room}>")),
                     Output::Unfollow { room } => (Recipients::All, format!("<unfollow {room}>")),
+                    Output::Ask(ask) => (Recipients::All, format!("<ask {ask:?}>")),
                 })
                 .collect()
         }
@@ -1910,17 +2058,48 @@ mod tests {
                     lobby_but(1, "<user1-a> hi\n")
                 ]
             );
-            let renamed = h.say(1, "/nick alice");
-            assert!(renamed.contains(&publish(
-                1,
-                "#lobby",
-                "Nick",
-                "* user1-a is now known as alice"
-            )));
+            // Before the link is up, a rename cannot be checked.
+            let refused = h.say(1, "/nick alice");
             assert!(
-                h.leave(1)
-                    .contains(&publish(1, "#lobby", "Leave", "* alice left"))
+                refused[0].1.starts_with("! names cannot be checked"),
+                "{refused:?}"
             );
+            let up = event(&mut h, ClusterEvent::Up);
+            let held_again = up
+                .iter()
+                .any(|(_, l)| l.contains("Claim") && l.contains("user1-a"));
+            assert!(held_again, "names are held again: {up:?}");
+            let asked = h.say(1, "/nick alice");
+            assert_eq!(asked.len(), 1, "{asked:?}");
+            assert!(
+                asked[0]
+                    .1
+                    .contains(r#"name: "alice", old: Some("user1-a")"#),
+                "{asked:?}"
+            );
+            let claimed = |name: &str, held| ClusterEvent::Claimed {
+                client: ClientId(1),
+                name: name.into(),
+                held,
+            };
+            let renamed = event(&mut h, claimed("alice", true));
+            let nick = publish(1, "#lobby", "Nick", "* user1-a is now known as alice");
+            assert!(renamed.contains(&nick), "{renamed:?}");
+            // Another node's user has "bob": refused, the name kept.
+            h.say(1, "/nick bob");
+            let taken = event(&mut h, claimed("bob", false));
+            assert_eq!(taken, [one(1, "! name taken: bob\n")]);
+            // A name it holds, found taken when claimed again: a fresh one.
+            let clash = event(&mut h, claimed("alice", false));
+            let told = "* alice is held on another server: you are now user3-a";
+            assert!(clash[0].1.starts_with(told), "{clash:?}");
+            let left = h.leave(1);
+            let leave = publish(1, "#lobby", "Leave", "* user3-a left");
+            assert!(left.contains(&leave), "{left:?}");
+            let released = left
+                .iter()
+                .any(|(_, l)| l.contains("Release") && l.contains("user3-a"));
+            assert!(released, "{left:?}");
         }
 
         #[test]

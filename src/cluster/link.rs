@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::names::{self, Script};
 use super::resp::{self, Frame};
 use super::wire::{self, Stamp};
-use super::{ClusterEvent, Entry};
+use super::{Ask, ClusterEvent, Entry};
 
 /// How long one `XREAD` waits for entries (ms, as Redis takes it).
 pub const BLOCK_MS: &str = "1000";
@@ -67,7 +68,14 @@ pub struct LinkSettings {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// How long a name is held without a refresh (`--cluster-lease-ms`):
+    /// a dead node's names are free within this and a third more.
+    pub lease: Duration,
 }
+
+/// The default `--cluster-lease-ms`: names refreshed every 5 s, so a dead
+/// node's names are free within 20 s.
+pub const LEASE: Duration = Duration::from_secs(15);
 
 /// The line this node's `publish` could not queue.
 #[derive(Debug, PartialEq, Eq)]
@@ -93,6 +101,10 @@ enum Request {
     /// The front of `queue`.
     Add,
     Read,
+    /// A question from the core (names, `/who`).
+    Ask(Ask),
+    /// This node's leases extended.
+    Refresh,
 }
 
 /// One connection's bytes and its requests awaiting replies.
@@ -139,6 +151,9 @@ struct Queued {
 #[derive(Debug)]
 pub struct Link {
     settings: LinkSettings,
+    /// This process among the nodes, for its name leases (hex in Redis).
+    id: u64,
+    next_refresh: Option<Instant>,
     phase: Phase,
     backoff: Duration,
     /// Counts connection attempts: the engine opens new sockets when it
@@ -163,8 +178,12 @@ impl Link {
     /// A link that will connect at the first `handle_timeout`. `seed` makes
     /// the incarnations and the jitter (any random number).
     pub fn new(settings: LinkSettings, seed: u64, now: Instant) -> Link {
+        let mut rng = seed | 1;
+        let id = xorshift(&mut rng);
         Link {
             settings,
+            id,
+            next_refresh: None,
             phase: Phase::Down { retry_at: now },
             backoff: RETRY_FIRST,
             session: 0,
@@ -176,7 +195,7 @@ impl Link {
             next_ping: None,
             ever_up: false,
             told_unreachable: false,
-            rng: seed | 1,
+            rng,
             events: VecDeque::new(),
             skipped: 0,
         }
@@ -281,6 +300,40 @@ impl Link {
         Ok(())
     }
 
+    /// Ask Redis (see [`Ask`]); handed back if the link is not up.
+    pub fn ask(&mut self, ask: Ask, now: Instant) -> Result<(), Ask> {
+        if !self.is_up() {
+            return Err(ask);
+        }
+        let inc = format!("{:x}", self.id);
+        let lease = self.settings.lease.as_millis().to_string();
+        let fold = |s: &str| s.to_ascii_lowercase();
+        let (script, argv): (Script, Vec<String>) = match &ask {
+            Ask::Claim {
+                name, old, room, ..
+            } => (
+                Script::Claim,
+                vec![
+                    inc,
+                    fold(name),
+                    name.clone(),
+                    fold(room),
+                    lease,
+                    old.as_deref().map(fold).unwrap_or_default(),
+                ],
+            ),
+            Ask::Release { name } => (Script::Release, vec![inc, fold(name)]),
+            Ask::Who { room, .. } => (
+                Script::Who,
+                vec![fold(room), crate::chat::service::WHO_NAMES.to_string()],
+            ),
+        };
+        let mut args = vec!["EVAL".to_string(), script.source(), "0".to_string()];
+        args.extend(argv);
+        self.wires[Conn::Cmd as usize].send(&args, Request::Ask(ask), now);
+        Ok(())
+    }
+
     /// When [`Link::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
@@ -291,7 +344,7 @@ impl Link {
                     .wires
                     .iter()
                     .filter_map(|w| w.waiting.front().map(|(_, at)| *at + REPLY_WITHIN));
-                overdue.chain(self.next_ping).min()
+                overdue.chain(self.next_ping).chain(self.next_refresh).min()
             }
         }
     }
@@ -319,6 +372,17 @@ impl Link {
                 if self.next_ping.is_some_and(|at| now >= at) {
                     self.wires[Conn::Cmd as usize].send(&["PING"], Request::Ping, now);
                     self.next_ping = Some(now + PING_EVERY);
+                }
+                if self.next_refresh.is_some_and(|at| now >= at) {
+                    let args = [
+                        "EVAL".to_string(),
+                        Script::Refresh.source(),
+                        "0".into(),
+                        format!("{:x}", self.id),
+                        self.settings.lease.as_millis().to_string(),
+                    ];
+                    self.wires[Conn::Cmd as usize].send(&args, Request::Refresh, now);
+                    self.next_refresh = Some(now + self.settings.lease / 3);
                 }
             }
             _ => {}
@@ -400,6 +464,14 @@ impl Link {
             // Redis refused this one line (out of memory, a key of the
             // wrong type): say so, drop it, and go on with the rest.
             warn!("cluster: Redis refused a line: {e}");
+        } else if let (Request::Ask(_) | Request::Refresh, Frame::Error(e)) = (&request, &frame) {
+            // A script failed (a Redis without Lua, say): this question
+            // has no answer, but the link is fine.
+            warn!("cluster: Redis refused a name script: {e}");
+            if let Request::Ask(ask) = request {
+                self.events.push_back(ClusterEvent::NoAnswer(ask));
+            }
+            return;
         } else if let Frame::Error(e) = &frame {
             warn!("cluster: Redis answered {request:?} with an error: {e}");
             self.fail(now, "Redis refused a command");
@@ -441,6 +513,25 @@ impl Link {
                 }
             }
             Request::Read => self.read_entries(&frame),
+            Request::Refresh | Request::Ask(Ask::Release { .. }) => {}
+            Request::Ask(Ask::Claim { client, name, .. }) => {
+                let held = frame == Frame::Integer(1);
+                self.events
+                    .push_back(ClusterEvent::Claimed { client, name, held });
+            }
+            Request::Ask(ask @ Ask::Who { .. }) => {
+                let Ask::Who { client, .. } = ask else {
+                    unreachable!()
+                };
+                match names::parse_who(&frame) {
+                    Some((count, names)) => self.events.push_back(ClusterEvent::Who {
+                        client,
+                        count,
+                        names,
+                    }),
+                    None => self.events.push_back(ClusterEvent::NoAnswer(ask)),
+                }
+            }
         }
         let wire = &mut self.wires[conn as usize];
         if !wire.ready && wire.waiting.is_empty() {
@@ -461,6 +552,7 @@ impl Link {
         self.backoff = RETRY_FIRST;
         self.ever_up = true;
         self.next_ping = Some(now + PING_EVERY);
+        self.next_refresh = Some(now + self.settings.lease / 3);
         self.events.push_back(ClusterEvent::Up);
         self.ask_tails(now);
         let cmd = &mut self.wires[Conn::Cmd as usize];
@@ -552,7 +644,9 @@ impl Link {
                 let last = room.seen.get(&stamp.incarnation).copied();
                 match last {
                     Some(last) if stamp.seq <= last => continue, // a duplicate
-                    Some(last) if stamp.seq > last + 1 => {
+                    // The "server lost" entries (incarnation 0) count over
+                    // every room: a jump there is no loss.
+                    Some(last) if stamp.seq > last + 1 && stamp.incarnation != 0 => {
                         self.events.push_back(ClusterEvent::Lost {
                             room: name.to_string(),
                             node: stamp.node.clone(),
@@ -597,7 +691,15 @@ impl Link {
         } else {
             debug!("cluster: retry failed: {why}");
         }
-        self.wires = Default::default();
+        // Questions in flight get no answer: say so, so nobody waits.
+        let wires = std::mem::take(&mut self.wires);
+        for wire in wires {
+            for (request, _) in wire.waiting {
+                if let Request::Ask(ask @ (Ask::Claim { .. } | Ask::Who { .. })) = request {
+                    self.events.push_back(ClusterEvent::NoAnswer(ask));
+                }
+            }
+        }
         for queued in &mut self.queue {
             queued.sent = false;
         }
@@ -605,6 +707,7 @@ impl Link {
             room.tail_asked = false;
         }
         self.next_ping = None;
+        self.next_refresh = None;
         // Somewhere in the second half of the back-off, then double it.
         let half = self.backoff / 2;
         let jitter = Duration::from_nanos(self.random() % (half.as_nanos() as u64).max(1));
@@ -614,13 +717,17 @@ impl Link {
         self.backoff = (self.backoff * 2).min(RETRY_MAX);
     }
 
-    /// xorshift64*: incarnations and jitter, no crate needed.
     fn random(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        xorshift(&mut self.rng)
     }
+}
+
+/// xorshift64*: incarnations and jitter, no crate needed.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// A stream ID as Redis writes them, `<ms>-<seq>`.
@@ -690,6 +797,7 @@ mod tests {
             user: None,
             password: None,
             db: 0,
+            lease: LEASE,
         }
     }
 

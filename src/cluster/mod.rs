@@ -5,6 +5,8 @@
 //!   through the engine: an [`Entry`] goes out, [`ClusterEvent`]s come in;
 //! - `resp.rs`: the Redis wire format, encoded and decoded without I/O;
 //! - `wire.rs`: how an [`Entry`] is written into and read from a stream;
+//! - `names.rs`: names as leases Redis keeps (Lua scripts), for unique
+//!   names and `/who` across nodes;
 //! - `link.rs`: the link to Redis as a sans-IO state machine (connect,
 //!   retry, publish, tail the rooms' streams, drop echoes and duplicates,
 //!   notice gaps);
@@ -15,6 +17,8 @@
 
 #[cfg(feature = "cluster")]
 pub mod link;
+#[cfg(feature = "cluster")]
+pub mod names;
 #[cfg(feature = "cluster")]
 pub mod resp;
 #[cfg(feature = "cluster")]
@@ -70,6 +74,25 @@ pub struct Entry {
     pub text: String,
 }
 
+/// A question the core asks of Redis through the link; the answer comes
+/// back as a [`ClusterEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Hold `name` for `client`, as a member of `room` (both as shown;
+    /// folded for the keys). With `old`, it is a rename, done atomically.
+    /// Holding a name we hold already moves it to `room`.
+    Claim {
+        client: ClientId,
+        name: String,
+        old: Option<String>,
+        room: String,
+    },
+    /// Let a name go (its holder left).
+    Release { name: String },
+    /// Who is in `room`, on every node.
+    Who { client: ClientId, room: String },
+}
+
 /// What the link tells the core, through the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterEvent {
@@ -92,4 +115,19 @@ pub enum ClusterEvent {
     /// `client`'s line could not be queued for the other nodes (the link
     /// is down and its queue full): it reached this node only.
     NotSent { client: ClientId },
+    /// The answer to [`Ask::Claim`]: `held` false means another node's
+    /// user holds the name.
+    Claimed {
+        client: ClientId,
+        name: String,
+        held: bool,
+    },
+    /// The answer to [`Ask::Who`]: how many, and the first names sorted.
+    Who {
+        client: ClientId,
+        count: u64,
+        names: Vec<String>,
+    },
+    /// The link went down before it could answer (or was down).
+    NoAnswer(Ask),
 }

@@ -1105,9 +1105,24 @@ impl<A: App> Loop<A> {
                         cluster.link.unfollow(&room);
                     }
                 }
+                #[cfg(feature = "cluster")]
+                Output::Ask(ask) => {
+                    let refused = match self.cluster.as_mut() {
+                        Some(cluster) => cluster.link.ask(ask, now).err(),
+                        None => Some(ask),
+                    };
+                    if let Some(ask) = refused {
+                        let event = crate::cluster::ClusterEvent::NoAnswer(ask);
+                        self.app
+                            .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+                    }
+                }
                 // The lean build has no link; no App asks for one there.
                 #[cfg(not(feature = "cluster"))]
-                Output::Publish { .. } | Output::Follow { .. } | Output::Unfollow { .. } => {}
+                Output::Publish { .. }
+                | Output::Follow { .. }
+                | Output::Unfollow { .. }
+                | Output::Ask(_) => {}
             }
         }
         // Keep the allocation, unless new outputs arrived meanwhile.
@@ -1374,6 +1389,9 @@ impl<A: App> Loop<A> {
     /// output limits are applied, clients that just shut their side read
     /// what is waiting, and finally the dead leave the slab.
     fn end_of_tick(&mut self, registry: &Registry, now: Instant) {
+        // The link's writes go first: a room's tail is asked before its
+        // newcomer hears it joined, so what anyone says after that reply
+        // is read.
         #[cfg(feature = "cluster")]
         self.step_cluster(registry, now);
         self.write_owed(registry, now);
@@ -1408,6 +1426,9 @@ impl<A: App> Loop<A> {
             self.app
                 .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
             self.dispatch(now);
+        }
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.flush(registry, now);
         }
     }
 

@@ -1328,7 +1328,10 @@ impl<A: App> Room<A> {
                     // Only the poll engine links to other nodes; `main`
                     // refuses `--cluster` with this engine, so the App
                     // never asks for these here.
-                    Output::Publish { .. } | Output::Follow { .. } | Output::Unfollow { .. } => {}
+                    Output::Publish { .. }
+                    | Output::Follow { .. }
+                    | Output::Unfollow { .. }
+                    | Output::Ask(_) => {}
                 }
             }
             self.outbox = outbox;

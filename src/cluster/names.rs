@@ -1,0 +1,171 @@
+//! Names across nodes, as leases that Redis keeps: the Lua scripts, and
+//! how their answers read. Redis runs each script atomically and reads its
+//! own clock (`TIME`), so two nodes racing for a name get one winner, and
+//! a dead node's names lapse by Redis's clock, not a node's.
+//!
+//! | key | holds |
+//! |---|---|
+//! | `pc:names` | hash: folded name → `<incarnation>\|<room>\|<Name>` |
+//! | `pc:lease` | sorted set: folded name → expiry (ms, Redis time) |
+//! | `pc:inc:<incarnation>:names` | set: a node's folded names, to refresh |
+//! | `pc:room:<room>:names` | set: the names in a room, for `/who` |
+//! | `pc:meta` | hash: `lease_seq`, the sequence of "server lost" entries |
+//!
+//! Every script first purges up to 100 expired names; each is removed
+//! once, atomically, and its room's stream gets one `leave` entry
+//! (`* bob left (server lost)`) from the pseudo-sender `lease` (incarnation
+//! 0), so every node announces it exactly once.
+
+use super::resp::Frame;
+
+/// The purge every script starts with, and the value's parser.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function parse(v)
+  return string.match(v, '^([^|]*)|([^|]*)|(.*)$')
+end
+local function forget(n, v)
+  local inc, room, disp = parse(v)
+  redis.call('HDEL', 'pc:names', n)
+  redis.call('ZREM', 'pc:lease', n)
+  if inc then
+    redis.call('SREM', 'pc:room:' .. room .. ':names', disp)
+    redis.call('SREM', 'pc:inc:' .. inc .. ':names', n)
+  end
+  return room, disp
+end
+local function purge(now)
+  local gone = redis.call('ZRANGEBYSCORE', 'pc:lease', '-inf', now, 'LIMIT', 0, 100)
+  for _, n in ipairs(gone) do
+    local v = redis.call('HGET', 'pc:names', n)
+    redis.call('ZREM', 'pc:lease', n)
+    if v then
+      local room, disp = forget(n, v)
+      if room then
+        local seq = redis.call('HINCRBY', 'pc:meta', 'lease_seq', 1)
+        redis.call('XADD', 'pc:' .. room .. ':log', 'MAXLEN', '~', '10000', '*',
+          'v', '1', 'n', 'lease', 'i', '0', 's', seq, 'k', 'leave', 'f', disp,
+          't', '* ' .. disp .. ' left (server lost)')
+      end
+    end
+  end
+end
+local function mine(v, inc)
+  return v and string.sub(v, 1, #inc + 1) == inc .. '|'
+end
+"#;
+
+/// ARGV: incarnation, folded name, Name, room, ttl ms, old folded name
+/// (or ""). 1: the name is ours (in that room), 0: someone else holds it.
+/// Claiming a name we hold moves it to `room`; claiming with an old name
+/// renames atomically.
+const CLAIM: &str = r#"
+local inc, n, disp, room, ttl, old = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local now = now_ms()
+purge(now)
+local v = redis.call('HGET', 'pc:names', n)
+if v and not mine(v, inc) then return 0 end
+if v then forget(n, v) end
+if old ~= '' and old ~= n then
+  local ov = redis.call('HGET', 'pc:names', old)
+  if mine(ov, inc) then forget(old, ov) end
+end
+redis.call('HSET', 'pc:names', n, inc .. '|' .. room .. '|' .. disp)
+redis.call('ZADD', 'pc:lease', now + ttl, n)
+redis.call('SADD', 'pc:room:' .. room .. ':names', disp)
+redis.call('SADD', 'pc:inc:' .. inc .. ':names', n)
+return 1
+"#;
+
+/// ARGV: incarnation, folded name. Deletes it only if it is ours.
+const RELEASE: &str = r#"
+local v = redis.call('HGET', 'pc:names', ARGV[2])
+if mine(v, ARGV[1]) then forget(ARGV[2], v) return 1 end
+return 0
+"#;
+
+/// ARGV: incarnation, ttl ms. Extends every lease this node holds;
+/// returns how many.
+const REFRESH: &str = r#"
+local inc, ttl = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+purge(now)
+local key = 'pc:inc:' .. inc .. ':names'
+local kept = 0
+for _, n in ipairs(redis.call('SMEMBERS', key)) do
+  if mine(redis.call('HGET', 'pc:names', n), inc) then
+    redis.call('ZADD', 'pc:lease', now + ttl, n)
+    kept = kept + 1
+  else
+    redis.call('SREM', key, n)
+  end
+end
+return kept
+"#;
+
+/// ARGV: room, how many names. `{count, {first names, sorted}}`.
+const WHO: &str = r#"
+purge(now_ms())
+local key = 'pc:room:' .. ARGV[1] .. ':names'
+return {redis.call('SCARD', key), redis.call('SORT', key, 'ALPHA', 'LIMIT', 0, tonumber(ARGV[2]))}
+"#;
+
+/// Which script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    Claim,
+    Release,
+    Refresh,
+    Who,
+}
+
+impl Script {
+    /// The whole text sent with `EVAL`: the prelude, then the script.
+    pub fn source(self) -> String {
+        let body = match self {
+            Script::Claim => CLAIM,
+            Script::Release => RELEASE,
+            Script::Refresh => REFRESH,
+            Script::Who => WHO,
+        };
+        format!("{PRELUDE}{body}")
+    }
+}
+
+/// `WHO`'s answer: the count, and the first names.
+pub fn parse_who(frame: &Frame) -> Option<(u64, Vec<String>)> {
+    let [Frame::Integer(count), names] = frame.as_array()? else {
+        return None;
+    };
+    let names = names
+        .as_array()?
+        .iter()
+        .filter_map(|n| Some(crate::sanitize::sanitize(n.as_bytes()?)))
+        .collect();
+    Some((u64::try_from(*count).ok()?, names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_carries_the_prelude() {
+        for s in [Script::Claim, Script::Release, Script::Refresh, Script::Who] {
+            assert!(s.source().contains("local function purge"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn who_answers_parse_and_others_do_not() {
+        let ok = Frame::Array(Some(vec![
+            Frame::Integer(3),
+            Frame::Array(Some(vec![Frame::Bulk(Some(b"alice".to_vec()))])),
+        ]));
+        assert_eq!(parse_who(&ok), Some((3, vec!["alice".into()])));
+        assert_eq!(parse_who(&Frame::Integer(1)), None);
+    }
+}
