@@ -75,7 +75,8 @@ impl ServeArgs {
         #[allow(unused_mut)]
         let mut settings = self.rooms.settings()?;
         #[cfg(feature = "cluster")]
-        if let Some(cluster) = self.cluster.config()? {
+        if let Some(mut cluster) = self.cluster.config()? {
+            cluster.link.history = settings.history;
             settings.cluster = Some(cluster.link.node.clone());
             config.cluster = Some(cluster);
         }
@@ -129,6 +130,8 @@ impl ClusterArgs {
                 password: url.password,
                 db: url.db,
                 lease: Duration::from_millis(self.cluster_lease_ms),
+                // Set from --history by ServeArgs::configure.
+                history: 0,
             },
             required: self.cluster_required,
         }))

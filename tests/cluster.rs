@@ -482,3 +482,43 @@ fn a_killed_nodes_names_expire_and_are_announced_once() {
     alice.send("/nick bob");
     alice.expect_suffix(" is now known as bob");
 }
+
+/// `/msg` finds its addressee on any node; `/rooms` counts every node's
+/// members; a room new on a node starts with the history it has on the
+/// others.
+#[test]
+fn private_messages_rooms_and_history_span_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = Client::join_as(a.addr, "alice");
+    let mut bob = Client::join_as(b.addr, "bob");
+    alice.send("/msg Bob psst");
+    alice.expect_suffix("-> bob: psst");
+    bob.expect_suffix("*alice* psst");
+    alice.send("/msg nobody hello?");
+    alice.expect_suffix("! no such user: nobody");
+    // alice talks in #rust, which node b does not have yet.
+    alice.send("/join #Rust");
+    alice.expect_suffix("you are now in #Rust (1 user here)");
+    alice.send("first");
+    alice.send("/me second");
+    alice.send("/who");
+    alice.skip_until(|l| l.contains("here:"));
+    bob.send("/rooms");
+    let listed = bob.skip_until(|l| l.starts_with("* ") && l.ends_with("rooms:"));
+    assert_eq!(listed, "* 2 rooms:");
+    let first = bob.line();
+    let second = bob.line();
+    let mut both = [first, second];
+    both.sort();
+    assert_eq!(both, ["*   #lobby (1 here)", "*   #rust (1 here)"]);
+    bob.send("/join #rust");
+    bob.expect_suffix("you are now in #rust (1 user here)");
+    bob.expect_suffix("* last 2 lines of #rust:");
+    assert!(bob.line().ends_with("<alice> first"));
+    assert!(bob.line().ends_with("* alice second"));
+    bob.expect("* end of history");
+    bob.send("/who");
+    let who = bob.skip_until(|l| l.contains("here:"));
+    assert_eq!(who, "* 2 users here: alice, bob");
+}

@@ -83,6 +83,7 @@ impl Bridge {
                 kind,
                 from: from.to_string(),
                 text: line.trim_end_matches('\n').to_string(),
+                to: None,
             },
         );
     }

@@ -376,6 +376,17 @@ impl Chat {
     /// theirs would be (chat into the history; joins and leaves of a big
     /// room counted for its summary).
     fn remote_entry(&mut self, entry: Entry, now: Clock, out: &mut Outbox) {
+        if entry.kind == Kind::Msg {
+            // From this node's inbox: for whoever holds the name here now.
+            let target = entry.to.as_deref().and_then(|to| self.members.holder(to));
+            if let Some(target) = target {
+                out.to(
+                    target,
+                    &format!("*{}* {}", entry.from, cut(&entry.text, MAX_REPLY - 64)),
+                );
+            }
+            return;
+        }
         let Some(id) = self.rooms.find(&entry.room) else {
             return; // no longer a room here
         };
@@ -389,11 +400,35 @@ impl Chat {
                 out.send_shared(Recipients::Room(id), bytes);
             }
             Kind::Nick => out.room(id, &entry.text),
+            Kind::Msg => {}
             Kind::Join | Kind::Leave => {
                 let size = self.rooms.get(id).map_or(0, |r| r.members.len());
                 let joined = entry.kind == Kind::Join;
                 self.tell_or_count(id, None, &entry.text, joined, size, now.now, out);
             }
+        }
+    }
+
+    /// A room new on this node, and what was said in it on every node:
+    /// its history, shown to whoever just joined it here.
+    fn history_from_stream(&mut self, room: &str, lines: Vec<(u64, String)>, out: &mut Outbox) {
+        let Some(id) = self.rooms.find(room) else {
+            return;
+        };
+        let keep = self.settings.history;
+        let Some(r) = self.rooms.get_mut(id) else {
+            return;
+        };
+        if !r.history.is_empty() {
+            return; // it has lines of its own already: those are newer
+        }
+        for (ms, text) in lines {
+            let wall = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            r.history
+                .record(keep, wall, Arc::from(format!("{text}\n").into_bytes()));
+        }
+        for &member in &r.members {
+            r.history.replay(&r.name, member, out);
         }
     }
 
@@ -451,8 +486,21 @@ impl Chat {
         self.claim(client, seat.room, out);
     }
 
+    /// To a member here at once; with `--cluster`, to one on another node
+    /// through its inbox (Redis says who holds the name).
     fn private_message(&mut self, client: ClientId, to: &str, text: &str, out: &mut Outbox) {
         let Some(target) = self.members.holder(to) else {
+            if let (Some(bridge), Some(from)) = (&self.cluster, self.members.get(client))
+                && bridge.is_up()
+            {
+                out.ask(Ask::Msg {
+                    client,
+                    from: from.as_str().to_string(),
+                    to: to.to_string(),
+                    text: cut(text, MAX_REPLY - 64).to_string(),
+                });
+                return;
+            }
             out.to(client, &format!("! no such user: {}", cut(to, 32)));
             return;
         };
@@ -543,6 +591,12 @@ impl Chat {
             });
             return;
         }
+        self.who_here(client, room, out);
+    }
+
+    /// `/who` from what this node knows (no `--cluster`, or Redis did not
+    /// answer).
+    fn who_here(&self, client: ClientId, room: &rooms::Room, out: &mut Outbox) {
         let mut names: Vec<&str> = room
             .members
             .iter()
@@ -559,7 +613,7 @@ impl Chat {
         names.sort_unstable_by(by_folded);
         let mut line = who_line(count, &names);
         if self.cluster.is_some() {
-            line.push_str(" (this server only: the cluster link is down)");
+            line.push_str(" (this server only: the cluster did not answer)");
         }
         out.to(client, &line);
     }
@@ -727,21 +781,45 @@ impl Chat {
     }
 
     /// Rooms by size (then name), with topics, bounded.
+    /// With `--cluster`, of every node (Redis answers:
+    /// [`ClusterEvent::Rooms`]).
     fn list_rooms(&self, client: ClientId, out: &mut Outbox) {
-        let mut all: Vec<_> = self.rooms.iter().map(|(_, r)| r).collect();
-        all.sort_unstable_by(|a, b| {
-            b.members
-                .len()
-                .cmp(&a.members.len())
-                .then_with(|| cmp_ignoring_case(&a.name, &b.name))
-        });
+        if self.cluster.as_ref().is_some_and(Bridge::is_up) {
+            out.ask(Ask::Rooms { client });
+            return;
+        }
+        self.rooms_here(client, out);
+    }
+
+    /// `/rooms` from what this node knows.
+    fn rooms_here(&self, client: ClientId, out: &mut Outbox) {
+        let mut all: Vec<(&str, usize)> = self
+            .rooms
+            .iter()
+            .map(|(_, r)| (r.name.as_str(), r.members.len()))
+            .collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| cmp_ignoring_case(a.0, b.0)));
         let count = all.len();
+        all.truncate(ROOMS_LISTED);
+        self.rooms_reply(client, count, &all, out);
+    }
+
+    /// `* 3 rooms:`, then the biggest (given in order) with the topics
+    /// this node knows.
+    fn rooms_reply(
+        &self,
+        client: ClientId,
+        count: usize,
+        listed: &[(&str, usize)],
+        out: &mut Outbox,
+    ) {
         let noun = if count == 1 { "room" } else { "rooms" };
         let mut reply = format!("* {count} {noun}:\n");
-        for room in all.iter().take(ROOMS_LISTED) {
-            let n = room.members.len();
-            reply.push_str(&format!("*   {} ({n} here)", room.name));
-            if let Some(topic) = &room.topic {
+        for &(name, n) in listed.iter().take(ROOMS_LISTED) {
+            let room = self.rooms.find(name).and_then(|id| self.rooms.get(id));
+            let shown_name = room.map_or(name, |r| r.name.as_str());
+            reply.push_str(&format!("*   {shown_name} ({n} here)"));
+            if let Some(topic) = room.and_then(|r| r.topic.as_ref()) {
                 let shown = cut(topic, TOPIC_IN_LIST);
                 let more = if shown.len() < topic.len() { "..." } else { "" };
                 reply.push_str(&format!(": {shown}{more}"));
@@ -1194,10 +1272,40 @@ impl App for Chat {
             }
             ClusterEvent::NoAnswer(Ask::Who { client, .. }) => {
                 // Asked as the link went: this node's own answer.
-                if let Some(&seat) = self.seat(client) {
-                    self.who(client, seat.room, out);
+                let room = self.seat(client).and_then(|s| self.rooms.get(s.room));
+                if let Some(room) = room {
+                    self.who_here(client, room, out);
                 }
             }
+            ClusterEvent::MsgSent {
+                client,
+                to,
+                asked,
+                text,
+            } => match to {
+                Some(to) => out.to(client, &format!("-> {to}: {text}")),
+                None => out.to(client, &format!("! no such user: {}", cut(&asked, 32))),
+            },
+            ClusterEvent::NoAnswer(Ask::Msg { client, .. }) => {
+                out.to(
+                    client,
+                    "! the message was not sent: the cluster link is down",
+                );
+            }
+            ClusterEvent::Rooms {
+                client,
+                count,
+                rooms,
+            } => {
+                let listed: Vec<(&str, usize)> = rooms
+                    .iter()
+                    .map(|(name, n)| (name.as_str(), usize::try_from(*n).unwrap_or(usize::MAX)))
+                    .collect();
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                self.rooms_reply(client, count, &listed, out);
+            }
+            ClusterEvent::NoAnswer(Ask::Rooms { client }) => self.rooms_here(client, out),
+            ClusterEvent::History { room, lines } => self.history_from_stream(&room, lines, out),
             ClusterEvent::NoAnswer(Ask::Release { .. }) => {}
             other => {
                 if bridge.link_news(&other, out) {
@@ -2037,6 +2145,7 @@ mod tests {
                 kind,
                 from: "user1-b".into(),
                 text: text.into(),
+                to: None,
             })
         }
 

@@ -68,6 +68,9 @@ pub struct LinkSettings {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `--history`: how many of a room's last lines to fetch when this node
+    /// starts following it.
+    pub history: usize,
     /// How long a name is held without a refresh (`--cluster-lease-ms`):
     /// a dead node's names are free within this and a third more.
     pub lease: Duration,
@@ -180,7 +183,7 @@ impl Link {
     pub fn new(settings: LinkSettings, seed: u64, now: Instant) -> Link {
         let mut rng = seed | 1;
         let id = xorshift(&mut rng);
-        Link {
+        let mut link = Link {
             settings,
             id,
             next_refresh: None,
@@ -198,7 +201,10 @@ impl Link {
             rng,
             events: VecDeque::new(),
             skipped: 0,
-        }
+        };
+        // This node's inbox: private messages for its members.
+        link.follow(&format!("@{id:x}"), now);
+        link
     }
 
     pub fn node(&self) -> &str {
@@ -326,6 +332,20 @@ impl Link {
             Ask::Who { room, .. } => (
                 Script::Who,
                 vec![fold(room), crate::chat::service::WHO_NAMES.to_string()],
+            ),
+            Ask::Rooms { .. } => (
+                Script::Rooms,
+                vec![crate::chat::service::ROOMS_LISTED.to_string()],
+            ),
+            Ask::Msg { from, to, text, .. } => (
+                Script::Msg,
+                vec![
+                    fold(to),
+                    self.settings.node.clone(),
+                    inc,
+                    from.clone(),
+                    text.clone(),
+                ],
             ),
         };
         let mut args = vec!["EVAL".to_string(), script.source(), "0".to_string()];
@@ -505,6 +525,11 @@ impl Link {
                     && room.cursor.is_none()
                 {
                     room.cursor = Some(id.unwrap_or("0-0").to_string());
+                    let lines = history_of(&name, &frame);
+                    if !lines.is_empty() && self.settings.history > 0 {
+                        self.events
+                            .push_back(ClusterEvent::History { room: name, lines });
+                    }
                 }
             }
             Request::Add => {
@@ -518,6 +543,33 @@ impl Link {
                 let held = frame == Frame::Integer(1);
                 self.events
                     .push_back(ClusterEvent::Claimed { client, name, held });
+            }
+            Request::Ask(Ask::Msg {
+                client,
+                text,
+                to: asked,
+                ..
+            }) => {
+                let to = frame.as_bytes().map(crate::sanitize::sanitize);
+                self.events.push_back(ClusterEvent::MsgSent {
+                    client,
+                    to,
+                    asked,
+                    text,
+                });
+            }
+            Request::Ask(ask @ Ask::Rooms { .. }) => {
+                let Ask::Rooms { client } = ask else {
+                    unreachable!()
+                };
+                match names::parse_rooms(&frame) {
+                    Some((count, rooms)) => self.events.push_back(ClusterEvent::Rooms {
+                        client,
+                        count,
+                        rooms,
+                    }),
+                    None => self.events.push_back(ClusterEvent::NoAnswer(ask)),
+                }
             }
             Request::Ask(ask @ Ask::Who { .. }) => {
                 let Ask::Who { client, .. } = ask else {
@@ -563,14 +615,17 @@ impl Link {
         }
     }
 
-    /// Ask where the stream ends for rooms whose cursor is not known yet.
+    /// Ask where the stream ends for rooms whose cursor is not known yet,
+    /// with the room's last `--history` lines, so a room new here starts
+    /// with the history it has on every node.
     fn ask_tails(&mut self, now: Instant) {
         let cmd = &mut self.wires[Conn::Cmd as usize];
+        let count = self.settings.history.max(1).to_string();
         for (name, room) in self.rooms.iter_mut() {
             if room.cursor.is_none() && !room.tail_asked {
                 let key = wire::stream_key(name);
                 cmd.send(
-                    &["XREVRANGE", &key, "+", "-", "COUNT", "1"],
+                    &["XREVRANGE", &key, "+", "-", "COUNT", &count],
                     Request::Tail(name.clone()),
                     now,
                 );
@@ -583,6 +638,16 @@ impl Link {
     fn read_more(&mut self, now: Instant) {
         let reader = &self.wires[Conn::Reader as usize];
         if self.phase != Phase::Up || !reader.waiting.is_empty() {
+            return;
+        }
+        // Tails asked are answered within a round trip: wait for them, so
+        // the read covers every room (else the new ones wait for the next).
+        let cmd = &self.wires[Conn::Cmd as usize];
+        if cmd
+            .waiting
+            .iter()
+            .any(|(r, _)| matches!(r, Request::Tail(_)))
+        {
             return;
         }
         let known: Vec<(&String, &String)> = self
@@ -644,9 +709,13 @@ impl Link {
                 let last = room.seen.get(&stamp.incarnation).copied();
                 match last {
                     Some(last) if stamp.seq <= last => continue, // a duplicate
-                    // The "server lost" entries (incarnation 0) count over
-                    // every room: a jump there is no loss.
-                    Some(last) if stamp.seq > last + 1 && stamp.incarnation != 0 => {
+                    // The "server lost" entries (incarnation 0) and private
+                    // messages count over every room: a jump there is no loss.
+                    Some(last)
+                        if stamp.seq > last + 1
+                            && stamp.incarnation != 0
+                            && !name.starts_with('@') =>
+                    {
                         self.events.push_back(ClusterEvent::Lost {
                             room: name.to_string(),
                             node: stamp.node.clone(),
@@ -695,7 +764,13 @@ impl Link {
         let wires = std::mem::take(&mut self.wires);
         for wire in wires {
             for (request, _) in wire.waiting {
-                if let Request::Ask(ask @ (Ask::Claim { .. } | Ask::Who { .. })) = request {
+                if let Request::Ask(
+                    ask @ (Ask::Claim { .. }
+                    | Ask::Who { .. }
+                    | Ask::Msg { .. }
+                    | Ask::Rooms { .. }),
+                ) = request
+                {
                     self.events.push_back(ClusterEvent::NoAnswer(ask));
                 }
             }
@@ -728,6 +803,24 @@ fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 25;
     *state ^= *state >> 27;
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// The chat lines of an `XREVRANGE` reply (newest first), oldest first,
+/// each with the millisecond its ID says it was added.
+fn history_of(room: &str, frame: &Frame) -> Vec<(u64, String)> {
+    let Some(items) = frame.as_array() else {
+        return Vec::new();
+    };
+    let mut lines: Vec<(u64, String)> = items
+        .iter()
+        .filter_map(|item| {
+            let (id, _, entry) = wire::parse_entry(room, item)?;
+            let ms = valid_id(id)?.split_once('-')?.0.parse().ok()?;
+            matches!(entry.kind, super::Kind::Say | super::Kind::Me).then_some((ms, entry.text))
+        })
+        .collect();
+    lines.reverse();
+    lines
 }
 
 /// A stream ID as Redis writes them, `<ms>-<seq>`.
@@ -797,6 +890,7 @@ mod tests {
             user: None,
             password: None,
             db: 0,
+            history: 20,
             lease: LEASE,
         }
     }
@@ -807,6 +901,7 @@ mod tests {
             kind: Kind::Say,
             from: "alice".into(),
             text: text.into(),
+            to: None,
         }
     }
 
@@ -844,18 +939,21 @@ mod tests {
         assert_eq!(handshake[1], ["GET", EPOCH_KEY]);
         link.handle_read(Conn::Cmd, b"+OK\r\n$2\r\ne1\r\n", t0);
         assert_eq!(events(&mut link), [ClusterEvent::Up]);
+        // The lobby's tail, and this node's inbox's.
         let tail = sent(&mut link, Conn::Cmd);
         assert_eq!(
-            tail,
-            [["XREVRANGE", "pc:#lobby:log", "+", "-", "COUNT", "1"]]
+            tail[0],
+            ["XREVRANGE", "pc:#lobby:log", "+", "-", "COUNT", "20"]
         );
-        link.handle_read(Conn::Cmd, b"*0\r\n", t0);
+        assert!(tail[1][1].starts_with("pc:@"), "{tail:?}");
+        link.handle_read(Conn::Cmd, b"*0\r\n*0\r\n", t0);
         let read = sent(&mut link, Conn::Reader);
         assert_eq!(
             read[0][..6],
             ["XREAD", "BLOCK", "1000", "COUNT", "512", "STREAMS"]
         );
-        assert_eq!(read[0][6..], ["pc:#lobby:log", "0-0"]);
+        assert_eq!(read[0][6], "pc:#lobby:log");
+        assert_eq!(read[0][8..], ["0-0", "0-0"]);
         link
     }
 
@@ -909,7 +1007,7 @@ mod tests {
         assert_eq!(texts, ["one", "two", "lost 2 from b in #lobby", "five"]);
         // The next read starts after the last entry seen.
         let read = sent(&mut link, Conn::Reader);
-        assert_eq!(read[0][7], "1-5");
+        assert_eq!(read[0][8], "1-5");
     }
 
     #[test]
@@ -921,7 +1019,7 @@ mod tests {
         link.handle_read(Conn::Reader, &reply, t0);
         assert_eq!(link.skipped(), 2);
         assert!(matches!(&events(&mut link)[..], [ClusterEvent::Remote(e)] if e.text == "ok"));
-        assert_eq!(sent(&mut link, Conn::Reader)[0][7], "2-3");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "2-3");
     }
 
     #[test]
@@ -953,7 +1051,7 @@ mod tests {
             .collect();
         assert_eq!(resent, ["sent, not confirmed", "said while down"]);
         // The cursor is resumed, not asked again.
-        assert_eq!(sent(&mut link, Conn::Reader)[0][7], "0-0");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "0-0");
     }
 
     #[test]
@@ -978,7 +1076,7 @@ mod tests {
             events(&mut link),
             [ClusterEvent::Down, ClusterEvent::Reset, ClusterEvent::Up]
         );
-        assert_eq!(sent(&mut link, Conn::Reader)[0][7], "0-0");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "0-0");
     }
 
     #[test]

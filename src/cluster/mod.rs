@@ -37,6 +37,8 @@ pub enum Kind {
     Join,
     Leave,
     Nick,
+    /// A private message, in the target node's inbox stream.
+    Msg,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Join => "join",
             Kind::Leave => "leave",
             Kind::Nick => "nick",
+            Kind::Msg => "msg",
         }
     }
 
@@ -57,6 +60,7 @@ impl Kind {
             b"join" => Kind::Join,
             b"leave" => Kind::Leave,
             b"nick" => Kind::Nick,
+            b"msg" => Kind::Msg,
             _ => return None,
         })
     }
@@ -70,8 +74,11 @@ pub struct Entry {
     pub kind: Kind,
     /// Who said it, by the name they had.
     pub from: String,
-    /// The line exactly as this node's own members saw it, without `\n`.
+    /// The line exactly as this node's own members saw it, without `\n`
+    /// (a private message: only its text).
     pub text: String,
+    /// A private message's addressee, by name.
+    pub to: Option<String>,
 }
 
 /// A question the core asks of Redis through the link; the answer comes
@@ -91,6 +98,15 @@ pub enum Ask {
     Release { name: String },
     /// Who is in `room`, on every node.
     Who { client: ClientId, room: String },
+    /// The rooms with members on any node, biggest first.
+    Rooms { client: ClientId },
+    /// A private message for `to`, wherever they are connected.
+    Msg {
+        client: ClientId,
+        from: String,
+        to: String,
+        text: String,
+    },
 }
 
 /// What the link tells the core, through the engine.
@@ -127,6 +143,27 @@ pub enum ClusterEvent {
         client: ClientId,
         count: u64,
         names: Vec<String>,
+    },
+    /// The answer to [`Ask::Msg`]: `to` is the name as its holder has
+    /// it, `None` if nobody holds it.
+    MsgSent {
+        client: ClientId,
+        to: Option<String>,
+        asked: String,
+        text: String,
+    },
+    /// The answer to [`Ask::Rooms`]: how many rooms, and the biggest with
+    /// their members on every node.
+    Rooms {
+        client: ClientId,
+        count: u64,
+        rooms: Vec<(String, u64)>,
+    },
+    /// A room this node just started following already had these chat
+    /// lines (oldest first, with the Unix millisecond each was added).
+    History {
+        room: String,
+        lines: Vec<(u64, String)>,
     },
     /// The link went down before it could answer (or was down).
     NoAnswer(Ask),

@@ -9,6 +9,7 @@
 //! | `pc:lease` | sorted set: folded name → expiry (ms, Redis time) |
 //! | `pc:inc:<incarnation>:names` | set: a node's folded names, to refresh |
 //! | `pc:room:<room>:names` | set: the names in a room, for `/who` |
+//! | `pc:rooms` | sorted set: room → members on every node, for `/rooms` |
 //! | `pc:meta` | hash: `lease_seq`, the sequence of "server lost" entries |
 //!
 //! Every script first purges up to 100 expired names; each is removed
@@ -32,7 +33,11 @@ local function forget(n, v)
   redis.call('HDEL', 'pc:names', n)
   redis.call('ZREM', 'pc:lease', n)
   if inc then
-    redis.call('SREM', 'pc:room:' .. room .. ':names', disp)
+    if redis.call('SREM', 'pc:room:' .. room .. ':names', disp) == 1 then
+      if tonumber(redis.call('ZINCRBY', 'pc:rooms', -1, room)) <= 0 then
+        redis.call('ZREM', 'pc:rooms', room)
+      end
+    end
     redis.call('SREM', 'pc:inc:' .. inc .. ':names', n)
   end
   return room, disp
@@ -75,7 +80,9 @@ if old ~= '' and old ~= n then
 end
 redis.call('HSET', 'pc:names', n, inc .. '|' .. room .. '|' .. disp)
 redis.call('ZADD', 'pc:lease', now + ttl, n)
-redis.call('SADD', 'pc:room:' .. room .. ':names', disp)
+if redis.call('SADD', 'pc:room:' .. room .. ':names', disp) == 1 then
+  redis.call('ZINCRBY', 'pc:rooms', 1, room)
+end
 redis.call('SADD', 'pc:inc:' .. inc .. ':names', n)
 return 1
 "#;
@@ -113,6 +120,28 @@ local key = 'pc:room:' .. ARGV[1] .. ':names'
 return {redis.call('SCARD', key), redis.call('SORT', key, 'ALPHA', 'LIMIT', 0, tonumber(ARGV[2]))}
 "#;
 
+/// ARGV: how many. `{rooms with members, {room, count, …}}`, biggest first.
+const ROOMS: &str = r#"
+purge(now_ms())
+return {redis.call('ZCARD', 'pc:rooms'), redis.call('ZREVRANGE', 'pc:rooms', 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')}
+"#;
+
+/// ARGV: folded addressee, node, sender incarnation, sender, text. Puts
+/// a private message in the addressee's node's inbox stream
+/// (`pc:@<incarnation>:log`); returns the addressee's name, or 0 if nobody
+/// holds it. Its `s` counts over every message sent through Redis, so it
+/// only ever grows: duplicates are dropped, and no gap is inferred.
+const MSG: &str = r#"
+purge(now_ms())
+local v = redis.call('HGET', 'pc:names', ARGV[1])
+if not v then return 0 end
+local inc, room, disp = parse(v)
+local seq = redis.call('HINCRBY', 'pc:meta', 'msg_seq', 1)
+redis.call('XADD', 'pc:@' .. inc .. ':log', 'MAXLEN', '~', '1000', '*',
+  'v', '1', 'n', ARGV[2], 'i', ARGV[3], 's', seq, 'k', 'msg', 'f', ARGV[4], 't', ARGV[5], 'o', disp)
+return disp
+"#;
+
 /// Which script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Script {
@@ -120,6 +149,8 @@ pub enum Script {
     Release,
     Refresh,
     Who,
+    Msg,
+    Rooms,
 }
 
 impl Script {
@@ -130,6 +161,8 @@ impl Script {
             Script::Release => RELEASE,
             Script::Refresh => REFRESH,
             Script::Who => WHO,
+            Script::Msg => MSG,
+            Script::Rooms => ROOMS,
         };
         format!("{PRELUDE}{body}")
     }
@@ -148,13 +181,37 @@ pub fn parse_who(frame: &Frame) -> Option<(u64, Vec<String>)> {
     Some((u64::try_from(*count).ok()?, names))
 }
 
+/// `ROOMS`'s answer: how many rooms have members, and the biggest.
+pub fn parse_rooms(frame: &Frame) -> Option<(u64, Vec<(String, u64)>)> {
+    let [Frame::Integer(count), list] = frame.as_array()? else {
+        return None;
+    };
+    let rooms = list
+        .as_array()?
+        .chunks(2)
+        .filter_map(|pair| {
+            let [name, n] = pair else { return None };
+            let n = std::str::from_utf8(n.as_bytes()?).ok()?.parse().ok()?;
+            Some((crate::sanitize::sanitize(name.as_bytes()?), n))
+        })
+        .collect();
+    Some((u64::try_from(*count).ok()?, rooms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_script_carries_the_prelude() {
-        for s in [Script::Claim, Script::Release, Script::Refresh, Script::Who] {
+        for s in [
+            Script::Claim,
+            Script::Release,
+            Script::Refresh,
+            Script::Who,
+            Script::Msg,
+            Script::Rooms,
+        ] {
             assert!(s.source().contains("local function purge"), "{s:?}");
         }
     }

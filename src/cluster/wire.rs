@@ -12,6 +12,7 @@
 //! | `k` | [`Kind`] |
 //! | `f` | the sender's name |
 //! | `t` | the line as the sender's node showed it |
+//! | `o` | a private message's addressee (only then) |
 //!
 //! Reading trusts nothing: an entry missing a field, with a number that
 //! does not parse or with text over the limits is refused (`None`), and
@@ -53,6 +54,7 @@ pub fn room_of_key(key: &[u8]) -> Option<&str> {
 /// Append the `XADD` of one entry to `out`.
 pub fn encode_xadd(entry: &Entry, stamp: &Stamp, out: &mut Vec<u8>) {
     let key = stream_key(&entry.room);
+    debug_assert!(entry.to.is_none(), "private messages go by the MSG script");
     let incarnation = format!("{:x}", stamp.incarnation);
     let seq = stamp.seq.to_string();
     let args: [&[u8]; 19] = [
@@ -89,7 +91,7 @@ pub fn parse_entry<'f>(room: &str, item: &'f Frame) -> Option<(&'f [u8], Stamp, 
     };
     let id = id.as_bytes()?;
     let fields = fields.as_array()?;
-    let mut found: [Option<&[u8]>; 7] = [None; 7];
+    let mut found: [Option<&[u8]>; 8] = [None; 8];
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
             return None;
@@ -102,6 +104,7 @@ pub fn parse_entry<'f>(room: &str, item: &'f Frame) -> Option<(&'f [u8], Stamp, 
             b"k" => 4,
             b"f" => 5,
             b"t" => 6,
+            b"o" => 7,
             _ => continue, // a later format's extra field
         };
         found[slot] = Some(value.as_bytes()?);
@@ -114,6 +117,7 @@ pub fn parse_entry<'f>(room: &str, item: &'f Frame) -> Option<(&'f [u8], Stamp, 
         Some(kind),
         Some(from),
         Some(text),
+        to,
     ] = found
     else {
         return None;
@@ -131,6 +135,7 @@ pub fn parse_entry<'f>(room: &str, item: &'f Frame) -> Option<(&'f [u8], Stamp, 
         kind: Kind::parse(kind)?,
         from: sanitize(from),
         text: sanitize(text),
+        to: to.filter(|t| t.len() <= MAX_NAME).map(sanitize),
     };
     (!entry.text.is_empty()).then_some((id, stamp, entry))
 }
@@ -145,6 +150,7 @@ mod tests {
             kind: Kind::Say,
             from: "alice".into(),
             text: "<alice> hi there".into(),
+            to: None,
         };
         let stamp = Stamp {
             node: "a".into(),
