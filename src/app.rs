@@ -71,7 +71,10 @@ pub enum Output {
     /// `--cluster`: tell the other nodes what `sender` made this node say.
     /// If it cannot be queued, the engine answers
     /// [`ClusterEvent::NotSent`].
-    Publish { sender: ClientId, entry: Entry },
+    Publish {
+        sender: Option<ClientId>,
+        entry: Entry,
+    },
     /// `--cluster`: a room now exists here: hear the other nodes in it.
     Follow { room: String },
     /// `--cluster`: the room is gone here: stop hearing it.
@@ -142,7 +145,7 @@ impl Outbox {
         self.items.push(Output::Close { client });
     }
 
-    pub fn publish(&mut self, sender: ClientId, entry: Entry) {
+    pub fn publish(&mut self, sender: Option<ClientId>, entry: Entry) {
         self.items.push(Output::Publish { sender, entry });
     }
 

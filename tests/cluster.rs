@@ -522,3 +522,92 @@ fn private_messages_rooms_and_history_span_nodes() {
     let who = bob.skip_until(|l| l.contains("here:"));
     assert_eq!(who, "* 2 users here: alice, bob");
 }
+
+/// An operator on one node acts on members of another: the topic, a mute,
+/// a kick and a ban reach them there, the rooms on both nodes hear it, and
+/// the ban holds on every node.
+#[test]
+fn moderation_spans_nodes() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = std::env::temp_dir().join(format!("pollchat-cluster-op-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let url = redis.url();
+    let start = |name: &str| {
+        let args = [
+            "--cluster",
+            &url,
+            "--node",
+            name,
+            "--op-secret-file",
+            secret.to_str().unwrap(),
+        ];
+        let server = ChildServer::start(EngineKind::Poll, &args);
+        wait_log(&server, "cluster: link up", READ_TIMEOUT);
+        server
+    };
+    let (a, b) = (start("a"), start("b"));
+    let mut alice = Client::join_as(a.addr, "alice");
+    let named = |ip: &str, name: &str| {
+        let mut c = common::connect_from(b.addr, ip);
+        c.line();
+        c.send(&format!("/nick {name}"));
+        c.expect_suffix(&format!("is now known as {name}"));
+        c
+    };
+    let mut bob = named("127.0.0.2", "bob");
+    let mut carol = named("127.0.0.3", "carol");
+    let mut trio = [alice, bob, carol];
+    all_hear_each_other(&mut trio);
+    [alice, bob, carol] = trio;
+    alice.send("/op s3cret");
+    alice.expect("* you are now an operator (/help lists the commands)");
+
+    alice.send("/topic cluster night");
+    bob.expect_suffix("* alice set the topic: cluster night");
+    alice.send("/mute bob 5");
+    alice.expect_suffix("* bob is on another server: the /mute was sent there");
+    bob.expect_suffix("* bob was muted by alice for 5 minute(s)");
+    alice.expect_suffix("* bob was muted by alice for 5 minute(s)");
+    bob.send("let me speak");
+    bob.expect("! you are muted (5 more minute(s))");
+
+    alice.send("/kick carol spam");
+    alice.expect_suffix("* carol is on another server: the /kick was sent there");
+    carol.expect_suffix("! you were kicked by alice (spam)");
+    assert_eq!(carol.try_line(), None, "carol is closed");
+    bob.expect_suffix("* carol was kicked by alice (spam)");
+    alice.expect_suffix("* carol was kicked by alice (spam)");
+
+    alice.send("/ban bob 10");
+    bob.expect_suffix("! you are banned (10 minute(s))");
+    alice.expect_suffix("* bob was banned by alice for 10 minute(s)");
+    // The ban is on bob's address on both nodes: node a learns it from
+    // the `!mod` stream, a moment later; ask until it has (bounded).
+    let mut again = common::connect_from(b.addr, "127.0.0.2");
+    assert!(
+        again.line().starts_with("! you are banned"),
+        "node b refuses"
+    );
+    let listed = (0..100).any(|_| {
+        alice.send("/bans");
+        let reply = alice.skip_until(|l| l == "* no bans" || l.ends_with("ban(s):"));
+        reply != "* no bans" && alice.line().contains("127.0.0.2 (10 minute(s) left)")
+    });
+    assert!(listed, "node a never heard of the ban");
+    let mut elsewhere = common::connect_from(a.addr, "127.0.0.2");
+    assert!(
+        elsewhere.line().starts_with("! you are banned"),
+        "node a refuses"
+    );
+    alice.send("/unban 127.0.0.2");
+    alice.expect_suffix("* alice lifted the ban on 127.0.0.2");
+    // Node b hears of it through the stream too: connect until welcomed.
+    let welcomed = (0..100).any(|_| {
+        let mut back = common::connect_from(b.addr, "127.0.0.2");
+        back.line().starts_with("* Welcome")
+    });
+    assert!(welcomed, "the ban was never lifted on node b");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::numbered::{assert_in_order_from, numbered_line};
@@ -15,19 +14,6 @@ use pollchat::chat::moderation::OpSecret;
 use pollchat::chat::{Chat, Settings};
 use pollchat::config::EngineKind;
 use pollchat::quiz::{Quiz, questions};
-
-/// A client connected from another loopback address (`127.0.0.2`, ...),
-/// so that a ban of it leaves the test's other clients alone.
-fn connect_from(addr: SocketAddr, ip: &str) -> Client {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-    let ip: IpAddr = ip.parse().unwrap();
-    socket
-        .bind(&SocketAddr::new(ip, 0).into())
-        .expect("bind the source address");
-    socket.connect(&addr.into()).expect("connect");
-    Client::from_stream(TcpStream::from(socket))
-}
 
 /// Join `room` and read up to the confirmation.
 fn join_room(c: &mut Client, room: &str) {
@@ -196,11 +182,11 @@ fn kick_and_ban_with_reconnect_refused(engine: EngineKind) {
     op.expect("! wrong operator secret");
     op.send("/op letmein");
     op.expect("* you are now an operator (/help lists the commands)");
-    let mut troll = connect_from(addr, "127.0.0.2");
+    let mut troll = common::connect_from(addr, "127.0.0.2");
     troll.line();
     troll.send("/nick troll");
     op.skip_until(|l| l.ends_with("is now known as troll"));
-    let mut friend = connect_from(addr, "127.0.0.3");
+    let mut friend = common::connect_from(addr, "127.0.0.3");
     friend.line();
     friend.send("/nick friend");
     op.skip_until(|l| l.ends_with("is now known as friend"));
@@ -215,9 +201,9 @@ fn kick_and_ban_with_reconnect_refused(engine: EngineKind) {
     op.expect("* troll was kicked by op (spamming)");
     friend.skip_until(|l| l == "* troll was kicked by op (spamming)");
 
-    let mut again = connect_from(addr, "127.0.0.2");
+    let mut again = common::connect_from(addr, "127.0.0.2");
     assert!(again.line().starts_with("* Welcome"), "a kick is not a ban");
-    let mut second = connect_from(addr, "127.0.0.2");
+    let mut second = common::connect_from(addr, "127.0.0.2");
     second.line();
     again.send("/nick troll");
     op.skip_until(|l| l.ends_with("is now known as troll"));
@@ -234,7 +220,7 @@ fn kick_and_ban_with_reconnect_refused(engine: EngineKind) {
         );
     }
 
-    let mut refused = connect_from(addr, "127.0.0.2");
+    let mut refused = common::connect_from(addr, "127.0.0.2");
     assert_eq!(
         refused.read_to_close_strict(),
         vec!["! you are banned (5 more minute(s))".to_string()]
@@ -246,7 +232,7 @@ fn kick_and_ban_with_reconnect_refused(engine: EngineKind) {
     op.skip_until(|l| l == "<friend> still here");
     op.send("/unban 127.0.0.2");
     op.skip_until(|l| l == "* op lifted the ban on 127.0.0.2");
-    let mut back = connect_from(addr, "127.0.0.2");
+    let mut back = common::connect_from(addr, "127.0.0.2");
     assert!(back.line().starts_with("* Welcome"), "unbanned");
 }
 
@@ -257,7 +243,7 @@ fn mute_refuses_chat_lines(engine: EngineKind) {
     let mut op = Client::join_as(addr, "op");
     op.send("/op letmein");
     op.expect("* you are now an operator (/help lists the commands)");
-    let mut loud = connect_from(addr, "127.0.0.2");
+    let mut loud = common::connect_from(addr, "127.0.0.2");
     loud.line();
     loud.send("/nick loud");
     op.skip_until(|l| l.ends_with("is now known as loud"));

@@ -70,7 +70,7 @@ impl Bridge {
     pub fn publish(
         &self,
         out: &mut Outbox,
-        sender: ClientId,
+        sender: Option<ClientId>,
         room: &str,
         kind: Kind,
         from: &str,

@@ -27,7 +27,7 @@ use super::moderation::{self, Bans, OpAttempts, OpSecret};
 use super::names::{self, Name, NameError, Roster};
 use super::rooms::{self, MAX_TOPIC, Rooms, TooManyRooms};
 use crate::app::{App, ClientId, Clock, MAX_REPLY, Outbox, Recipients, RoomId};
-use crate::cluster::{Ask, ClusterEvent, Entry, Kind};
+use crate::cluster::{Ask, ClusterEvent, Entry, Kind, MODERATION};
 use crate::sanitize::cut;
 
 /// Names a `/who` reply lists before `... and N more`: names are at most
@@ -346,7 +346,7 @@ impl Chat {
         out: &mut Outbox,
     ) {
         if let Some(&name) = self.members.get(client) {
-            self.publish(client, name.as_str(), room, kind, &line, out);
+            self.publish(Some(client), name.as_str(), room, kind, &line, out);
         }
         let bytes: Arc<[u8]> = Arc::from(line.into_bytes());
         if let Some(r) = self.rooms.get_mut(room) {
@@ -359,7 +359,7 @@ impl Chat {
     /// `--cluster`: tell the other nodes what `client` made `room` hear.
     fn publish(
         &self,
-        client: ClientId,
+        client: Option<ClientId>,
         from: &str,
         room: RoomId,
         kind: Kind,
@@ -376,16 +376,25 @@ impl Chat {
     /// theirs would be (chat into the history; joins and leaves of a big
     /// room counted for its summary).
     fn remote_entry(&mut self, entry: Entry, now: Clock, out: &mut Outbox) {
-        if entry.kind == Kind::Msg {
+        match entry.kind {
             // From this node's inbox: for whoever holds the name here now.
-            let target = entry.to.as_deref().and_then(|to| self.members.holder(to));
-            if let Some(target) = target {
-                out.to(
-                    target,
-                    &format!("*{}* {}", entry.from, cut(&entry.text, MAX_REPLY - 64)),
-                );
+            Kind::Msg => {
+                let target = entry.to.as_deref().and_then(|to| self.members.holder(to));
+                if let Some(target) = target {
+                    let text = cut(&entry.text, MAX_REPLY - 64);
+                    out.to(target, &format!("*{}* {text}", entry.from));
+                }
+                return;
             }
-            return;
+            Kind::Kick | Kind::Mute | Kind::Ban if entry.room.starts_with('@') => {
+                self.remote_action(&entry, now.now, out);
+                return;
+            }
+            Kind::Ban | Kind::Unban if entry.room == MODERATION => {
+                self.remote_ban(&entry, now.now, out);
+                return;
+            }
+            _ => {}
         }
         let Some(id) = self.rooms.find(&entry.room) else {
             return; // no longer a room here
@@ -399,8 +408,16 @@ impl Chat {
                 }
                 out.send_shared(Recipients::Room(id), bytes);
             }
-            Kind::Nick => out.room(id, &entry.text),
-            Kind::Msg => {}
+            Kind::Nick | Kind::Notice => out.room(id, &entry.text),
+            Kind::Topic => {
+                let topic = cut(&entry.text, MAX_TOPIC).to_string();
+                out.room(id, &format!("* {} set the topic: {topic}", entry.from));
+                if let Some(r) = self.rooms.get_mut(id) {
+                    r.topic = Some(topic);
+                }
+            }
+            // Not for a room's stream: skipped.
+            Kind::Msg | Kind::Kick | Kind::Mute | Kind::Ban | Kind::Unban => {}
             Kind::Join | Kind::Leave => {
                 let size = self.rooms.get(id).map_or(0, |r| r.members.len());
                 let joined = entry.kind == Kind::Join;
@@ -490,15 +507,7 @@ impl Chat {
     /// through its inbox (Redis says who holds the name).
     fn private_message(&mut self, client: ClientId, to: &str, text: &str, out: &mut Outbox) {
         let Some(target) = self.members.holder(to) else {
-            if let (Some(bridge), Some(from)) = (&self.cluster, self.members.get(client))
-                && bridge.is_up()
-            {
-                out.ask(Ask::Msg {
-                    client,
-                    from: from.as_str().to_string(),
-                    to: to.to_string(),
-                    text: cut(text, MAX_REPLY - 64).to_string(),
-                });
+            if self.direct(client, to, Kind::Msg, cut(text, MAX_REPLY - 64), out) {
                 return;
             }
             out.to(client, &format!("! no such user: {}", cut(to, 32)));
@@ -571,7 +580,7 @@ impl Chat {
             Ok(Some(old)) if old.as_str() != new => {
                 let line = format!("* {old} is now known as {new}");
                 out.room(room, &line);
-                self.publish(client, new, room, Kind::Nick, &line, out);
+                self.publish(Some(client), new, room, Kind::Nick, &line, out);
             }
             Ok(_) => {}
             Err(err) => out.to(client, &format!("! {err}")),
@@ -719,7 +728,7 @@ impl Chat {
     ) {
         let (client, name) = who;
         let kind = if joined { Kind::Join } else { Kind::Leave };
-        self.publish(client, name.as_str(), room, kind, line, out);
+        self.publish(Some(client), name.as_str(), room, kind, line, out);
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -842,7 +851,8 @@ impl Chat {
         };
         info!("{name} set the topic of {}: {topic}", r.name);
         out.room(room, &format!("* {name} set the topic: {topic}"));
-        r.topic = Some(topic);
+        r.topic = Some(topic.clone());
+        self.publish(Some(client), name.as_str(), room, Kind::Topic, &topic, out);
     }
 
     // ----- moderation -------------------------------------------------------
@@ -914,14 +924,45 @@ impl Chat {
         Some((target, seat))
     }
 
-    /// Tell the room of `target` (and the operator, if elsewhere) what
-    /// an operator did, and log it.
-    fn announce_action(&self, op: ClientId, room: RoomId, line: &str, out: &mut Outbox) {
+    /// Tell `room` what an operator did (and the operator, if here and
+    /// elsewhere), log it, and with `--cluster` tell the room's members on
+    /// the other nodes too, as `kind`.
+    fn announce_action(
+        &self,
+        op: Option<ClientId>,
+        room: RoomId,
+        line: &str,
+        kind: Kind,
+        out: &mut Outbox,
+    ) {
         info!("{}", line.trim_start_matches("* "));
         out.room(room, line);
-        if self.seat(op).is_some_and(|s| s.room != room) {
+        if let Some(op) = op
+            && self.seat(op).is_some_and(|s| s.room != room)
+        {
             out.to(op, line);
         }
+        self.publish(op, "", room, kind, line, out);
+    }
+
+    /// `--cluster`: `name` is not here, so send the operator's action
+    /// (or a private message) to the node that holds it. False when there
+    /// is no link to send it by.
+    fn direct(&self, op: ClientId, name: &str, kind: Kind, text: &str, out: &mut Outbox) -> bool {
+        let (Some(bridge), Some(from)) = (&self.cluster, self.members.get(op)) else {
+            return false;
+        };
+        if !bridge.is_up() {
+            return false;
+        }
+        out.ask(Ask::Direct {
+            client: op,
+            from: from.as_str().to_string(),
+            to: name.to_string(),
+            kind,
+            text: text.to_string(),
+        });
+        true
     }
 
     fn kick(
@@ -932,27 +973,46 @@ impl Chat {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let Some((target, seat)) = self.target(op, name, "kicked", out) else {
+        let reason = reason.map(|r| cut(r, 200)).unwrap_or_default();
+        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Kick, reason, out) {
+            return;
+        }
+        let Some((target, _)) = self.target(op, name, "kicked", out) else {
             return;
         };
-        let (Some(op_name), Some(target_name)) = (
-            self.members.get(op).copied(),
+        let Some(op_name) = self.members.get(op).copied() else {
+            return;
+        };
+        self.apply_kick(Some(op), op_name.as_str(), target, reason, now, out);
+    }
+
+    /// `op_name` kicks `target` (checked already): it is told why and
+    /// closed, and its room hears it.
+    fn apply_kick(
+        &mut self,
+        op: Option<ClientId>,
+        op_name: &str,
+        target: ClientId,
+        reason: &str,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let (Some(target_name), Some(seat)) = (
             self.members.get(target).copied(),
+            self.seat(target).copied(),
         ) else {
             return;
         };
-        let why = reason
-            .map(|r| format!(" ({})", cut(r, 200)))
-            .unwrap_or_default();
+        let why = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
         out.to(target, &format!("! you were kicked by {op_name}{why}"));
         self.forget(target, now, out);
         out.close(target);
-        self.announce_action(
-            op,
-            seat.room,
-            &format!("* {target_name} was kicked by {op_name}{why}"),
-            out,
-        );
+        let line = format!("* {target_name} was kicked by {op_name}{why}");
+        self.announce_action(op, seat.room, &line, Kind::Leave, out);
     }
 
     fn ban(
@@ -963,10 +1023,21 @@ impl Chat {
         now: Instant,
         out: &mut Outbox,
     ) {
+        if minutes == Some(0) {
+            out.to(op, "! a ban lasts at least 1 minute (/unban lifts one)");
+            return;
+        }
+        let length = minutes.map_or(moderation::DEFAULT_BAN, moderation::minutes);
+        let mins = (length.as_secs() / 60).to_string();
+        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Ban, &mins, out) {
+            return;
+        }
         let Some((target, seat)) = self.target(op, name, "banned", out) else {
             return;
         };
-        let Some(op_seat) = self.seat(op).copied() else {
+        let (Some(op_seat), Some(op_name)) =
+            (self.seat(op).copied(), self.members.get(op).copied())
+        else {
             return;
         };
         if seat.ip == op_seat.ip {
@@ -979,41 +1050,68 @@ impl Chat {
             );
             return;
         }
-        let from_there: Vec<ClientId> = self.clients_from(seat.ip).collect();
-        if from_there
-            .iter()
-            .any(|&c| self.seat(c).is_some_and(|s| s.op))
+        if let Err(refusal) = self.apply_ban(Some(op), op_name.as_str(), target, length, now, out) {
+            out.to(op, &refusal);
+        }
+    }
+
+    /// `op_name` bans `target`'s address for `length` (the operator's own
+    /// checks done): everyone connected from it is closed, on this node
+    /// and, through the `!mod` stream, on every other.
+    fn apply_ban(
+        &mut self,
+        op: Option<ClientId>,
+        op_name: &str,
+        target: ClientId,
+        length: Duration,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Result<(), String> {
+        let (Some(target_name), Some(seat)) = (
+            self.members.get(target).copied(),
+            self.seat(target).copied(),
+        ) else {
+            return Err("! no such user".into());
+        };
+        if self
+            .clients_from(seat.ip)
+            .any(|c| self.seat(c).is_some_and(|s| s.op))
         {
-            out.to(
-                op,
-                &format!(
-                    "! an operator is connected from {}: it cannot be banned",
-                    seat.ip
-                ),
-            );
-            return;
+            return Err(format!(
+                "! an operator is connected from {}: it cannot be banned",
+                seat.ip
+            ));
         }
-        if minutes == Some(0) {
-            out.to(op, "! a ban lasts at least 1 minute (/unban lifts one)");
-            return;
-        }
-        let length = minutes.map_or(moderation::DEFAULT_BAN, moderation::minutes);
         if !self.bans.ban(seat.ip, length, now) {
-            out.to(op, "! the ban list is full");
-            return;
+            return Err("! the ban list is full".into());
         }
-        let op_name = self.name(op).unwrap_or("?").to_string();
         let mins = length.as_secs() / 60;
-        let target_name = self.name(target).unwrap_or("?").to_string();
         // The room hears who; only the operator (and the log) hears the
         // address, which would name everyone behind it.
         let line = format!("* {target_name} was banned by {op_name} for {mins} minute(s)");
-        self.announce_action(op, seat.room, &line, out);
+        self.announce_action(op, seat.room, &line, Kind::Leave, out);
         info!("the ban is on {}", seat.ip);
-        out.to(
-            op,
-            &format!("* the ban is on {0} (/unban {0} lifts it)", seat.ip),
-        );
+        if let Some(op) = op {
+            out.to(
+                op,
+                &format!("* the ban is on {0} (/unban {0} lifts it)", seat.ip),
+            );
+        }
+        out.to(target, &format!("! you are banned ({mins} minute(s))"));
+        self.forget(target, now, out);
+        out.close(target);
+        self.close_banned(seat.ip, mins, now, out);
+        if let Some(bridge) = &self.cluster {
+            let text = format!("{} {mins}", seat.ip);
+            bridge.publish(out, op, MODERATION, Kind::Ban, op_name, &text);
+        }
+        Ok(())
+    }
+
+    /// Close everyone else connected from a banned address; their rooms
+    /// hear they left.
+    fn close_banned(&mut self, ip: IpAddr, mins: u64, now: Instant, out: &mut Outbox) {
+        let from_there: Vec<ClientId> = self.clients_from(ip).collect();
         for client in from_there {
             let (Some(&n), Some(&s)) = (self.members.get(client), self.seat(client)) else {
                 continue;
@@ -1021,16 +1119,14 @@ impl Chat {
             out.to(client, &format!("! you are banned ({mins} minute(s))"));
             self.forget(client, now, out);
             out.close(client);
-            if client != target {
-                self.announce(
-                    s.room,
-                    (client, n),
-                    &format!("* {n} left (banned)"),
-                    false,
-                    now,
-                    out,
-                );
-            }
+            self.announce(
+                s.room,
+                (client, n),
+                &format!("* {n} left (banned)"),
+                false,
+                now,
+                out,
+            );
         }
     }
 
@@ -1071,16 +1167,23 @@ impl Chat {
             out.to(op, &format!("! {ip} is not banned"));
             return;
         }
-        let Some(seat) = self.seat(op).copied() else {
+        let (Some(seat), Some(op_name)) = (self.seat(op).copied(), self.members.get(op).copied())
+        else {
             return;
         };
-        let op_name = self.name(op).unwrap_or("?").to_string();
-        self.announce_action(
-            op,
-            seat.room,
-            &format!("* {op_name} lifted the ban on {ip}"),
-            out,
-        );
+        let line = format!("* {op_name} lifted the ban on {ip}");
+        info!("{}", line.trim_start_matches("* "));
+        out.room(seat.room, &line);
+        if let Some(bridge) = &self.cluster {
+            bridge.publish(
+                out,
+                Some(op),
+                MODERATION,
+                Kind::Unban,
+                op_name.as_str(),
+                &ip.to_string(),
+            );
+        }
     }
 
     fn mute(
@@ -1091,12 +1194,33 @@ impl Chat {
         now: Instant,
         out: &mut Outbox,
     ) {
-        let Some((target, seat)) = self.target(op, name, "muted", out) else {
+        let length = minutes.map_or(moderation::DEFAULT_MUTE, moderation::minutes);
+        let mins = (length.as_secs() / 60).to_string();
+        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Mute, &mins, out) {
+            return;
+        }
+        let Some((target, _)) = self.target(op, name, "muted", out) else {
             return;
         };
-        let length = minutes.map_or(moderation::DEFAULT_MUTE, moderation::minutes);
-        let op_name = self.name(op).unwrap_or("?").to_string();
-        let target_name = self.name(target).unwrap_or("?").to_string();
+        let Some(op_name) = self.members.get(op).copied() else {
+            return;
+        };
+        self.apply_mute(Some(op), op_name.as_str(), target, length, now, out);
+    }
+
+    /// `op_name` mutes `target` for `length` (zero lifts it).
+    fn apply_mute(
+        &mut self,
+        op: Option<ClientId>,
+        op_name: &str,
+        target: ClientId,
+        length: Duration,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
+        let Some(target_name) = self.members.get(target).copied() else {
+            return;
+        };
         let line = if length.is_zero() {
             format!("* {op_name} lifted the mute on {target_name}")
         } else {
@@ -1105,10 +1229,71 @@ impl Chat {
                 length.as_secs() / 60
             )
         };
-        if let Some(s) = self.seat_mut(target) {
-            s.muted_until = (!length.is_zero()).then(|| now + length);
+        let Some(s) = self.seat_mut(target) else {
+            return;
+        };
+        s.muted_until = (!length.is_zero()).then(|| now + length);
+        let room = s.room;
+        self.announce_action(op, room, &line, Kind::Notice, out);
+    }
+
+    /// An operator on another node acted on a member of this one (through
+    /// this node's inbox). Operators are protected here as there.
+    fn remote_action(&mut self, entry: &Entry, now: Instant, out: &mut Outbox) {
+        let Some(target) = entry.to.as_deref().and_then(|to| self.members.holder(to)) else {
+            return; // gone meanwhile
+        };
+        if self.seat(target).is_some_and(|s| s.op) {
+            info!(
+                "{} tried to act on operator {:?} from another node: refused",
+                entry.from, entry.to
+            );
+            return;
         }
-        self.announce_action(op, seat.room, &line, out);
+        let minutes = || entry.text.parse().ok().map(moderation::minutes);
+        match entry.kind {
+            Kind::Kick => self.apply_kick(None, &entry.from, target, &entry.text, now, out),
+            Kind::Mute => {
+                let length = minutes().unwrap_or(moderation::DEFAULT_MUTE);
+                self.apply_mute(None, &entry.from, target, length, now, out);
+            }
+            Kind::Ban => {
+                let length = minutes().unwrap_or(moderation::DEFAULT_BAN);
+                if let Err(refusal) = self.apply_ban(None, &entry.from, target, length, now, out) {
+                    info!("a ban from {} was not applied: {refusal}", entry.from);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A ban or a lifted ban from another node (the `!mod` stream).
+    fn remote_ban(&mut self, entry: &Entry, now: Instant, out: &mut Outbox) {
+        let mut words = entry.text.split(' ');
+        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else {
+            return;
+        };
+        if entry.kind == Kind::Unban {
+            self.bans.lift(ip, now);
+            return;
+        }
+        let Some(mins) = words.next().and_then(|m| m.parse::<u32>().ok()) else {
+            return;
+        };
+        if self
+            .clients_from(ip)
+            .any(|c| self.seat(c).is_some_and(|s| s.op))
+        {
+            info!(
+                "a ban on {ip} from {} not applied: an operator is connected from it",
+                entry.from
+            );
+            return;
+        }
+        if self.bans.ban(ip, moderation::minutes(mins), now) {
+            info!("the ban on {ip} from {} applies here too", entry.from);
+            self.close_banned(ip, u64::from(mins), now, out);
+        }
     }
 
     // ----- leaving ----------------------------------------------------------
@@ -1277,20 +1462,25 @@ impl App for Chat {
                     self.who_here(client, room, out);
                 }
             }
-            ClusterEvent::MsgSent {
+            ClusterEvent::DirectSent {
                 client,
                 to,
                 asked,
+                kind,
                 text,
-            } => match to {
-                Some(to) => out.to(client, &format!("-> {to}: {text}")),
-                None => out.to(client, &format!("! no such user: {}", cut(&asked, 32))),
-            },
-            ClusterEvent::NoAnswer(Ask::Msg { client, .. }) => {
-                out.to(
+            } => match (to, kind) {
+                (None, _) => out.to(client, &format!("! no such user: {}", cut(&asked, 32))),
+                (Some(to), Kind::Msg) => out.to(client, &format!("-> {to}: {text}")),
+                (Some(to), kind) => out.to(
                     client,
-                    "! the message was not sent: the cluster link is down",
-                );
+                    &format!(
+                        "* {to} is on another server: the /{} was sent there",
+                        kind.as_str()
+                    ),
+                ),
+            },
+            ClusterEvent::NoAnswer(Ask::Direct { client, .. }) => {
+                out.to(client, "! not sent: the cluster did not answer (try again)");
             }
             ClusterEvent::Rooms {
                 client,
@@ -1408,7 +1598,7 @@ mod tests {
                         (Recipients::One(client), format!("<enter {}>", room.0))
                     }
                     Output::Publish { sender, entry } => (
-                        Recipients::One(sender),
+                        Recipients::One(sender.unwrap_or(ClientId(usize::MAX))),
                         format!("<publish {} {:?} {}>", entry.room, entry.kind, entry.text),
                     ),
                     Output::Follow { room } => (Recipients::All, format!("<follow {room}>")),

@@ -29,7 +29,7 @@ use log::{debug, info, warn};
 use super::names::{self, Script};
 use super::resp::{self, Frame};
 use super::wire::{self, Stamp};
-use super::{Ask, ClusterEvent, Entry};
+use super::{Ask, ClusterEvent, Entry, MODERATION};
 
 /// How long one `XREAD` waits for entries (ms, as Redis takes it).
 pub const BLOCK_MS: &str = "1000";
@@ -202,8 +202,10 @@ impl Link {
             events: VecDeque::new(),
             skipped: 0,
         };
-        // This node's inbox: private messages for its members.
+        // This node's inbox (private messages and operators' actions for
+        // its members), and the bans every node keeps.
         link.follow(&format!("@{id:x}"), now);
+        link.follow(MODERATION, now);
         link
     }
 
@@ -337,14 +339,21 @@ impl Link {
                 Script::Rooms,
                 vec![crate::chat::service::ROOMS_LISTED.to_string()],
             ),
-            Ask::Msg { from, to, text, .. } => (
-                Script::Msg,
+            Ask::Direct {
+                from,
+                to,
+                kind,
+                text,
+                ..
+            } => (
+                Script::Direct,
                 vec![
                     fold(to),
                     self.settings.node.clone(),
                     inc,
                     from.clone(),
                     text.clone(),
+                    kind.as_str().to_string(),
                 ],
             ),
         };
@@ -544,17 +553,19 @@ impl Link {
                 self.events
                     .push_back(ClusterEvent::Claimed { client, name, held });
             }
-            Request::Ask(Ask::Msg {
+            Request::Ask(Ask::Direct {
                 client,
                 text,
+                kind,
                 to: asked,
                 ..
             }) => {
                 let to = frame.as_bytes().map(crate::sanitize::sanitize);
-                self.events.push_back(ClusterEvent::MsgSent {
+                self.events.push_back(ClusterEvent::DirectSent {
                     client,
                     to,
                     asked,
+                    kind,
                     text,
                 });
             }
@@ -767,7 +778,7 @@ impl Link {
                 if let Request::Ask(
                     ask @ (Ask::Claim { .. }
                     | Ask::Who { .. }
-                    | Ask::Msg { .. }
+                    | Ask::Direct { .. }
                     | Ask::Rooms { .. }),
                 ) = request
                 {
@@ -926,6 +937,11 @@ mod tests {
         ])]))
     }
 
+    /// Where the lobby's key and cursor are in an XREAD's arguments: after
+    /// `!mod`'s, and before the inbox's.
+    const LOBBY_KEY: usize = 7;
+    const LOBBY_CURSOR: usize = 10;
+
     /// A link following `#lobby`, up, with an empty stream, its XREAD out.
     fn up_link(t0: Instant) -> Link {
         let mut link = Link::new(settings(), 42, t0);
@@ -939,21 +955,23 @@ mod tests {
         assert_eq!(handshake[1], ["GET", EPOCH_KEY]);
         link.handle_read(Conn::Cmd, b"+OK\r\n$2\r\ne1\r\n", t0);
         assert_eq!(events(&mut link), [ClusterEvent::Up]);
-        // The lobby's tail, and this node's inbox's.
+        // The tails of the bans' stream, the lobby and this node's inbox.
         let tail = sent(&mut link, Conn::Cmd);
+        let keys: Vec<&str> = tail.iter().map(|t| t[1].as_str()).collect();
+        assert_eq!(keys[..2], ["pc:!mod:log", "pc:#lobby:log"]);
+        assert!(keys[2].starts_with("pc:@"), "{keys:?}");
         assert_eq!(
-            tail[0],
+            tail[1],
             ["XREVRANGE", "pc:#lobby:log", "+", "-", "COUNT", "20"]
         );
-        assert!(tail[1][1].starts_with("pc:@"), "{tail:?}");
-        link.handle_read(Conn::Cmd, b"*0\r\n*0\r\n", t0);
+        link.handle_read(Conn::Cmd, b"*0\r\n*0\r\n*0\r\n", t0);
         let read = sent(&mut link, Conn::Reader);
         assert_eq!(
             read[0][..6],
             ["XREAD", "BLOCK", "1000", "COUNT", "512", "STREAMS"]
         );
-        assert_eq!(read[0][6], "pc:#lobby:log");
-        assert_eq!(read[0][8..], ["0-0", "0-0"]);
+        assert_eq!(read[0][LOBBY_KEY], "pc:#lobby:log");
+        assert_eq!(read[0][9..], ["0-0", "0-0", "0-0"]);
         link
     }
 
@@ -1007,7 +1025,7 @@ mod tests {
         assert_eq!(texts, ["one", "two", "lost 2 from b in #lobby", "five"]);
         // The next read starts after the last entry seen.
         let read = sent(&mut link, Conn::Reader);
-        assert_eq!(read[0][8], "1-5");
+        assert_eq!(read[0][LOBBY_CURSOR], "1-5");
     }
 
     #[test]
@@ -1019,7 +1037,7 @@ mod tests {
         link.handle_read(Conn::Reader, &reply, t0);
         assert_eq!(link.skipped(), 2);
         assert!(matches!(&events(&mut link)[..], [ClusterEvent::Remote(e)] if e.text == "ok"));
-        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "2-3");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][LOBBY_CURSOR], "2-3");
     }
 
     #[test]
@@ -1051,7 +1069,7 @@ mod tests {
             .collect();
         assert_eq!(resent, ["sent, not confirmed", "said while down"]);
         // The cursor is resumed, not asked again.
-        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "0-0");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][LOBBY_CURSOR], "0-0");
     }
 
     #[test]
@@ -1076,7 +1094,7 @@ mod tests {
             events(&mut link),
             [ClusterEvent::Down, ClusterEvent::Reset, ClusterEvent::Up]
         );
-        assert_eq!(sent(&mut link, Conn::Reader)[0][8], "0-0");
+        assert_eq!(sent(&mut link, Conn::Reader)[0][LOBBY_CURSOR], "0-0");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub mod wire;
 
 use crate::app::ClientId;
 
+/// The stream of bans and lifted bans, which every node follows.
+pub const MODERATION: &str = "!mod";
+
 /// What an entry says, so a node can render it and count joins and leaves
 /// of big rooms (`--quiet-above`) like its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +42,19 @@ pub enum Kind {
     Nick,
     /// A private message, in the target node's inbox stream.
     Msg,
+    /// A line for the room as it is (an operator's action).
+    Notice,
+    /// The room's new topic (`t`), set by `f`.
+    Topic,
+    /// For the addressee's node: `f` kicks `o` (`t`: the reason, if any).
+    Kick,
+    /// For the addressee's node: `f` mutes `o` for `t` minutes (0 lifts).
+    Mute,
+    /// For the addressee's node: `f` bans `o`'s address for `t` minutes;
+    /// in the `!mod` stream: the address `t` is banned (`IP MINUTES`).
+    Ban,
+    /// In the `!mod` stream: the ban on address `t` is lifted.
+    Unban,
 }
 
 impl Kind {
@@ -50,6 +66,12 @@ impl Kind {
             Kind::Leave => "leave",
             Kind::Nick => "nick",
             Kind::Msg => "msg",
+            Kind::Notice => "notice",
+            Kind::Topic => "topic",
+            Kind::Kick => "kick",
+            Kind::Mute => "mute",
+            Kind::Ban => "ban",
+            Kind::Unban => "unban",
         }
     }
 
@@ -61,6 +83,12 @@ impl Kind {
             b"leave" => Kind::Leave,
             b"nick" => Kind::Nick,
             b"msg" => Kind::Msg,
+            b"notice" => Kind::Notice,
+            b"topic" => Kind::Topic,
+            b"kick" => Kind::Kick,
+            b"mute" => Kind::Mute,
+            b"ban" => Kind::Ban,
+            b"unban" => Kind::Unban,
             _ => return None,
         })
     }
@@ -100,11 +128,14 @@ pub enum Ask {
     Who { client: ClientId, room: String },
     /// The rooms with members on any node, biggest first.
     Rooms { client: ClientId },
-    /// A private message for `to`, wherever they are connected.
-    Msg {
+    /// An entry for `to`, wherever they are connected, in their node's
+    /// inbox: a private message ([`Kind::Msg`]) or an operator's action on
+    /// them ([`Kind::Kick`], [`Kind::Mute`], [`Kind::Ban`]).
+    Direct {
         client: ClientId,
         from: String,
         to: String,
+        kind: Kind,
         text: String,
     },
 }
@@ -144,12 +175,13 @@ pub enum ClusterEvent {
         count: u64,
         names: Vec<String>,
     },
-    /// The answer to [`Ask::Msg`]: `to` is the name as its holder has
+    /// The answer to [`Ask::Direct`]: `to` is the name as its holder has
     /// it, `None` if nobody holds it.
-    MsgSent {
+    DirectSent {
         client: ClientId,
         to: Option<String>,
         asked: String,
+        kind: Kind,
         text: String,
     },
     /// The answer to [`Ask::Rooms`]: how many rooms, and the biggest with

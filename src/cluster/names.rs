@@ -126,19 +126,20 @@ purge(now_ms())
 return {redis.call('ZCARD', 'pc:rooms'), redis.call('ZREVRANGE', 'pc:rooms', 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')}
 "#;
 
-/// ARGV: folded addressee, node, sender incarnation, sender, text. Puts
-/// a private message in the addressee's node's inbox stream
+/// ARGV: folded addressee, node, sender incarnation, sender, text, kind.
+/// Puts a private message (or an operator's action) in the addressee's
+/// node's inbox stream
 /// (`pc:@<incarnation>:log`); returns the addressee's name, or 0 if nobody
 /// holds it. Its `s` counts over every message sent through Redis, so it
 /// only ever grows: duplicates are dropped, and no gap is inferred.
-const MSG: &str = r#"
+const DIRECT: &str = r#"
 purge(now_ms())
 local v = redis.call('HGET', 'pc:names', ARGV[1])
 if not v then return 0 end
 local inc, room, disp = parse(v)
 local seq = redis.call('HINCRBY', 'pc:meta', 'msg_seq', 1)
 redis.call('XADD', 'pc:@' .. inc .. ':log', 'MAXLEN', '~', '1000', '*',
-  'v', '1', 'n', ARGV[2], 'i', ARGV[3], 's', seq, 'k', 'msg', 'f', ARGV[4], 't', ARGV[5], 'o', disp)
+  'v', '1', 'n', ARGV[2], 'i', ARGV[3], 's', seq, 'k', ARGV[6], 'f', ARGV[4], 't', ARGV[5], 'o', disp)
 return disp
 "#;
 
@@ -149,7 +150,7 @@ pub enum Script {
     Release,
     Refresh,
     Who,
-    Msg,
+    Direct,
     Rooms,
 }
 
@@ -161,7 +162,7 @@ impl Script {
             Script::Release => RELEASE,
             Script::Refresh => REFRESH,
             Script::Who => WHO,
-            Script::Msg => MSG,
+            Script::Direct => DIRECT,
             Script::Rooms => ROOMS,
         };
         format!("{PRELUDE}{body}")
@@ -209,7 +210,7 @@ mod tests {
             Script::Release,
             Script::Refresh,
             Script::Who,
-            Script::Msg,
+            Script::Direct,
             Script::Rooms,
         ] {
             assert!(s.source().contains("local function purge"), "{s:?}");

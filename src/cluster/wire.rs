@@ -137,7 +137,9 @@ pub fn parse_entry<'f>(room: &str, item: &'f Frame) -> Option<(&'f [u8], Stamp, 
         text: sanitize(text),
         to: to.filter(|t| t.len() <= MAX_NAME).map(sanitize),
     };
-    (!entry.text.is_empty()).then_some((id, stamp, entry))
+    // A chat line says something; a kick may come without a reason.
+    let said = matches!(entry.kind, Kind::Say | Kind::Me | Kind::Msg | Kind::Notice);
+    (!said || !entry.text.is_empty()).then_some((id, stamp, entry))
 }
 
 #[cfg(test)]

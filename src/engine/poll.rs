@@ -1087,8 +1087,9 @@ impl<A: App> Loop<A> {
                 Output::Publish { sender, entry } => {
                     if let Some(cluster) = self.cluster.as_mut()
                         && cluster.link.publish(&entry, now).is_err()
+                        && let Some(client) = sender
                     {
-                        let event = crate::cluster::ClusterEvent::NotSent { client: sender };
+                        let event = crate::cluster::ClusterEvent::NotSent { client };
                         self.app
                             .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
                     }

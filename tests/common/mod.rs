@@ -93,6 +93,19 @@ pub fn name_in_welcome(welcome: &str) -> String {
         .to_string()
 }
 
+/// A client connected from another loopback address (`127.0.0.2`, ...),
+/// so that a ban of it leaves the test's other clients alone.
+pub fn connect_from(addr: SocketAddr, ip: &str) -> Client {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    socket
+        .bind(&SocketAddr::new(ip, 0).into())
+        .expect("bind the source address");
+    socket.connect(&addr.into()).expect("connect");
+    Client::from_stream(TcpStream::from(socket))
+}
+
 pub mod numbered;
 pub mod redis;
 #[cfg(feature = "tls")]
