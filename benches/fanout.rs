@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pollchat::bench::{Swarm, SwarmPlan, Tracker};
+use pollchat::bench::{Nodes, Swarm, SwarmPlan, Tracker};
 use pollchat::chat::Chat;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::Server;
@@ -38,7 +38,7 @@ fn fanout(c: &mut Criterion) {
                 .spawn()
                 .expect("start the bench server");
             let plan = SwarmPlan {
-                addr: server.local_addr(),
+                nodes: Nodes::one(server.local_addr()),
                 receivers,
                 stalled: 0,
                 login: None,

@@ -47,7 +47,7 @@ pub enum Command {
     Quiz(QuizArgs),
     /// Measure a line-based chat server's fan-out: latency, throughput, losses, memory.
     #[command(
-        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n  pollchat bench --tls --ca cert.pem --server-name localhost --port 9443\n  pollchat bench --ws ws://127.0.0.1:8080/ws -n 100\n  pollchat bench --ws wss://localhost:8443/ws --ca cert.pem\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
+        after_help = "Examples:\n  pollchat bench -n 100 --rate 200 --duration 10\n  pollchat bench -n 100 --window 64 --json\n  pollchat bench -n 5000 --messages 0 --server-pid 1234\n  pollchat bench --tls --ca cert.pem --server-name localhost --port 9443\n  pollchat bench --ws ws://127.0.0.1:8080/ws -n 100\n  pollchat bench --ws wss://localhost:8443/ws --ca cert.pem\n  pollchat bench --addr 127.0.0.1:9009 --addr 127.0.0.1:9010 -n 100\n\nExit status: 0 all delivered, 1 something was lost, 2 the run could not be made."
     )]
     Bench(crate::bench::BenchArgs),
 }

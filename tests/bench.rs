@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_app, start_chat, test_limits};
 use pollchat::app::{App, ClientId, Clock, Outbox, RoomId};
-use pollchat::bench::{self, BenchConfig, LoadPlan, SwarmPlan};
+use pollchat::bench::{self, BenchConfig, LoadPlan, Nodes, SwarmPlan};
 use pollchat::config::{EngineKind, Limits};
 
 /// A bare relay App for the tests: forwards lines to everyone else, but only
@@ -63,7 +63,7 @@ impl App for TestRelay {
 fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
     BenchConfig {
         swarm: SwarmPlan {
-            addr,
+            nodes: Nodes::one(addr),
             receivers,
             stalled: 0,
             login: None,
@@ -235,6 +235,131 @@ fn no_server_is_a_start_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+// ----- over several nodes (`--addr` repeated) --------------------------------
+//
+// Two chat servers that share nothing (no Redis between them): a probe the
+// sender writes on the first reaches only the receivers there, so each
+// receiver's losses say which server it really was on.
+
+/// Receivers are dealt round-robin over the nodes and the sender goes to
+/// the first: the first node's receivers get every probe, the second's none
+/// (nothing bridges the two), and the report says so per node. Were the
+/// receivers all on one server, or the sender on the second, the per-node
+/// losses would differ.
+#[test]
+fn receivers_are_spread_over_nodes_and_probes_sent_on_the_first() {
+    let first = start_chat(EngineKind::Poll, test_limits());
+    let second = start_chat(EngineKind::Poll, test_limits());
+    let messages = 30;
+    let mut cfg = config(first.local_addr(), 4, messages);
+    cfg.swarm.nodes = Nodes::new(vec![first.local_addr(), second.local_addr()]).unwrap();
+    // Unpaced and uncapped: the probes the second node never sees would
+    // otherwise hold the window for a second each.
+    cfg.load.window = 0;
+    let report = bench::run(&cfg).unwrap();
+
+    let shares: Vec<_> = report
+        .nodes
+        .iter()
+        .map(|n| (n.addr.clone(), n.senders, n.receivers, n.lost))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![
+            (first.local_addr().to_string(), 1, 2, 0),
+            (second.local_addr().to_string(), 0, 2, 2 * messages),
+        ]
+    );
+    assert_eq!(report.sent, messages);
+    assert_eq!(
+        (report.deliveries, report.lost),
+        (2 * messages, 2 * messages)
+    );
+    assert_eq!(
+        report.server,
+        format!("{}, {}", first.local_addr(), second.local_addr())
+    );
+}
+
+/// The binary: `--addr` twice with `--messages 0` (connect only) lists
+/// both nodes with their receivers, as JSON and as a table.
+#[test]
+fn binary_lists_each_addr_with_its_receivers() {
+    let first = start_chat(EngineKind::Poll, test_limits());
+    let second = start_chat(EngineKind::Poll, test_limits());
+    let (a, b) = (
+        first.local_addr().to_string(),
+        second.local_addr().to_string(),
+    );
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pollchat"))
+            .args(["bench", "--addr", &a, "--addr", &b, "-n", "3"])
+            .args(["--messages", "0"])
+            .args(extra)
+            .output()
+            .expect("run pollchat bench")
+    };
+    let out = run(&["--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: bench::Report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let shares: Vec<_> = report
+        .nodes
+        .iter()
+        .map(|n| (n.addr.as_str(), n.senders, n.receivers, n.stalled))
+        .collect();
+    assert_eq!(shares, vec![(a.as_str(), 1, 2, 0), (b.as_str(), 0, 1, 0)]);
+    assert_eq!(report.receivers, 3);
+
+    let out = run(&[]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.starts_with(&format!("servers {a}, {b}: 3 receivers + 1 sender")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "node {a}: 2 receivers + 1 sender + 0 stalled; lost 0\n"
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("node {b}: 1 receivers + 0 stalled; lost 0\n")),
+        "{table}"
+    );
+}
+
+/// `--addr` with flags it replaces or cannot go with, or without a port:
+/// one usage error, status 2, before anything is connected.
+#[test]
+fn addr_flag_mistakes_are_start_errors() {
+    for (args, want) in [
+        (
+            &["--addr", "127.0.0.1:1", "--port", "9"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--addr", "127.0.0.1:1", "--host", "::1"],
+            "cannot be used with",
+        ),
+        (
+            &["--addr", "127.0.0.1:1", "--ws", "ws://127.0.0.1/ws"],
+            "cannot be used with",
+        ),
+        (&["--addr", "127.0.0.1"], "invalid value"),
+        (&["--addr", "localhost:9009"], "invalid value"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 // ----- over TLS (`--tls`) -----------------------------------------------------

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{BenchConfig, BenchError, LoadPlan, SwarmPlan, TlsPlan, WS_NOT_BUILT, WsPlan};
+use super::{BenchConfig, BenchError, LoadPlan, Nodes, SwarmPlan, TlsPlan, WS_NOT_BUILT, WsPlan};
 use crate::client::tls::TlsFlags;
 
 /// Probes per second when neither `--rate` nor `--window` is given.
@@ -20,6 +20,17 @@ pub struct BenchArgs {
     /// Port of the server under test.
     #[arg(long, default_value_t = 9009, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "ws")]
     pub port: u16,
+    /// A server to connect to instead of --host/--port: IP:PORT or
+    /// [IPv6]:PORT. Repeat it for the nodes of one cluster: receivers and
+    /// stalled clients are dealt round-robin over them (receiver i on the
+    /// (i mod n)th), and the sender goes to the first, so the latency is
+    /// the fan-out across nodes.
+    // std's SocketAddr parsing: an IP address, as --host takes, so there is
+    // no lookup and one default TLS name (`ServerAddress` would take names
+    // and a bare host). Defaults do not count as given for clap's
+    // conflicts, so only an explicit --host or --port is refused.
+    #[arg(long, value_name = "IP:PORT", conflicts_with_all = ["ws", "host", "port"])]
+    pub addr: Vec<SocketAddr>,
     /// Receiving clients (the sender is one more).
     #[arg(short = 'n', long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub receivers: u64,
@@ -65,8 +76,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub tls: TlsFlags,
     /// With --tls or a wss:// URL: the name the server's certificate must
-    /// carry (and the SNI sent); default: --host as an IP address, or the
-    /// URL's host.
+    /// carry (and the SNI sent), on every node; default: --host (or the
+    /// first --addr's) as an IP address, or the URL's host.
     // Checked in `config`, not with clap's `requires`: two flags allow it,
     // and clap's message for a missing one spans lines.
     #[arg(long, value_name = "NAME")]
@@ -211,19 +222,23 @@ impl BenchArgs {
                 server_name: self.server_name.clone().unwrap_or_else(|| {
                     self.ws
                         .as_ref()
-                        .map_or_else(|| self.host.to_string(), |ws| ws.host.clone())
+                        .map_or_else(|| self.first_ip().to_string(), |ws| ws.host.clone())
                 }),
             });
-        let (addr, ws) = match &self.ws {
+        let (nodes, ws) = match &self.ws {
             Some(url) => (
-                url.resolve()?,
+                Nodes::one(url.resolve()?),
                 Some(WsPlan {
                     url: url.text.clone(),
                     host: url.host_header(),
                     path: url.path.clone(),
                 }),
             ),
-            None => (SocketAddr::new(self.host, self.port), None),
+            None => (
+                Nodes::new(self.addr.clone())
+                    .unwrap_or_else(|| Nodes::one(SocketAddr::new(self.host, self.port))),
+                None,
+            ),
         };
         let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
         let rate = match (self.rate, self.window) {
@@ -233,7 +248,7 @@ impl BenchArgs {
         };
         Ok(BenchConfig {
             swarm: SwarmPlan {
-                addr,
+                nodes,
                 receivers: usize::try_from(self.receivers).unwrap_or(usize::MAX),
                 stalled: usize::try_from(self.stalled).unwrap_or(usize::MAX),
                 login: self.login.clone(),
@@ -252,6 +267,12 @@ impl BenchArgs {
             },
             server_pid: self.server_pid,
         })
+    }
+
+    /// Without `--ws`, the IP address the sender connects to: the first
+    /// `--addr`'s, or `--host`.
+    fn first_ip(&self) -> IpAddr {
+        self.addr.first().map_or(self.host, SocketAddr::ip)
     }
 }
 

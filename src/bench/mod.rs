@@ -6,7 +6,9 @@
 //! tutorial servers, anything that relays lines; with `--tls`, any of them
 //! behind TLS (every connection speaks it; handshakes belong to the connect
 //! phase, never to the measured latency); with `--ws URL`, WebSocket chat
-//! servers (one text frame is one line), over TLS for `wss://`.
+//! servers (one text frame is one line), over TLS for `wss://`; with
+//! `--addr` repeated, a cluster: receivers spread over its nodes and the
+//! sender on the first, so the latency is the fan-out across nodes.
 //!
 //! - `token.rs`: the probe line and how a delivery is recognised.
 //! - `tracker.rs`: sans-IO accounting (latency histograms, lost/dup/reorder).
@@ -40,10 +42,10 @@ use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
 pub use report::Report;
-pub use swarm::{LoadPlan, Swarm, SwarmPlan, TlsPlan, WsPlan};
+pub use swarm::{LoadPlan, Nodes, Swarm, SwarmPlan, TlsPlan, WsPlan};
 pub use tracker::Tracker;
 
-use report::{Percentiles, ServerMemory};
+use report::{NodeShare, Percentiles, ServerMemory};
 
 /// What the lean build (no feature `web`) says to `--ws`.
 const WS_NOT_BUILT: &str = "built without web support (rebuild with the default features)";
@@ -171,12 +173,14 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     };
     let tally = tracker.tally();
     let active = tally.active.as_secs_f64();
+    let nodes = node_shares(&config.swarm, &tracker);
     Ok(Report {
-        server: config
-            .swarm
-            .ws
-            .as_ref()
-            .map_or_else(|| config.swarm.addr.to_string(), |ws| ws.url.clone()),
+        server: nodes
+            .iter()
+            .map(|node| node.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        nodes,
         receivers: config.swarm.receivers,
         stalled: config.swarm.stalled,
         rate: config.load.rate,
@@ -204,6 +208,32 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         stalled_disconnected,
         memory,
     })
+}
+
+/// Who was on each server, and what its receivers missed.
+fn node_shares(plan: &SwarmPlan, tracker: &Tracker) -> Vec<NodeShare> {
+    let nodes = &plan.nodes;
+    let mut lost = vec![0; nodes.addrs().len()];
+    for receiver in 0..plan.receivers {
+        lost[nodes.node_of(receiver)] += tracker.lost_by(receiver);
+    }
+    nodes
+        .addrs()
+        .iter()
+        .zip(lost)
+        .enumerate()
+        .map(|(node, (addr, lost))| NodeShare {
+            // Under --ws there is one node, named by its URL.
+            addr: plan
+                .ws
+                .as_ref()
+                .map_or_else(|| addr.to_string(), |ws| ws.url.clone()),
+            senders: usize::from(node == 0),
+            receivers: nodes.dealt_to(node, plan.receivers),
+            stalled: nodes.dealt_to(node, plan.stalled),
+            lost,
+        })
+        .collect()
 }
 
 /// CPU time of the server (if known) and of the bench, from a start point.

@@ -60,10 +60,32 @@ pub struct ServerMemory {
     pub rss_final: u64,
 }
 
+/// One server the bench connected to, and who was on it: with `--addr`
+/// repeated, one node of a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeShare {
+    /// `HOST:PORT`, or the `--ws` URL.
+    pub addr: String,
+    /// 1 on the first node (where probes are sent), 0 on the others.
+    pub senders: usize,
+    pub receivers: usize,
+    pub stalled: usize,
+    /// Deliveries its receivers missed; their share of the report's `lost`.
+    /// On a node other than the first, a line that did not cross over.
+    pub lost: u64,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    /// The server under test: `HOST:PORT`, the `--ws` URL, or with several
+    /// `--addr` every node's, joined by ", ".
     pub server: String,
+    /// Each server connected to, the sender's first, with its share of the
+    /// clients and of the losses. One entry unless `--addr` was repeated;
+    /// absent in reports from before `--addr`: empty.
+    #[serde(default)]
+    pub nodes: Vec<NodeShare>,
     pub receivers: usize,
     pub stalled: usize,
     /// Probes per second asked for (0 = unpaced).
@@ -119,11 +141,22 @@ impl fmt::Display for Report {
             (false, true) => (" over TLS", " (TCP + TLS handshake)"),
             (false, false) => ("", ""),
         };
+        let plural = if self.nodes.len() > 1 { "s" } else { "" };
         writeln!(
             f,
-            "server {}{over}: {} receivers + 1 sender + {} stalled; {mode}; {}-byte probes",
+            "server{plural} {}{over}: {} receivers + 1 sender + {} stalled; {mode}; {}-byte probes",
             self.server, self.receivers, self.stalled, self.payload
         )?;
+        if self.nodes.len() > 1 {
+            for node in &self.nodes {
+                let sender = if node.senders > 0 { " + 1 sender" } else { "" };
+                writeln!(
+                    f,
+                    "node {}: {} receivers{sender} + {} stalled; lost {}",
+                    node.addr, node.receivers, node.stalled, node.lost
+                )?;
+            }
+        }
         writeln!(
             f,
             "connect      {:.2} s for all; per connection{handshake} p50 {:.0} us, p99 {:.0} us",

@@ -4,11 +4,14 @@
 //!
 //! Connections are numbered in the order they open, and the number is the
 //! mio token: receivers first (`0..N`), then the stalled clients, then the
-//! one sender. Receivers and the sender read everything the server sends
-//! (join notices, welcome lines) at all times; only receivers' complete
-//! lines go to the [`Tracker`]. Stalled clients connect, say their login
-//! line, and are never read until the end, when we check whether the server
-//! cut them off.
+//! one sender. Each goes to one of the plan's [`Nodes`]: a single server,
+//! or (`--addr` repeated) several nodes of one cluster, receivers and
+//! stalled clients dealt round-robin and the sender on the first node, so
+//! a probe's latency is its fan-out across the cluster. Receivers and the
+//! sender read everything the server sends (join notices, welcome lines)
+//! at all times; only receivers' complete lines go to the [`Tracker`].
+//! Stalled clients connect, say their login line, and are never read until
+//! the end, when we check whether the server cut them off.
 //!
 //! With `--tls` every connection (sender, receivers, stalled clients) is a
 //! TLS [`Link`]. Its handshake is part of connecting: a connection counts as
@@ -55,10 +58,66 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
 /// Longest single wait for events, so deadlines are checked regularly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
+/// The servers a swarm connects to: one, or several nodes of one chat
+/// cluster sharing a room (`--addr` repeated). Never empty.
+///
+/// Who goes where: the sender on the first node, so every probe enters the
+/// cluster there; receivers round-robin over all of them in order
+/// (receiver `i` on node `i % n`), and stalled clients likewise by their
+/// own number. A probe is then fully delivered only once it has crossed to
+/// every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nodes(Vec<SocketAddr>);
+
+impl Nodes {
+    /// A single server: everyone connects to `addr`.
+    pub fn one(addr: SocketAddr) -> Self {
+        Self(vec![addr])
+    }
+
+    /// Several nodes, in the order given; `None` when there are none.
+    pub fn new(addrs: Vec<SocketAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then_some(Self(addrs))
+    }
+
+    /// Every node, the sender's first.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.0
+    }
+
+    /// The node the sender is on.
+    pub fn first(&self) -> SocketAddr {
+        self.0[0]
+    }
+
+    /// Which node (an index into [`addrs`](Self::addrs)) receiver `i` is
+    /// on; stalled client `i` too, as they are dealt the same way.
+    pub fn node_of(&self, i: usize) -> usize {
+        i % self.0.len()
+    }
+
+    /// How many of `count` clients dealt round-robin (receivers, or stalled
+    /// clients) land on `node`: every node gets `count / n`, and the first
+    /// `count % n` nodes one more.
+    pub fn dealt_to(&self, node: usize, count: usize) -> usize {
+        let n = self.0.len();
+        count / n + usize::from(node < count % n)
+    }
+
+    /// The address connection `role` opens.
+    fn addr_of(&self, role: Role) -> SocketAddr {
+        match role {
+            Role::Receiver(i) | Role::Stalled(i) => self.0[self.node_of(i)],
+            Role::Sender => self.first(),
+        }
+    }
+}
+
 /// Who the server is talking to, and what the bench is trying to open.
 #[derive(Debug, Clone)]
 pub struct SwarmPlan {
-    pub addr: SocketAddr,
+    /// The server under test, or the cluster's nodes.
+    pub nodes: Nodes,
     pub receivers: usize,
     pub stalled: usize,
     /// First line each connection sends; `{i}` becomes its number.
@@ -115,13 +174,16 @@ pub struct LoadPlan {
 enum Role {
     /// Index into the tracker's receivers.
     Receiver(usize),
-    Stalled,
+    /// The how-manyth stalled client (from 0).
+    Stalled(usize),
     Sender,
 }
 
 struct Conn {
     /// The socket, with its TLS session in front under `--tls`.
     link: Link,
+    /// The server (or node) it connects to, for a failed connect's error.
+    addr: SocketAddr,
     /// Under `--ws`, the WebSocket over `link`; `None` for lines.
     ws: Option<Box<WsConn>>,
     role: Role,
@@ -155,8 +217,6 @@ pub struct Swarm {
     poll: Poll,
     events: Events,
     conns: Vec<Conn>,
-    /// The server under test.
-    addr: SocketAddr,
     /// The name a certificate must carry, for explaining a failed handshake.
     server_name: String,
     /// One shared read buffer.
@@ -183,7 +243,6 @@ impl Swarm {
             poll: Poll::new().map_err(BenchError::Setup)?,
             events: Events::with_capacity(1024),
             conns: Vec::with_capacity(total),
-            addr: plan.addr,
             server_name: plan
                 .tls
                 .as_ref()
@@ -250,14 +309,13 @@ impl Swarm {
         let role = if index < plan.receivers {
             Role::Receiver(index)
         } else if index + 1 < total {
-            Role::Stalled
+            Role::Stalled(index - plan.receivers)
         } else {
             Role::Sender
         };
-        let stream = TcpStream::connect(plan.addr).map_err(|source| BenchError::Connect {
-            addr: plan.addr,
-            source,
-        })?;
+        let addr = plan.nodes.addr_of(role);
+        let stream =
+            TcpStream::connect(addr).map_err(|source| BenchError::Connect { addr, source })?;
         let mut link = match &plan.tls {
             Some(tls) => {
                 let session = tls
@@ -290,6 +348,7 @@ impl Swarm {
         }
         self.conns.push(Conn {
             link,
+            addr,
             ws,
             role,
             started: Instant::now(),
@@ -432,7 +491,7 @@ impl Swarm {
     pub fn stalled_verdict(&mut self, grace: Duration) -> Result<Vec<bool>, BenchError> {
         self.read_stalled = true;
         let stalled: Vec<usize> = (0..self.conns.len())
-            .filter(|&i| self.conns[i].role == Role::Stalled)
+            .filter(|&i| matches!(self.conns[i].role, Role::Stalled(_)))
             .collect();
         // Their readiness edges were ignored so far: read each once now.
         for &i in &stalled {
@@ -482,7 +541,7 @@ impl Swarm {
             if conn.closed {
                 continue;
             }
-            if !conn.tcp_up && !check_connected(conn, self.addr)? {
+            if !conn.tcp_up && !check_connected(conn)? {
                 continue;
             }
             if !conn.out.is_empty()
@@ -567,7 +626,8 @@ impl Swarm {
             // A stalled client reads nothing, except its handshakes.
             let tls_handshaking = conn.link.is_handshaking();
             let handshaking = conn.handshaking();
-            if conn.closed || (conn.role == Role::Stalled && !self.read_stalled && !handshaking) {
+            let stalled = matches!(conn.role, Role::Stalled(_));
+            if conn.closed || (stalled && !self.read_stalled && !handshaking) {
                 return total;
             }
             if let Some(ws) = conn.ws.as_deref_mut()
@@ -669,11 +729,14 @@ fn flush_frames(ws: &mut WsConn, link: &mut Link, out: &mut Vec<u8>) -> bool {
 
 /// A connect in progress got an event: did it succeed? Errors end the run
 /// (the server is not there); "not yet" returns false.
-fn check_connected(conn: &mut Conn, addr: SocketAddr) -> Result<bool, BenchError> {
+fn check_connected(conn: &mut Conn) -> Result<bool, BenchError> {
     let stream = conn.link.sock();
     match stream.take_error() {
         Ok(Some(e)) | Err(e) => {
-            return Err(BenchError::Connect { addr, source: e });
+            return Err(BenchError::Connect {
+                addr: conn.addr,
+                source: e,
+            });
         }
         Ok(None) => {}
     }
@@ -723,7 +786,55 @@ fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], mut on_lines: impl FnMut(&[u
 
 #[cfg(test)]
 mod tests {
-    use super::split_lines;
+    use super::{Nodes, Role, split_lines};
+    use std::net::SocketAddr;
+
+    fn addrs(ports: &[u16]) -> Vec<SocketAddr> {
+        ports
+            .iter()
+            .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
+    #[test]
+    fn receivers_are_dealt_round_robin_and_the_sender_goes_first() {
+        let nodes = Nodes::new(addrs(&[1, 2, 3])).unwrap();
+        let ports = |role: fn(usize) -> Role| -> Vec<u16> {
+            (0..7).map(|i| nodes.addr_of(role(i)).port()).collect()
+        };
+        assert_eq!(ports(Role::Receiver), vec![1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(ports(Role::Stalled), vec![1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(nodes.addr_of(Role::Sender).port(), 1);
+        assert_eq!(nodes.first().port(), 1);
+    }
+
+    #[test]
+    fn one_node_takes_everyone() {
+        let nodes = Nodes::one(SocketAddr::from(([127, 0, 0, 1], 9)));
+        for role in [
+            Role::Receiver(0),
+            Role::Receiver(5),
+            Role::Stalled(2),
+            Role::Sender,
+        ] {
+            assert_eq!(nodes.addr_of(role).port(), 9, "{role:?}");
+        }
+        assert_eq!(nodes.dealt_to(0, 5), 5);
+        assert_eq!(Nodes::new(Vec::new()), None);
+    }
+
+    #[test]
+    fn dealt_to_counts_what_round_robin_assigns() {
+        for n in 1..=4 {
+            let nodes = Nodes::new(addrs(&[1, 2, 3, 4][..n])).unwrap();
+            for count in 0..=9 {
+                for node in 0..n {
+                    let by_hand = (0..count).filter(|&i| nodes.node_of(i) == node).count();
+                    assert_eq!(nodes.dealt_to(node, count), by_hand, "{n} {count} {node}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn lines_split_across_reads_are_joined() {

@@ -29,6 +29,9 @@ struct ReceiverLog {
     seen: Vec<u64>,
     /// The highest probe seen so far: a lower one arriving later is reordered.
     highest: Option<u32>,
+    /// Distinct probes it has, so losses can be told per receiver (and so
+    /// per node, when receivers are spread over a cluster).
+    deliveries: u64,
 }
 
 impl ReceiverLog {
@@ -163,6 +166,7 @@ impl Tracker {
             self.reordered += 1;
         }
         log.highest = log.highest.max(Some(seq));
+        log.deliveries += 1;
         self.deliveries += 1;
         self.last_delivery = Some(at);
         let latency = nanos(at.saturating_duration_since(probe.sent_at));
@@ -175,6 +179,11 @@ impl Tracker {
                 self.given_up -= 1;
             }
         }
+    }
+
+    /// Probes sent that `receiver` has not had (so far).
+    pub fn lost_by(&self, receiver: usize) -> u64 {
+        self.probes.len() as u64 - self.receivers[receiver].deliveries
     }
 
     pub fn per_delivery(&self) -> &Histogram<u64> {
@@ -255,6 +264,7 @@ mod tests {
         assert_eq!(tally.duplicated, 1);
         assert_eq!(tally.strays, 1);
         assert_eq!(tally.lost, 4);
+        assert_eq!((t.lost_by(0), t.lost_by(1)), (1, 3));
         assert_eq!(t.outstanding(), 3);
     }
 
