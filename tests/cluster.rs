@@ -611,3 +611,47 @@ fn moderation_spans_nodes() {
     assert!(welcomed, "the ban was never lifted on node b");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Redis emptied under running nodes: names are claimed again, and of two
+/// users who both hold one name now, the one who took it first keeps it;
+/// the other is renamed, and told.
+#[test]
+fn after_redis_is_emptied_the_earlier_holder_keeps_a_name() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, mut bob] = pair;
+    // Redis forgets everything; bob takes "alice", which looks free.
+    assert_eq!(redis.command(&["FLUSHALL"]).as_deref(), Some("+OK"));
+    bob.send("/nick alice");
+    bob.expect_suffix("* bob is now known as alice");
+    // Both links drop and come back: both nodes claim "alice" again, and
+    // whichever comes first, the earlier holder wins.
+    let killed = redis
+        .command(&["CLIENT", "KILL", "TYPE", "normal"])
+        .expect("CLIENT KILL");
+    assert!(killed.starts_with(':'), "{killed}");
+    bob.expect_suffix("* alice is held on another server: you are now user2-b");
+    alice.send("/who");
+    let mut asked = 1;
+    loop {
+        let line = alice.line();
+        assert!(
+            !line.contains("is held on another server"),
+            "alice lost her name: {line}"
+        );
+        if line.contains("here:") && line.contains("user2-b") {
+            assert_eq!(line, "* 2 users here: alice, user2-b");
+            break;
+        }
+        if line.contains("here:") {
+            // bob's new name is not claimed yet: ask again (bounded).
+            assert!(asked < 1000, "bob's new name never reached Redis: {line}");
+            alice.send("/who");
+            asked += 1;
+        }
+    }
+}

@@ -128,6 +128,9 @@ struct Seat {
     op: bool,
     /// Its chat is refused until then (`/mute`).
     muted_until: Option<Instant>,
+    /// `--cluster`: when it first took its name, by Redis's clock (the
+    /// earlier holder keeps a name when two claim it again).
+    name_since: Option<u64>,
 }
 
 /// The chat App.
@@ -452,10 +455,11 @@ impl Chat {
     /// `--cluster`: hold `client`'s name on every node, as a member of
     /// `room` (a join, a move, or again after the link came back).
     fn claim(&self, client: ClientId, room: RoomId, out: &mut Outbox) {
-        let (Some(bridge), Some(name), Some(r)) = (
+        let (Some(bridge), Some(name), Some(r), Some(seat)) = (
             &self.cluster,
             self.members.get(client),
             self.rooms.get(room),
+            self.seat(client),
         ) else {
             return;
         };
@@ -465,40 +469,56 @@ impl Chat {
                 name: name.as_str().to_string(),
                 old: None,
                 room: r.name.clone(),
+                since: seat.name_since,
             });
         }
     }
 
     /// Redis answered a claim. A rename this member asked for goes ahead
     /// or is refused; a name it already had but another node's user holds
-    /// (both took it while the link was down, or Redis was emptied) goes
-    /// to the one who claimed it first: this member gets a fresh default
-    /// name, and is told.
-    fn claimed(&mut self, client: ClientId, name: &str, held: bool, out: &mut Outbox) {
+    /// (Redis was emptied, and they took it first, and earlier) is lost.
+    fn claimed(&mut self, client: ClientId, name: &str, held: bool, since: u64, out: &mut Outbox) {
         let Some(seat) = self.seat(client).copied() else {
             return; // gone meanwhile (its release is on its way)
         };
-        if self
+        let asked = self
             .cluster
             .as_mut()
-            .is_some_and(|b| b.take_nick(client, name))
-        {
-            if held {
-                self.rename(client, seat.room, name, out);
-            } else {
-                out.to(client, &format!("! {}", NameError::Taken(name.to_string())));
+            .is_some_and(|b| b.take_nick(client, name));
+        if asked && !held {
+            out.to(client, &format!("! {}", NameError::Taken(name.to_string())));
+            return;
+        }
+        if asked {
+            self.rename(client, seat.room, name, out);
+        }
+        let ours = self.members.get(client).is_some_and(|n| n.as_str() == name);
+        match (held, ours) {
+            (true, true) => {
+                if let Some(s) = self.seat_mut(client) {
+                    s.name_since = Some(since);
+                }
             }
-            return;
+            (false, true) => self.lose_name(client, out),
+            _ => {}
         }
-        let still_ours = self.members.get(client).is_some_and(|n| n.as_str() == name);
-        if held || !still_ours {
+    }
+
+    /// Another node's user holds `client`'s name, and took it earlier:
+    /// `client` gets a fresh default name, and is told.
+    fn lose_name(&mut self, client: ClientId, out: &mut Outbox) {
+        let (Some(&name), Some(seat)) = (self.members.get(client), self.seat(client).copied())
+        else {
             return;
-        }
+        };
         let fresh = self.default_name();
         out.to(
             client,
             &format!("* {name} is held on another server: you are now {fresh}"),
         );
+        if let Some(s) = self.seat_mut(client) {
+            s.name_since = None;
+        }
         self.rename(client, seat.room, &fresh, out);
         self.claim(client, seat.room, out);
     }
@@ -568,6 +588,7 @@ impl Chat {
                 name: new.to_string(),
                 old: Some(old.as_str().to_string()),
                 room,
+                since: None,
             });
             return;
         }
@@ -1383,6 +1404,7 @@ impl App for Chat {
             ip: peer.ip(),
             op: false,
             muted_until: None,
+            name_since: None,
         });
         self.rooms.add(RoomId::LOBBY, client);
         out.to(
@@ -1441,7 +1463,19 @@ impl App for Chat {
                     );
                 }
             }
-            ClusterEvent::Claimed { client, name, held } => self.claimed(client, &name, held, out),
+            ClusterEvent::Claimed {
+                client,
+                name,
+                held,
+                since,
+            } => self.claimed(client, &name, held, since, out),
+            ClusterEvent::NamesLost(names) => {
+                for name in names {
+                    if let Some(client) = self.members.holder(&name) {
+                        self.lose_name(client, out);
+                    }
+                }
+            }
             ClusterEvent::Who {
                 client,
                 count,
@@ -2380,6 +2414,7 @@ mod tests {
                 client: ClientId(1),
                 name: name.into(),
                 held,
+                since: if held { 1_000 } else { 0 },
             };
             let renamed = event(&mut h, claimed("alice", true));
             let nick = publish(1, "#lobby", "Nick", "* user1-a is now known as alice");
@@ -2399,6 +2434,40 @@ mod tests {
                 .iter()
                 .any(|(_, l)| l.contains("Release") && l.contains("user3-a"));
             assert!(released, "{left:?}");
+        }
+
+        /// A name lost to an earlier holder (Redis's refresh says so):
+        /// its member gets a fresh name, and says when it took the old one
+        /// when it claims again.
+        #[test]
+        fn a_name_lost_to_an_earlier_holder_is_replaced_and_since_is_kept() {
+            let mut h = node_a();
+            h.join(1);
+            event(&mut h, ClusterEvent::Up);
+            let since = ClusterEvent::Claimed {
+                client: ClientId(1),
+                name: "user1-a".into(),
+                held: true,
+                since: 777,
+            };
+            assert_eq!(event(&mut h, since), []);
+            let again = event(&mut h, ClusterEvent::Up);
+            assert!(
+                again.iter().any(|(_, l)| l.contains("since: Some(777)")),
+                "{again:?}"
+            );
+            let lost = event(&mut h, ClusterEvent::NamesLost(vec!["USER1-A".into()]));
+            assert!(
+                lost[0]
+                    .1
+                    .starts_with("* user1-a is held on another server: you are now user2-a"),
+                "{lost:?}"
+            );
+            assert!(
+                lost.iter()
+                    .any(|(_, l)| l.contains(r#"name: "user2-a""#) && l.contains("since: None")),
+                "{lost:?}"
+            );
         }
 
         #[test]

@@ -318,7 +318,11 @@ impl Link {
         let fold = |s: &str| s.to_ascii_lowercase();
         let (script, argv): (Script, Vec<String>) = match &ask {
             Ask::Claim {
-                name, old, room, ..
+                name,
+                old,
+                room,
+                since,
+                ..
             } => (
                 Script::Claim,
                 vec![
@@ -328,6 +332,7 @@ impl Link {
                     fold(room),
                     lease,
                     old.as_deref().map(fold).unwrap_or_default(),
+                    since.map(|s| s.to_string()).unwrap_or_default(),
                 ],
             ),
             Ask::Release { name } => (Script::Release, vec![inc, fold(name)]),
@@ -547,11 +552,29 @@ impl Link {
                 }
             }
             Request::Read => self.read_entries(&frame),
-            Request::Refresh | Request::Ask(Ask::Release { .. }) => {}
+            Request::Ask(Ask::Release { .. }) => {}
+            Request::Refresh => {
+                let lost: Vec<String> = frame
+                    .as_array()
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|n| Some(crate::sanitize::sanitize(n.as_bytes()?)))
+                    .collect();
+                if !lost.is_empty() {
+                    self.events.push_back(ClusterEvent::NamesLost(lost));
+                }
+            }
             Request::Ask(Ask::Claim { client, name, .. }) => {
-                let held = frame == Frame::Integer(1);
-                self.events
-                    .push_back(ClusterEvent::Claimed { client, name, held });
+                let since = match frame {
+                    Frame::Integer(since) => u64::try_from(since).unwrap_or(0),
+                    _ => 0,
+                };
+                self.events.push_back(ClusterEvent::Claimed {
+                    client,
+                    name,
+                    held: since > 0,
+                    since,
+                });
             }
             Request::Ask(Ask::Direct {
                 client,

@@ -121,6 +121,10 @@ pub enum Ask {
         name: String,
         old: Option<String>,
         room: String,
+        /// When the member first took the name (Redis's millisecond, from
+        /// an earlier [`ClusterEvent::Claimed`]): against a holder who took
+        /// it later, the earlier one keeps it.
+        since: Option<u64>,
     },
     /// Let a name go (its holder left).
     Release { name: String },
@@ -168,7 +172,12 @@ pub enum ClusterEvent {
         client: ClientId,
         name: String,
         held: bool,
+        /// When the holder first took it (Redis's millisecond).
+        since: u64,
     },
+    /// Names this node's members held and lost to an earlier holder on
+    /// another node (folded).
+    NamesLost(Vec<String>),
     /// The answer to [`Ask::Who`]: how many, and the first names sorted.
     Who {
         client: ClientId,

@@ -5,7 +5,7 @@
 //!
 //! | key | holds |
 //! |---|---|
-//! | `pc:names` | hash: folded name → `<incarnation>\|<room>\|<Name>` |
+//! | `pc:names` | hash: folded name → `<incarnation>\|<room>\|<since>\|<Name>` |
 //! | `pc:lease` | sorted set: folded name → expiry (ms, Redis time) |
 //! | `pc:inc:<incarnation>:names` | set: a node's folded names, to refresh |
 //! | `pc:room:<room>:names` | set: the names in a room, for `/who` |
@@ -26,10 +26,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function parse(v)
-  return string.match(v, '^([^|]*)|([^|]*)|(.*)$')
+  return string.match(v, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
 end
 local function forget(n, v)
-  local inc, room, disp = parse(v)
+  local inc, room, _, disp = parse(v)
   redis.call('HDEL', 'pc:names', n)
   redis.call('ZREM', 'pc:lease', n)
   if inc then
@@ -64,27 +64,42 @@ end
 "#;
 
 /// ARGV: incarnation, folded name, Name, room, ttl ms, old folded name
-/// (or ""). 1: the name is ours (in that room), 0: someone else holds it.
-/// Claiming a name we hold moves it to `room`; claiming with an old name
-/// renames atomically.
+/// (or ""), since (or ""). Returns since, the Redis millisecond the holder
+/// first took the name: the name is ours (in that room); 0: someone else
+/// holds it. Claiming a name we hold moves it to `room`; claiming with an
+/// old name renames atomically. Claiming again with `since` (after Redis
+/// was emptied) wins against a holder who took the name later: that
+/// holder's node hears it at its next refresh.
 const CLAIM: &str = r#"
-local inc, n, disp, room, ttl, old = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local inc, n, disp, room, ttl, old, since = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local now = now_ms()
 purge(now)
 local v = redis.call('HGET', 'pc:names', n)
-if v and not mine(v, inc) then return 0 end
-if v then forget(n, v) end
+if v and not mine(v, inc) then
+  local holder, _, theirs = parse(v)
+  if since == '' or not tonumber(theirs) or tonumber(since) >= tonumber(theirs) then return 0 end
+  forget(n, v)
+  -- Still listed as the loser's, so that its node's refresh says it lost it.
+  redis.call('SADD', 'pc:inc:' .. holder .. ':names', n)
+  v = nil
+end
+if v then
+  local _, _, kept = parse(v)
+  if since == '' then since = kept end
+  forget(n, v)
+end
+if since == '' or not tonumber(since) then since = tostring(now) end
 if old ~= '' and old ~= n then
   local ov = redis.call('HGET', 'pc:names', old)
   if mine(ov, inc) then forget(old, ov) end
 end
-redis.call('HSET', 'pc:names', n, inc .. '|' .. room .. '|' .. disp)
+redis.call('HSET', 'pc:names', n, inc .. '|' .. room .. '|' .. since .. '|' .. disp)
 redis.call('ZADD', 'pc:lease', now + ttl, n)
 if redis.call('SADD', 'pc:room:' .. room .. ':names', disp) == 1 then
   redis.call('ZINCRBY', 'pc:rooms', 1, room)
 end
 redis.call('SADD', 'pc:inc:' .. inc .. ':names', n)
-return 1
+return tonumber(since)
 "#;
 
 /// ARGV: incarnation, folded name. Deletes it only if it is ours.
@@ -95,22 +110,22 @@ return 0
 "#;
 
 /// ARGV: incarnation, ttl ms. Extends every lease this node holds;
-/// returns how many.
+/// returns the names (folded) it held and no longer does.
 const REFRESH: &str = r#"
 local inc, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 purge(now)
 local key = 'pc:inc:' .. inc .. ':names'
-local kept = 0
+local lost = {}
 for _, n in ipairs(redis.call('SMEMBERS', key)) do
   if mine(redis.call('HGET', 'pc:names', n), inc) then
     redis.call('ZADD', 'pc:lease', now + ttl, n)
-    kept = kept + 1
   else
     redis.call('SREM', key, n)
+    table.insert(lost, n)
   end
 end
-return kept
+return lost
 "#;
 
 /// ARGV: room, how many names. `{count, {first names, sorted}}`.
@@ -136,7 +151,7 @@ const DIRECT: &str = r#"
 purge(now_ms())
 local v = redis.call('HGET', 'pc:names', ARGV[1])
 if not v then return 0 end
-local inc, room, disp = parse(v)
+local inc, room, _, disp = parse(v)
 local seq = redis.call('HINCRBY', 'pc:meta', 'msg_seq', 1)
 redis.call('XADD', 'pc:@' .. inc .. ':log', 'MAXLEN', '~', '1000', '*',
   'v', '1', 'n', ARGV[2], 'i', ARGV[3], 's', seq, 'k', ARGV[6], 'f', ARGV[4], 't', ARGV[5], 'o', disp)
