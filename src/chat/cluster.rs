@@ -3,10 +3,15 @@
 //! chat: lines go out as `Output::Publish`, the link's news comes in as
 //! [`ClusterEvent`]s (the service renders other nodes' lines itself).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::app::{ClientId, Outbox};
-use crate::cluster::{ClusterEvent, Entry, Kind};
+use crate::cluster::{Ask, ClusterEvent, Entry, Kind};
+
+/// The most names of members who left while the link was down that are
+/// kept to give back when it is up (past it, the oldest are forgotten and
+/// stay held while this node lives: a bounded leak, not an unbounded one).
+pub const UNRELEASED: usize = 10_000;
 
 /// What members are told when the link is down as they join.
 pub const DOWN_ON_JOIN: &str =
@@ -30,6 +35,10 @@ pub struct Bridge {
     told_not_sent: HashSet<ClientId>,
     /// Renames waiting for Redis to say the name is free everywhere.
     pending_nick: HashMap<ClientId, String>,
+    /// Names of members who left while the link was down, oldest first:
+    /// given back as soon as it is up, or this node would go on
+    /// refreshing them.
+    unreleased: VecDeque<String>,
 }
 
 impl Bridge {
@@ -39,7 +48,22 @@ impl Bridge {
             link: LinkState::Starting,
             told_not_sent: HashSet::new(),
             pending_nick: HashMap::new(),
+            unreleased: VecDeque::new(),
         }
+    }
+
+    /// A member left: give its name back now, or once the link is up.
+    pub fn release(&mut self, name: &str, out: &mut Outbox) {
+        if self.is_up() {
+            out.ask(Ask::Release {
+                name: name.to_string(),
+            });
+            return;
+        }
+        if self.unreleased.len() >= UNRELEASED {
+            self.unreleased.pop_front();
+        }
+        self.unreleased.push_back(name.to_string());
     }
 
     pub fn is_up(&self) -> bool {
@@ -112,6 +136,9 @@ impl Bridge {
                 }
                 self.link = LinkState::Up;
                 self.told_not_sent.clear();
+                for name in std::mem::take(&mut self.unreleased) {
+                    out.ask(Ask::Release { name });
+                }
                 return true;
             }
             ClusterEvent::Reset => {

@@ -1343,10 +1343,8 @@ impl Chat {
         let name = self.members.remove(client);
         if let Some(bridge) = self.cluster.as_mut() {
             bridge.forget(client);
-            if let Some(name) = name.filter(|_| bridge.is_up()) {
-                out.ask(Ask::Release {
-                    name: name.as_str().to_string(),
-                });
+            if let Some(name) = name {
+                bridge.release(name.as_str(), out);
             }
         }
         if let Some(seat) = self.seats.get_mut(client.0).and_then(Option::take) {
@@ -1530,7 +1528,7 @@ impl App for Chat {
             }
             ClusterEvent::NoAnswer(Ask::Rooms { client }) => self.rooms_here(client, out),
             ClusterEvent::History { room, lines } => self.history_from_stream(&room, lines, out),
-            ClusterEvent::NoAnswer(Ask::Release { .. }) => {}
+            ClusterEvent::NoAnswer(Ask::Release { name }) => bridge.release(&name, out),
             other => {
                 if bridge.link_news(&other, out) {
                     // (Re)connected: hear every room this node has, and
@@ -2467,6 +2465,30 @@ mod tests {
                 lost.iter()
                     .any(|(_, l)| l.contains(r#"name: "user2-a""#) && l.contains("since: None")),
                 "{lost:?}"
+            );
+        }
+
+        /// A member who leaves while the link is down has its name given
+        /// back once the link is up, not refreshed for ever.
+        #[test]
+        fn names_of_members_who_left_while_down_are_released_when_it_is_up() {
+            let mut h = node_a();
+            h.join(1);
+            h.join(2);
+            event(&mut h, ClusterEvent::Up);
+            event(&mut h, ClusterEvent::Down);
+            let left = h.leave(1);
+            assert!(!left.iter().any(|(_, l)| l.contains("Release")), "{left:?}");
+            let up = event(&mut h, ClusterEvent::Up);
+            let released = up
+                .iter()
+                .filter(|(_, l)| l.contains(r#"Release { name: "user1-a" }"#))
+                .count();
+            assert_eq!(released, 1, "{up:?}");
+            assert!(
+                !up.iter()
+                    .any(|(_, l)| l.contains("Claim") && l.contains("user1-a")),
+                "{up:?}"
             );
         }
 

@@ -798,13 +798,7 @@ impl Link {
         let wires = std::mem::take(&mut self.wires);
         for wire in wires {
             for (request, _) in wire.waiting {
-                if let Request::Ask(
-                    ask @ (Ask::Claim { .. }
-                    | Ask::Who { .. }
-                    | Ask::Direct { .. }
-                    | Ask::Rooms { .. }),
-                ) = request
-                {
+                if let Request::Ask(ask) = request {
                     self.events.push_back(ClusterEvent::NoAnswer(ask));
                 }
             }
