@@ -655,3 +655,21 @@ fn after_redis_is_emptied_the_earlier_holder_keeps_a_name() {
         }
     }
 }
+
+/// A node stopped cleanly (SIGTERM) says goodbye for its users on the other
+/// nodes at once, and gives their names back: no wait for the lease.
+#[test]
+fn a_stopped_node_says_goodbye_for_its_users_and_frees_their_names() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, mut b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, _bob] = pair;
+    b.signal("TERM");
+    assert_eq!(b.wait_exit(Duration::from_secs(10)), Some(0));
+    alice.expect_suffix("* bob left (server stopped)");
+    alice.send("/nick bob");
+    alice.expect_suffix("* alice is now known as bob");
+}

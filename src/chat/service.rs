@@ -1529,6 +1529,20 @@ impl App for Chat {
             ClusterEvent::NoAnswer(Ask::Rooms { client }) => self.rooms_here(client, out),
             ClusterEvent::History { room, lines } => self.history_from_stream(&room, lines, out),
             ClusterEvent::NoAnswer(Ask::Release { name }) => bridge.release(&name, out),
+            ClusterEvent::Stopping => {
+                let seated: Vec<(ClientId, Name, RoomId)> = self
+                    .members
+                    .iter()
+                    .filter_map(|(c, &name)| Some((c, name, self.seat(c)?.room)))
+                    .collect();
+                for (client, name, room) in seated {
+                    let line = format!("* {name} left (server stopped)");
+                    self.publish(Some(client), name.as_str(), room, Kind::Leave, &line, out);
+                    out.ask(Ask::Release {
+                        name: name.as_str().to_string(),
+                    });
+                }
+            }
             other => {
                 if bridge.link_news(&other, out) {
                     // (Re)connected: hear every room this node has, and

@@ -208,4 +208,7 @@ pub enum ClusterEvent {
     },
     /// The link went down before it could answer (or was down).
     NoAnswer(Ask),
+    /// This node is shutting down with the link up: say goodbye for its
+    /// members on the other nodes, and give their names back.
+    Stopping,
 }

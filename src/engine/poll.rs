@@ -1588,6 +1588,15 @@ impl<A: App> Loop<A> {
                 self.dead.push(h.key);
             }
         }
+        // `--cluster`: the other nodes hear this node's members leave, and
+        // their names are given back, within the same flush bound.
+        #[cfg(feature = "cluster")]
+        if self.cluster.as_ref().is_some_and(|c| c.link.is_up()) {
+            let event = crate::cluster::ClusterEvent::Stopping;
+            self.app
+                .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+            self.dispatch(now);
+        }
         for key in open {
             self.queue(key, protocol::SHUTTING_DOWN.as_bytes(), now);
             if let Some(client) = self.clients.get_mut(key) {
@@ -1600,10 +1609,15 @@ impl<A: App> Loop<A> {
         loop {
             let now = Instant::now();
             self.end_of_tick(poll.registry(), now);
-            let waiting = self
-                .clients
-                .iter()
-                .any(|(_, c)| matches!(c.life, Life::Closing | Life::Draining));
+            #[cfg(feature = "cluster")]
+            let link_owed = self.cluster.as_ref().is_some_and(|c| c.owes_bytes());
+            #[cfg(not(feature = "cluster"))]
+            let link_owed = false;
+            let waiting = link_owed
+                || self
+                    .clients
+                    .iter()
+                    .any(|(_, c)| matches!(c.life, Life::Closing | Life::Draining));
             if !waiting || now >= deadline {
                 break;
             }

@@ -180,6 +180,16 @@ impl ClusterIo {
         }
     }
 
+    /// Bytes for Redis not written yet (shutdown waits for them).
+    pub fn owes_bytes(&self) -> bool {
+        [Conn::Cmd, Conn::Reader].iter().any(|&c| {
+            self.sockets[c as usize]
+                .as_ref()
+                .is_some_and(|s| s.connected)
+                && !self.link.transmit(c).is_empty()
+        })
+    }
+
     /// End of the tick: write what the link has for each connected socket,
     /// and want WRITABLE only while some is left (or the connect is on).
     pub fn flush(&mut self, registry: &Registry, now: Instant) {
