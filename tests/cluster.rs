@@ -673,3 +673,58 @@ fn a_stopped_node_says_goodbye_for_its_users_and_frees_their_names() {
     alice.send("/nick bob");
     alice.expect_suffix("* alice is now known as bob");
 }
+
+/// With persistence on, a Redis restart keeps the streams and the epoch:
+/// the nodes resume from their last IDs, nothing is reset, and what was
+/// said meanwhile arrives once, in order.
+#[test]
+fn a_persistent_redis_restart_resumes_where_it_was() {
+    let Some(binary) = common::redis::redis_binary() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pollchat-redis-aof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let persistent = ["--appendonly", "yes", "--dir", &dir_arg];
+    let port = common::free_port();
+    let mut redis = Redis::start_with(&binary, port, &persistent);
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = Client::join_as(a.addr, "alice");
+    let bob = Client::join_as(b.addr, "bob");
+    let mut pair = [alice, bob];
+    all_hear_each_other(&mut pair);
+    let [mut alice, mut bob] = pair;
+    let bob_lines = lines_of(&bob);
+    for i in 0..10 {
+        alice.send(&common::numbered::numbered_line(0, i, 30));
+    }
+    common::numbered::assert_in_order_from(&mut next_of(&bob_lines), 1, 0, 10, "bob");
+    redis.shut_down();
+    recv_until(&bob_lines, 10, |l| l == "* cluster link lost");
+    for i in 10..20 {
+        alice.send(&common::numbered::numbered_line(0, i, 30));
+    }
+    redis = Redis::start_with(&binary, port, &persistent);
+    let mut seen = Vec::new();
+    let mut next = || {
+        let line = bob_lines.recv_timeout(READ_TIMEOUT).ok()?;
+        seen.push(line.clone());
+        Some(line)
+    };
+    common::numbered::assert_in_order_from(&mut next, 1, 10, 20, "bob");
+    assert!(
+        seen.iter().any(|l| l == "* cluster link restored"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains("reset") || l.contains("lost")),
+        "{seen:?}"
+    );
+    bob.send("/who");
+    let who = recv_until(&bob_lines, 10, |l| l.contains("here:"));
+    assert_eq!(who, "* 2 users here: alice, bob");
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -91,6 +91,12 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// `SHUTDOWN` (it saves, if persistence is on), then wait for it.
+    pub fn shut_down(&mut self) {
+        let _ = self.command(&["SHUTDOWN"]);
+        let _ = self.child.wait();
+    }
+
     pub fn restart_empty(&mut self) {
         self.kill();
         *self = Redis::start_on(&self.binary.clone(), self.port);
