@@ -77,6 +77,8 @@ impl ServeArgs {
         #[cfg(feature = "cluster")]
         if let Some(mut cluster) = self.cluster.config()? {
             cluster.link.history = settings.history;
+            // A line, its sender's name and the fields around them.
+            cluster.link.max_entry = config.limits.max_line + 256;
             settings.cluster = Some(cluster.link.node.clone());
             config.cluster = Some(cluster);
         }
@@ -130,8 +132,9 @@ impl ClusterArgs {
                 password: url.password,
                 db: url.db,
                 lease: Duration::from_millis(self.cluster_lease_ms),
-                // Set from --history by ServeArgs::configure.
+                // Set from --history and --max-line by ServeArgs::configure.
                 history: 0,
+                max_entry: 0,
             },
             required: self.cluster_required,
         }))

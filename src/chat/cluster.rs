@@ -39,6 +39,8 @@ pub struct Bridge {
     /// given back as soon as it is up, or this node would go on
     /// refreshing them.
     unreleased: VecDeque<String>,
+    /// Redis was emptied: the next claims say since when names are held.
+    reset: bool,
 }
 
 impl Bridge {
@@ -49,6 +51,7 @@ impl Bridge {
             told_not_sent: HashSet::new(),
             pending_nick: HashMap::new(),
             unreleased: VecDeque::new(),
+            reset: false,
         }
     }
 
@@ -60,10 +63,27 @@ impl Bridge {
             });
             return;
         }
+        self.release_later(name.to_string());
+    }
+
+    /// Give `name` back once the link is up.
+    pub fn release_later(&mut self, name: String) {
         if self.unreleased.len() >= UNRELEASED {
             self.unreleased.pop_front();
         }
-        self.unreleased.push_back(name.to_string());
+        self.unreleased.push_back(name);
+    }
+
+    /// Whether Redis was emptied since the last time the link came up.
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset)
+    }
+
+    /// Whether some member's rename to `name` is waiting for Redis.
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.pending_nick
+            .values()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 
     pub fn is_up(&self) -> bool {
@@ -142,13 +162,14 @@ impl Bridge {
                 return true;
             }
             ClusterEvent::Reset => {
+                self.reset = true;
                 out.all("* the cluster's shared state was reset (Redis restarted empty)");
             }
             // (Told once per member while the link is down.)
             ClusterEvent::NotSent { client } if self.told_not_sent.insert(*client) => {
                 out.to(
                     *client,
-                    "! the cluster link is down and its queue is full: your lines reach only this server until it is back",
+                    "! the cluster link is down or behind and its queue is full: your lines reach only this server until it catches up",
                 );
             }
             // The service answers these itself.

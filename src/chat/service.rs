@@ -453,8 +453,11 @@ impl Chat {
     }
 
     /// `--cluster`: hold `client`'s name on every node, as a member of
-    /// `room` (a join, a move, or again after the link came back).
-    fn claim(&self, client: ClientId, room: RoomId, out: &mut Outbox) {
+    /// `room` (a join, a move, or again after the link came back). With
+    /// `since` (only after Redis was emptied), the claim says when the
+    /// member first took the name, so that of two holders the earlier one
+    /// keeps it.
+    fn claim(&self, client: ClientId, room: RoomId, since: bool, out: &mut Outbox) {
         let (Some(bridge), Some(name), Some(r), Some(seat)) = (
             &self.cluster,
             self.members.get(client),
@@ -469,7 +472,7 @@ impl Chat {
                 name: name.as_str().to_string(),
                 old: None,
                 room: r.name.clone(),
-                since: seat.name_since,
+                since: seat.name_since.filter(|_| since),
             });
         }
     }
@@ -479,7 +482,14 @@ impl Chat {
     /// (Redis was emptied, and they took it first, and earlier) is lost.
     fn claimed(&mut self, client: ClientId, name: &str, held: bool, since: u64, out: &mut Outbox) {
         let Some(seat) = self.seat(client).copied() else {
-            return; // gone meanwhile (its release is on its way)
+            // Gone meanwhile: its old name's release is on its way; a name
+            // it was being renamed to is given back here.
+            if held {
+                out.ask(Ask::Release {
+                    name: name.to_string(),
+                });
+            }
+            return;
         };
         let asked = self
             .cluster
@@ -489,8 +499,14 @@ impl Chat {
             out.to(client, &format!("! {}", NameError::Taken(name.to_string())));
             return;
         }
-        if asked {
-            self.rename(client, seat.room, name, out);
+        if asked && !self.rename(client, seat.room, name, out) {
+            // Held in Redis, but taken here meanwhile: give it back, and
+            // hold the name this member still has.
+            out.ask(Ask::Release {
+                name: name.to_string(),
+            });
+            self.claim(client, seat.room, false, out);
+            return;
         }
         let ours = self.members.get(client).is_some_and(|n| n.as_str() == name);
         match (held, ours) {
@@ -500,6 +516,11 @@ impl Chat {
                 }
             }
             (false, true) => self.lose_name(client, out),
+            // Held for a member who has another name now (the id was
+            // reused): nobody here uses it.
+            (true, false) if !asked => out.ask(Ask::Release {
+                name: name.to_string(),
+            }),
             _ => {}
         }
     }
@@ -520,7 +541,7 @@ impl Chat {
             s.name_since = None;
         }
         self.rename(client, seat.room, &fresh, out);
-        self.claim(client, seat.room, out);
+        self.claim(client, seat.room, false, out);
     }
 
     /// To a member here at once; with `--cluster`, to one on another node
@@ -579,6 +600,10 @@ impl Chat {
                 out.to(client, "! names cannot be checked while the cluster link is down: try again when it is back");
                 return;
             }
+            if bridge.is_pending(new) {
+                out.to(client, &format!("! {}", NameError::Taken(new.to_string())));
+                return;
+            }
             let Some(room) = self.rooms.get(room).map(|r| r.name.clone()) else {
                 return;
             };
@@ -595,16 +620,20 @@ impl Chat {
         self.rename(client, room, new, out);
     }
 
-    /// Rename now (the name is known to be free).
-    fn rename(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) {
+    /// Rename now (the name is known to be free); false if it is not.
+    fn rename(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) -> bool {
         match self.members.set(client, new) {
             Ok(Some(old)) if old.as_str() != new => {
                 let line = format!("* {old} is now known as {new}");
                 out.room(room, &line);
                 self.publish(Some(client), new, room, Kind::Nick, &line, out);
+                true
             }
-            Ok(_) => {}
-            Err(err) => out.to(client, &format!("! {err}")),
+            Ok(_) => true,
+            Err(err) => {
+                out.to(client, &format!("! {err}"));
+                false
+            }
         }
     }
 
@@ -711,7 +740,7 @@ impl Chat {
             s.room = to;
         }
         self.rooms.add(to, client);
-        self.claim(client, to, out);
+        self.claim(client, to, false, out);
         self.announce(
             to,
             (client, name),
@@ -1298,7 +1327,11 @@ impl Chat {
             self.bans.lift(ip, now);
             return;
         }
-        let Some(mins) = words.next().and_then(|m| m.parse::<u32>().ok()) else {
+        let Some(mins) = words
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .filter(|&m| m > 0)
+        else {
             return;
         };
         if self
@@ -1415,7 +1448,7 @@ impl App for Chat {
         if let Some(note) = self.cluster.as_ref().and_then(Bridge::on_join) {
             out.to(client, note);
         }
-        self.claim(client, RoomId::LOBBY, out);
+        self.claim(client, RoomId::LOBBY, false, out);
         self.announce(
             RoomId::LOBBY,
             (client, held),
@@ -1467,6 +1500,12 @@ impl App for Chat {
                 held,
                 since,
             } => self.claimed(client, &name, held, since, out),
+            ClusterEvent::LeaseLapsed(name) => {
+                let held = self.members.holder(&name);
+                if let Some((client, room)) = held.and_then(|c| Some((c, self.seat(c)?.room))) {
+                    self.claim(client, room, false, out);
+                }
+            }
             ClusterEvent::NamesLost(names) => {
                 for name in names {
                     if let Some(client) = self.members.holder(&name) {
@@ -1528,7 +1567,9 @@ impl App for Chat {
             }
             ClusterEvent::NoAnswer(Ask::Rooms { client }) => self.rooms_here(client, out),
             ClusterEvent::History { room, lines } => self.history_from_stream(&room, lines, out),
-            ClusterEvent::NoAnswer(Ask::Release { name }) => bridge.release(&name, out),
+            // Kept for when the link is up, never asked again from here: the
+            // link may refuse again at once (it went down this tick).
+            ClusterEvent::NoAnswer(Ask::Release { name }) => bridge.release_later(name),
             ClusterEvent::Stopping => {
                 let seated: Vec<(ClientId, Name, RoomId)> = self
                     .members
@@ -1545,6 +1586,7 @@ impl App for Chat {
             }
             other => {
                 if bridge.link_news(&other, out) {
+                    let after_reset = bridge.take_reset();
                     // (Re)connected: hear every room this node has, and
                     // hold every member's name again.
                     for (_, room) in self.rooms.iter() {
@@ -1555,7 +1597,7 @@ impl App for Chat {
                         .filter_map(|c| Some((c, self.seat(c)?.room)))
                         .collect();
                     for (client, room) in seated {
-                        self.claim(client, room, out);
+                        self.claim(client, room, after_reset, out);
                     }
                 }
             }
@@ -2463,6 +2505,13 @@ mod tests {
                 since: 777,
             };
             assert_eq!(event(&mut h, since), []);
+            // Only after Redis was emptied do claims say since when.
+            let plain = event(&mut h, ClusterEvent::Up);
+            assert!(
+                plain.iter().any(|(_, l)| l.contains("since: None")),
+                "{plain:?}"
+            );
+            event(&mut h, ClusterEvent::Reset);
             let again = event(&mut h, ClusterEvent::Up);
             assert!(
                 again.iter().any(|(_, l)| l.contains("since: Some(777)")),
@@ -2503,6 +2552,51 @@ mod tests {
                 !up.iter()
                     .any(|(_, l)| l.contains("Claim") && l.contains("user1-a")),
                 "{up:?}"
+            );
+        }
+
+        /// Found in review: a release refused by a link that just went
+        /// down is kept, not asked again at once (which looped for ever).
+        #[test]
+        fn a_refused_release_waits_for_the_link_instead_of_looping() {
+            let mut h = node_a();
+            h.join(1);
+            event(&mut h, ClusterEvent::Up);
+            let refused = ClusterEvent::NoAnswer(Ask::Release {
+                name: "user9-a".into(),
+            });
+            assert_eq!(event(&mut h, refused), []);
+            let up = event(&mut h, ClusterEvent::Up);
+            assert!(
+                up.iter()
+                    .any(|(_, l)| l.contains(r#"Release { name: "user9-a" }"#)),
+                "{up:?}"
+            );
+        }
+
+        /// Found in review: two members here asking for one name: the
+        /// second is refused while the first's claim is out; and a name
+        /// claimed for a member who left meanwhile is given back.
+        #[test]
+        fn renames_in_flight_are_not_doubled_nor_leaked() {
+            let mut h = node_a();
+            h.join(1);
+            h.join(2);
+            event(&mut h, ClusterEvent::Up);
+            assert_eq!(h.say(1, "/nick bob").len(), 1, "asked");
+            assert_eq!(h.say(2, "/nick Bob"), [one(2, "! name taken: Bob\n")]);
+            h.leave(1);
+            let late = ClusterEvent::Claimed {
+                client: ClientId(1),
+                name: "bob".into(),
+                held: true,
+                since: 5,
+            };
+            let out = event(&mut h, late);
+            assert!(
+                out.iter()
+                    .any(|(_, l)| l.contains(r#"Release { name: "bob" }"#)),
+                "{out:?}"
             );
         }
 

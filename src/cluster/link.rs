@@ -33,8 +33,10 @@ use super::{Ask, ClusterEvent, Entry, MODERATION};
 
 /// How long one `XREAD` waits for entries (ms, as Redis takes it).
 pub const BLOCK_MS: &str = "1000";
-/// The most entries one `XREAD` returns per room.
-pub const READ_COUNT: &str = "512";
+/// About how many bytes one `XREAD` reply may bring: the entries it asks
+/// for are this over the largest entry, shared among the rooms (at least
+/// one each). Small replies keep the loop's parsing short.
+pub const READ_BYTES: usize = 1024 * 1024;
 /// A `PING` this often while the link is up.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
 /// A request unanswered this long means the link is dead. For the reader
@@ -71,6 +73,9 @@ pub struct LinkSettings {
     /// `--history`: how many of a room's last lines to fetch when this node
     /// starts following it.
     pub history: usize,
+    /// The largest entry this node's nodes write (`--max-line` and a name):
+    /// it sizes each `XREAD`.
+    pub max_entry: usize,
     /// How long a name is held without a refresh (`--cluster-lease-ms`):
     /// a dead node's names are free within this and a third more.
     pub lease: Duration,
@@ -119,6 +124,18 @@ struct Wire {
     out: Vec<u8>,
     input: Vec<u8>,
     waiting: VecDeque<(Request, Instant)>,
+    /// When the last reply came: a connection that answers steadily is
+    /// alive, however long its queue of requests.
+    last_reply: Option<Instant>,
+}
+
+impl Wire {
+    /// When the front request is overdue: [`REPLY_WITHIN`] after it was
+    /// sent or after the last reply, whichever is later.
+    fn overdue_at(&self) -> Option<Instant> {
+        let (_, sent) = self.waiting.front()?;
+        Some((*sent).max(self.last_reply.unwrap_or(*sent)) + REPLY_WITHIN)
+    }
 }
 
 impl Wire {
@@ -175,6 +192,10 @@ pub struct Link {
     events: VecDeque<ClusterEvent>,
     /// Entries from the broker that did not parse, so were skipped.
     skipped: u64,
+    /// How many entries one `XREAD` asks for over all rooms: halved each
+    /// time a reply was too big to take (and left so: a room of huge lines
+    /// is read a few at a time).
+    read_budget: usize,
 }
 
 impl Link {
@@ -201,7 +222,9 @@ impl Link {
             rng,
             events: VecDeque::new(),
             skipped: 0,
+            read_budget: 0,
         };
+        link.read_budget = link.full_read_budget();
         // This node's inbox (private messages and operators' actions for
         // its members), and the bans every node keeps.
         link.follow(&format!("@{id:x}"), now);
@@ -374,10 +397,7 @@ impl Link {
             Phase::Down { retry_at } => Some(retry_at),
             Phase::Connecting { since } => Some(since + REPLY_WITHIN),
             Phase::Up => {
-                let overdue = self
-                    .wires
-                    .iter()
-                    .filter_map(|w| w.waiting.front().map(|(_, at)| *at + REPLY_WITHIN));
+                let overdue = self.wires.iter().filter_map(Wire::overdue_at);
                 overdue.chain(self.next_ping).chain(self.next_refresh).min()
             }
         }
@@ -394,11 +414,10 @@ impl Link {
                 self.fail(now, "no answer within 3 s");
             }
             Phase::Up => {
-                let late = self.wires.iter().any(|w| {
-                    w.waiting
-                        .front()
-                        .is_some_and(|(_, at)| now >= *at + REPLY_WITHIN)
-                });
+                let late = self
+                    .wires
+                    .iter()
+                    .any(|w| w.overdue_at().is_some_and(|at| now >= at));
                 if late {
                     self.fail(now, "no reply within 3 s");
                     return;
@@ -468,6 +487,8 @@ impl Link {
         let wire = &mut self.wires[conn as usize];
         wire.input.extend_from_slice(bytes);
         if wire.input.len() > MAX_PENDING_REPLY {
+            // Ask for fewer entries at a time, or the same read fails again.
+            self.read_budget = (self.read_budget / 2).max(1);
             self.fail(now, "a reply over 16 MiB");
             return;
         }
@@ -482,6 +503,7 @@ impl Link {
                 }
             };
             wire.input.drain(..used);
+            wire.last_reply = Some(now);
             let Some((request, _)) = wire.waiting.pop_front() else {
                 self.fail(now, "a reply nobody asked for");
                 return;
@@ -692,7 +714,8 @@ impl Link {
         if known.is_empty() {
             return;
         }
-        let mut args: Vec<String> = ["XREAD", "BLOCK", BLOCK_MS, "COUNT", READ_COUNT, "STREAMS"]
+        let count = (self.read_budget / known.len()).max(1).to_string();
+        let mut args: Vec<String> = ["XREAD", "BLOCK", BLOCK_MS, "COUNT", &count, "STREAMS"]
             .map(String::from)
             .to_vec();
         args.extend(known.iter().map(|(name, _)| wire::stream_key(name)));
@@ -722,6 +745,10 @@ impl Link {
             let Some(room) = self.rooms.get_mut(name) else {
                 continue; // unfollowed while the read was out
             };
+            if room.cursor.is_none() {
+                continue; // followed again meanwhile: its tail decides
+            }
+            let own = format!("{:x}", self.id);
             for item in items {
                 let id = item
                     .as_array()
@@ -740,16 +767,24 @@ impl Link {
                 if stamp.incarnation == room.incarnation {
                     continue; // our own echo: delivered here already
                 }
+                // What the scripts write ("server lost" leaves, with
+                // incarnation 0, and the inbox's entries) is numbered by
+                // counters in Redis that restart when it is emptied, and is
+                // never sent twice: delivered as read, not deduped.
+                if stamp.incarnation == 0 || name.starts_with('@') {
+                    if stamp.incarnation == 0 && entry.to.as_deref() == Some(&own) {
+                        // A lease of ours lapsed (we were away too long):
+                        // our member is still here, so hold the name again.
+                        self.events.push_back(ClusterEvent::LeaseLapsed(entry.from));
+                    } else {
+                        self.events.push_back(ClusterEvent::Remote(entry));
+                    }
+                    continue;
+                }
                 let last = room.seen.get(&stamp.incarnation).copied();
                 match last {
                     Some(last) if stamp.seq <= last => continue, // a duplicate
-                    // The "server lost" entries (incarnation 0) and private
-                    // messages count over every room: a jump there is no loss.
-                    Some(last)
-                        if stamp.seq > last + 1
-                            && stamp.incarnation != 0
-                            && !name.starts_with('@') =>
-                    {
+                    Some(last) if stamp.seq > last + 1 => {
                         self.events.push_back(ClusterEvent::Lost {
                             room: name.to_string(),
                             node: stamp.node.clone(),
@@ -818,6 +853,11 @@ impl Link {
             retry_at: now + half + jitter,
         };
         self.backoff = (self.backoff * 2).min(RETRY_MAX);
+    }
+
+    /// [`READ_BYTES`] worth of the largest entries.
+    fn full_read_budget(&self) -> usize {
+        (READ_BYTES / self.settings.max_entry.max(1)).clamp(1, 512)
     }
 
     fn random(&mut self) -> u64 {
@@ -919,6 +959,7 @@ mod tests {
             password: None,
             db: 0,
             history: 20,
+            max_entry: 2048 + 64,
             lease: LEASE,
         }
     }
@@ -983,9 +1024,11 @@ mod tests {
         );
         link.handle_read(Conn::Cmd, b"*0\r\n*0\r\n*0\r\n", t0);
         let read = sent(&mut link, Conn::Reader);
+        // A megabyte of the largest entries, shared by the three streams.
+        let count = (READ_BYTES / (2048 + 64) / 3).to_string();
         assert_eq!(
             read[0][..6],
-            ["XREAD", "BLOCK", "1000", "COUNT", "512", "STREAMS"]
+            ["XREAD", "BLOCK", "1000", "COUNT", &count, "STREAMS"]
         );
         assert_eq!(read[0][LOBBY_KEY], "pc:#lobby:log");
         assert_eq!(read[0][9..], ["0-0", "0-0", "0-0"]);
@@ -1043,6 +1086,70 @@ mod tests {
         // The next read starts after the last entry seen.
         let read = sent(&mut link, Conn::Reader);
         assert_eq!(read[0][LOBBY_CURSOR], "1-5");
+    }
+
+    /// Found in review: what the scripts write is numbered by counters
+    /// that restart with Redis, so it is delivered as read, not deduped;
+    /// and a lapsed lease of our own is told apart from another node's.
+    #[test]
+    fn script_entries_are_not_deduped_and_our_own_lapsed_lease_is_told() {
+        let t0 = Instant::now();
+        let mut link = up_link(t0);
+        let lease_leave = |id: &str, seq: &str, holder: &str| {
+            let fields = [
+                "v",
+                "1",
+                "n",
+                "lease",
+                "i",
+                "0",
+                "s",
+                seq,
+                "k",
+                "leave",
+                "f",
+                "bob",
+                "t",
+                "* bob left (server lost)",
+                "o",
+                holder,
+            ];
+            array(vec![
+                bulk(id),
+                array(fields.iter().map(|f| bulk(f)).collect()),
+            ])
+        };
+        let own = format!("{:x}", link.id);
+        let reply = xread_reply(vec![
+            lease_leave("1-1", "5", "99"),
+            lease_leave("1-2", "1", "99"),
+            lease_leave("1-3", "2", &own),
+        ]);
+        link.handle_read(Conn::Reader, &reply, t0);
+        let got = events(&mut link);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(&got[1], ClusterEvent::Remote(e) if e.text.contains("server lost")));
+        assert_eq!(got[2], ClusterEvent::LeaseLapsed("bob".into()));
+    }
+
+    /// A reply too big to take fails the link, and the next read asks
+    /// for half as many entries, so the same read cannot fail for ever.
+    #[test]
+    fn a_reply_too_big_halves_the_next_read() {
+        let t0 = Instant::now();
+        let mut link = up_link(t0);
+        let before = link.read_budget;
+        // Many entries of a megabyte each, more than the reply may hold.
+        let part = resp::MAX_BULK / 2;
+        let mut bulk_part = format!("${part}\r\n").into_bytes();
+        bulk_part.extend(vec![b'x'; part]);
+        bulk_part.extend(b"\r\n");
+        link.handle_read(Conn::Reader, b"*40\r\n", t0);
+        for _ in 0..(MAX_PENDING_REPLY / part + 1) {
+            link.handle_read(Conn::Reader, &bulk_part, t0);
+        }
+        assert_eq!(events(&mut link), [ClusterEvent::Down]);
+        assert_eq!(link.read_budget, before / 2);
     }
 
     #[test]

@@ -208,6 +208,9 @@ pub enum ClusterEvent {
     },
     /// The link went down before it could answer (or was down).
     NoAnswer(Ask),
+    /// A name this node holds lapsed in Redis (the node was away longer
+    /// than the lease) while its member is still here: hold it again.
+    LeaseLapsed(String),
     /// This node is shutting down with the link up: say goodbye for its
     /// members on the other nodes, and give their names back.
     Stopping,

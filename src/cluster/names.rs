@@ -12,7 +12,7 @@
 //! | `pc:rooms` | sorted set: room → members on every node, for `/rooms` |
 //! | `pc:meta` | hash: `lease_seq`, the sequence of "server lost" entries |
 //!
-//! Every script first purges up to 100 expired names; each is removed
+//! Every script first purges up to 100 expired names (the refresh, 2,000); each is removed
 //! once, atomically, and its room's stream gets one `leave` entry
 //! (`* bob left (server lost)`) from the pseudo-sender `lease` (incarnation
 //! 0), so every node announces it exactly once.
@@ -42,18 +42,19 @@ local function forget(n, v)
   end
   return room, disp
 end
-local function purge(now)
-  local gone = redis.call('ZRANGEBYSCORE', 'pc:lease', '-inf', now, 'LIMIT', 0, 100)
+local function purge(now, most)
+  local gone = redis.call('ZRANGEBYSCORE', 'pc:lease', '-inf', now, 'LIMIT', 0, most or 100)
   for _, n in ipairs(gone) do
     local v = redis.call('HGET', 'pc:names', n)
     redis.call('ZREM', 'pc:lease', n)
     if v then
+      local holder = parse(v)
       local room, disp = forget(n, v)
       if room then
         local seq = redis.call('HINCRBY', 'pc:meta', 'lease_seq', 1)
         redis.call('XADD', 'pc:' .. room .. ':log', 'MAXLEN', '~', '10000', '*',
           'v', '1', 'n', 'lease', 'i', '0', 's', seq, 'k', 'leave', 'f', disp,
-          't', '* ' .. disp .. ' left (server lost)')
+          't', '* ' .. disp .. ' left (server lost)', 'o', holder)
       end
     end
   end
@@ -114,7 +115,9 @@ return 0
 const REFRESH: &str = r#"
 local inc, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-purge(now)
+-- More at a time here than in the other scripts: every node refreshes,
+-- so a dead node of thousands is cleared within a few refreshes.
+purge(now, 2000)
 local key = 'pc:inc:' .. inc .. ':names'
 local lost = {}
 for _, n in ipairs(redis.call('SMEMBERS', key)) do

@@ -15,8 +15,9 @@ use std::fmt;
 
 /// How deeply arrays may nest: XREAD's replies need four levels.
 pub const MAX_DEPTH: usize = 8;
-/// The longest bulk string we accept (a stream entry's text is one).
-pub const MAX_BULK: usize = 1024 * 1024;
+/// The longest bulk string we accept (a stream entry's text is one: a
+/// line of the largest `--max-line`, 1 MiB, with its sender's name).
+pub const MAX_BULK: usize = 2 * 1024 * 1024;
 /// The most elements one array may claim.
 pub const MAX_ELEMENTS: usize = 1 << 20;
 

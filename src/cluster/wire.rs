@@ -22,13 +22,14 @@ use super::resp::{self, Frame};
 use super::{Entry, Kind};
 use crate::sanitize::sanitize;
 
-/// About how many entries a room's stream keeps (`MAXLEN ~`): at ~43 bytes
-/// of Redis memory per small entry (docs/cluster.md), about half a MB per
-/// busy room, and minutes of chat for a node that was away to catch up on.
+/// About how many entries a room's stream keeps (`MAXLEN ~`): at about 120
+/// bytes of Redis memory per short line (measured: docs/performance.md),
+/// about 1.2 MB per busy room, and minutes of chat for a node that was away
+/// to catch up on.
 pub const MAXLEN: &str = "10000";
 /// The longest text accepted from the stream: a line of the largest
-/// `--max-line` we allow, with room for its `<name> ` prefix.
-pub const MAX_TEXT: usize = 64 * 1024;
+/// `--max-line` we allow (1 MiB), with room for its `<name> ` prefix.
+pub const MAX_TEXT: usize = 1024 * 1024 + 64;
 /// The longest node or sender name accepted from the stream.
 pub const MAX_NAME: usize = 64;
 
