@@ -732,3 +732,28 @@ fn a_persistent_redis_restart_resumes_where_it_was() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Found in review: a member leaving in the same tick as the link drops
+/// once made the node ask Redis again and again, for ever (100% CPU, no
+/// new clients, no shutdown). Frozen (SIGSTOP) while Redis dies and a
+/// client goes, the node must wake up serving.
+#[test]
+fn a_leave_as_the_link_drops_does_not_hang_the_node() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let mut a = node(&redis, "a");
+    let (mut alice, _) = Client::join(a.addr);
+    let (leaver, _) = Client::join(a.addr);
+    alice.expect_suffix(" joined");
+    a.signal("STOP");
+    redis.kill();
+    drop(leaver);
+    a.signal("CONT");
+    alice.expect_suffix("* cluster link lost");
+    let (mut newcomer, _) = Client::join(a.addr);
+    newcomer.send("/who");
+    newcomer.skip_until(|l| l.contains("here:"));
+    a.signal("TERM");
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), Some(0));
+}
