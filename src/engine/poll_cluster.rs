@@ -104,6 +104,9 @@ impl ClusterIo {
     fn open(&mut self, registry: &Registry, now: Instant) {
         for (conn, token) in [(Conn::Cmd, CMD), (Conn::Reader, READER)] {
             let opened = TcpStream::connect(self.addr).and_then(|mut stream| {
+                // Each command is a small write that must go at once:
+                // Nagle would hold one back until the last is acknowledged.
+                stream.set_nodelay(true)?;
                 registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
                 Ok(stream)
             });
