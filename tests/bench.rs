@@ -60,6 +60,19 @@ impl App for TestRelay {
     fn handle_left(&mut self, _: ClientId, _: Instant, _: &mut Outbox) {}
 }
 
+/// `pollchat bench ARGS` is a start-up error: exit 2, saying `want`.
+#[track_caller]
+fn assert_bench_refuses(args: &[&str], want: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(want), "{args:?}: {err}");
+}
+
 fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
     BenchConfig {
         swarm: SwarmPlan {
@@ -351,14 +364,7 @@ fn addr_flag_mistakes_are_start_errors() {
         (&["--addr", "127.0.0.1"], "invalid value"),
         (&["--addr", "localhost:9009"], "invalid value"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
-            .arg("bench")
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.contains(want), "{args:?}: {err}");
+        assert_bench_refuses(args, want);
     }
 }
 
@@ -610,14 +616,7 @@ mod ws {
                 "--server-name goes with --tls or a wss:// URL",
             ),
         ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
-                .arg("bench")
-                .args(args)
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(2), "{args:?}");
-            let err = String::from_utf8(out.stderr).unwrap();
-            assert!(err.contains(want), "{args:?}: {err}");
+            assert_bench_refuses(args, want);
         }
     }
 

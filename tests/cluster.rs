@@ -44,6 +44,19 @@ fn wait_log(server: &ChildServer, needle: &str, within: Duration) -> String {
     }
 }
 
+/// Nodes `a` and `b` on `redis`, `alice` on a and `bob` on b, who hear
+/// each other.
+fn alice_on_a_and_bob_on_b(redis: &Redis) -> (ChildServer, ChildServer, Client, Client) {
+    let (a, b) = (node(redis, "a"), node(redis, "b"));
+    let mut pair = [
+        Client::join_as(a.addr, "alice"),
+        Client::join_as(b.addr, "bob"),
+    ];
+    all_hear_each_other(&mut pair);
+    let [alice, bob] = pair;
+    (a, b, alice, bob)
+}
+
 /// Each of `clients` says `ready`, and each waits to hear every other
 /// one's: from then on every node reads every other node's lines.
 fn all_hear_each_other(clients: &mut [Client]) {
@@ -106,6 +119,18 @@ fn tally(lines: &Receiver<String>, senders: usize, me: usize, per_sender: usize)
 /// The next line from a reader thread, within `READ_TIMEOUT`.
 fn next_of(lines: &Receiver<String>) -> impl FnMut() -> Option<String> + '_ {
     move || lines.recv_timeout(READ_TIMEOUT).ok()
+}
+
+/// Like [`next_of`], keeping every line read in `seen`.
+fn recording<'a>(
+    lines: &'a Receiver<String>,
+    seen: &'a mut Vec<String>,
+) -> impl FnMut() -> Option<String> + 'a {
+    move || {
+        let line = lines.recv_timeout(READ_TIMEOUT).ok()?;
+        seen.push(line.clone());
+        Some(line)
+    }
 }
 
 /// Three nodes, 30 clients spread over them, 100 lines each: every line
@@ -195,12 +220,9 @@ fn redis_killed_mid_flow_and_restarted_empty_loses_nothing_queued() {
     send(&mut alice, 40..50);
     common::numbered::assert_in_order_from(&mut next_of(&carol_lines), 1, 20, 50, "carol");
     let mut after = Vec::new();
-    let mut bob_next = || {
-        let line = bob_lines.recv_timeout(READ_TIMEOUT).ok()?;
-        after.push(line.clone());
-        Some(line)
-    };
+    let mut bob_next = recording(&bob_lines, &mut after);
     common::numbered::assert_in_order_from(&mut bob_next, 1, 20, 50, "bob");
+    drop(bob_next);
     assert!(
         !after.iter().any(|l| l.contains("were lost")),
         "nothing queued was lost: {after:?}"
@@ -263,12 +285,7 @@ fn a_full_queue_tells_the_sender_and_the_other_node_hears_of_the_gap() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    let alice = Client::join_as(a.addr, "alice");
-    let bob = Client::join_as(b.addr, "bob");
-    let mut pair = [alice, bob];
-    all_hear_each_other(&mut pair);
-    let [mut alice, bob] = pair;
+    let (_a, _b, mut alice, bob) = alice_on_a_and_bob_on_b(&redis);
     let bob_lines = lines_of(&bob);
     redis.kill();
     alice.expect("* cluster link lost");
@@ -308,12 +325,7 @@ fn a_full_queue_tells_the_sender_and_the_other_node_hears_of_the_gap() {
 #[test]
 fn malformed_entries_in_a_stream_are_skipped() {
     let Some(redis) = Redis::start() else { return };
-    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    let alice = Client::join_as(a.addr, "alice");
-    let bob = Client::join_as(b.addr, "bob");
-    let mut pair = [alice, bob];
-    all_hear_each_other(&mut pair);
-    let [mut alice, bob] = pair;
+    let (_a, _b, mut alice, bob) = alice_on_a_and_bob_on_b(&redis);
     let bob_lines = lines_of(&bob);
     for fields in [
         &["v", "2", "t", "from the future"][..],
@@ -622,12 +634,7 @@ fn moderation_spans_nodes() {
 #[test]
 fn after_redis_is_emptied_the_earlier_holder_keeps_a_name() {
     let Some(redis) = Redis::start() else { return };
-    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    let alice = Client::join_as(a.addr, "alice");
-    let bob = Client::join_as(b.addr, "bob");
-    let mut pair = [alice, bob];
-    all_hear_each_other(&mut pair);
-    let [mut alice, mut bob] = pair;
+    let (_a, _b, mut alice, mut bob) = alice_on_a_and_bob_on_b(&redis);
     // Redis forgets everything; bob takes "alice", which looks free.
     assert_eq!(redis.command(&["FLUSHALL"]).as_deref(), Some("+OK"));
     bob.send("/nick alice");
@@ -692,12 +699,7 @@ fn a_persistent_redis_restart_resumes_where_it_was() {
     let persistent = ["--appendonly", "yes", "--dir", &dir_arg];
     let port = common::free_port();
     let mut redis = Redis::start_with(&binary, port, &persistent);
-    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    let alice = Client::join_as(a.addr, "alice");
-    let bob = Client::join_as(b.addr, "bob");
-    let mut pair = [alice, bob];
-    all_hear_each_other(&mut pair);
-    let [mut alice, mut bob] = pair;
+    let (_a, _b, mut alice, mut bob) = alice_on_a_and_bob_on_b(&redis);
     let bob_lines = lines_of(&bob);
     for i in 0..10 {
         alice.send(&common::numbered::numbered_line(0, i, 30));
@@ -710,12 +712,9 @@ fn a_persistent_redis_restart_resumes_where_it_was() {
     }
     redis = Redis::start_with(&binary, port, &persistent);
     let mut seen = Vec::new();
-    let mut next = || {
-        let line = bob_lines.recv_timeout(READ_TIMEOUT).ok()?;
-        seen.push(line.clone());
-        Some(line)
-    };
+    let mut next = recording(&bob_lines, &mut seen);
     common::numbered::assert_in_order_from(&mut next, 1, 10, 20, "bob");
+    drop(next);
     assert!(
         seen.iter().any(|l| l == "* cluster link restored"),
         "{seen:?}"

@@ -1015,6 +1015,30 @@ impl Chat {
         true
     }
 
+    /// Who an operator's action on `name` is for, with the operator's
+    /// name, if it is a member here (checked as [`Chat::target`] does); if
+    /// it is on another node, the action is sent there (`text`: what it
+    /// carries) and there is nothing to do here.
+    fn acted_on(
+        &self,
+        op: ClientId,
+        name: &str,
+        kind: Kind,
+        text: &str,
+        out: &mut Outbox,
+    ) -> Option<(ClientId, Name)> {
+        if self.members.holder(name).is_none() && self.direct(op, name, kind, text, out) {
+            return None;
+        }
+        let what = match kind {
+            Kind::Kick => "kicked",
+            Kind::Ban => "banned",
+            _ => "muted",
+        };
+        let (target, _) = self.target(op, name, what, out)?;
+        Some((target, *self.members.get(op)?))
+    }
+
     fn kick(
         &mut self,
         op: ClientId,
@@ -1024,13 +1048,7 @@ impl Chat {
         out: &mut Outbox,
     ) {
         let reason = reason.map(|r| cut(r, 200)).unwrap_or_default();
-        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Kick, reason, out) {
-            return;
-        }
-        let Some((target, _)) = self.target(op, name, "kicked", out) else {
-            return;
-        };
-        let Some(op_name) = self.members.get(op).copied() else {
+        let Some((target, op_name)) = self.acted_on(op, name, Kind::Kick, reason, out) else {
             return;
         };
         self.apply_kick(Some(op), op_name.as_str(), target, reason, now, out);
@@ -1079,14 +1097,10 @@ impl Chat {
         }
         let length = minutes.map_or(moderation::DEFAULT_BAN, moderation::minutes);
         let mins = (length.as_secs() / 60).to_string();
-        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Ban, &mins, out) {
-            return;
-        }
-        let Some((target, seat)) = self.target(op, name, "banned", out) else {
+        let Some((target, op_name)) = self.acted_on(op, name, Kind::Ban, &mins, out) else {
             return;
         };
-        let (Some(op_seat), Some(op_name)) =
-            (self.seat(op).copied(), self.members.get(op).copied())
+        let (Some(seat), Some(op_seat)) = (self.seat(target).copied(), self.seat(op).copied())
         else {
             return;
         };
@@ -1246,13 +1260,7 @@ impl Chat {
     ) {
         let length = minutes.map_or(moderation::DEFAULT_MUTE, moderation::minutes);
         let mins = (length.as_secs() / 60).to_string();
-        if self.members.holder(name).is_none() && self.direct(op, name, Kind::Mute, &mins, out) {
-            return;
-        }
-        let Some((target, _)) = self.target(op, name, "muted", out) else {
-            return;
-        };
-        let Some(op_name) = self.members.get(op).copied() else {
+        let Some((target, op_name)) = self.acted_on(op, name, Kind::Mute, &mins, out) else {
             return;
         };
         self.apply_mute(Some(op), op_name.as_str(), target, length, now, out);

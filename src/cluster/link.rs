@@ -614,31 +614,27 @@ impl Link {
                     text,
                 });
             }
-            Request::Ask(ask @ Ask::Rooms { .. }) => {
-                let Ask::Rooms { client } = ask else {
-                    unreachable!()
+            // A list: its answer, or none if it does not parse.
+            Request::Ask(ask @ (Ask::Rooms { .. } | Ask::Who { .. })) => {
+                let answer = match ask {
+                    Ask::Rooms { client } => {
+                        names::parse_rooms(&frame).map(|(count, rooms)| ClusterEvent::Rooms {
+                            client,
+                            count,
+                            rooms,
+                        })
+                    }
+                    Ask::Who { client, .. } => {
+                        names::parse_who(&frame).map(|(count, names)| ClusterEvent::Who {
+                            client,
+                            count,
+                            names,
+                        })
+                    }
+                    _ => None,
                 };
-                match names::parse_rooms(&frame) {
-                    Some((count, rooms)) => self.events.push_back(ClusterEvent::Rooms {
-                        client,
-                        count,
-                        rooms,
-                    }),
-                    None => self.events.push_back(ClusterEvent::NoAnswer(ask)),
-                }
-            }
-            Request::Ask(ask @ Ask::Who { .. }) => {
-                let Ask::Who { client, .. } = ask else {
-                    unreachable!()
-                };
-                match names::parse_who(&frame) {
-                    Some((count, names)) => self.events.push_back(ClusterEvent::Who {
-                        client,
-                        count,
-                        names,
-                    }),
-                    None => self.events.push_back(ClusterEvent::NoAnswer(ask)),
-                }
+                self.events
+                    .push_back(answer.unwrap_or(ClusterEvent::NoAnswer(ask)));
             }
         }
         let wire = &mut self.wires[conn as usize];
