@@ -24,6 +24,10 @@ const SCREENSHOT = path.resolve(HERE, '../../docs/web-page.png');
 // One expected event (a line, a state) may take this long. It bounds a
 // hung run; it is not a speed check.
 const WAIT = 10_000;
+// Chromium's first start on a fresh machine, right after `cargo test` has
+// loaded both cores, once took longer than WAIT (CI, 2026-12-02); the
+// page's own checks keep WAIT.
+const LAUNCH_WAIT = 60_000;
 // Reconnecting after a restart: the page's backoff may have grown to a few
 // seconds by the time the server is back.
 const RECONNECT_WAIT = 20_000;
@@ -409,7 +413,7 @@ async function main() {
     let server = new Server(bin, withTls, [line, web, tlsLine]);
     servers.push(server);
     await server.ready();
-    browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS, timeout: WAIT });
+    browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS, timeout: LAUNCH_WAIT });
 
     // 1. Everyone joins: carol (nc), dave (TLS line client), alice and bob
     // (tabs over https/wss; the certificate is throwaway, hence
