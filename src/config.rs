@@ -174,8 +174,87 @@ pub fn fd_limit() -> Option<usize> {
 
 /// `max_clients`, lowered if the fd limit could not honour it.
 pub fn effective_max_clients(requested: usize) -> usize {
-    match fd_limit() {
-        Some(fds) => requested.min(fds.saturating_sub(FD_RESERVE).max(1)),
-        None => requested,
+    client_cap(requested).clients()
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard one, as a server should: the
+/// soft limit (often 1,024) is a default for programs that never need
+/// more, not a decision about this one. Returns `(before, after)` when it
+/// changed it.
+pub fn raise_fd_limit() -> std::io::Result<Option<(u64, u64)>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+        return Ok(None); // unlimited already, or nothing to raise to
+    };
+    if soft >= hard {
+        return Ok(None);
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    )?;
+    Ok(Some((soft, hard)))
+}
+
+/// What sets how many clients a server admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCap {
+    /// `--max-clients`, which the open-file limit can honour.
+    Flag(usize),
+    /// The open-file limit (`limit` files, minus [`FD_RESERVE`]); `hard`
+    /// when it is the hard limit, which only the administrator can raise.
+    OpenFiles {
+        clients: usize,
+        limit: usize,
+        hard: bool,
+    },
+}
+
+impl ClientCap {
+    pub fn clients(self) -> usize {
+        match self {
+            ClientCap::Flag(n) => n,
+            ClientCap::OpenFiles { clients, .. } => clients,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ClientCap::Flag(n) => write!(f, "at most {n} clients, set by --max-clients"),
+            ClientCap::OpenFiles {
+                clients,
+                limit,
+                hard,
+            } => write!(
+                f,
+                "at most {clients} clients, capped by the {} open-file limit of {limit}: see \"Raising the limits\" in the README",
+                if hard { "hard" } else { "soft" }
+            ),
+        }
+    }
+}
+
+/// What caps `requested` clients: the flag, or the open-file limit.
+pub fn client_cap(requested: usize) -> ClientCap {
+    let Some(fds) = fd_limit() else {
+        return ClientCap::Flag(requested);
+    };
+    let room = fds.saturating_sub(FD_RESERVE).max(1);
+    if requested <= room {
+        return ClientCap::Flag(requested);
+    }
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .is_some_and(|hard| hard as usize <= fds);
+    ClientCap::OpenFiles {
+        clients: room,
+        limit: fds,
+        hard,
     }
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 
 use pollchat::app::App;
 use pollchat::chat::Chat;
@@ -99,6 +99,13 @@ fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
     let engine = config.engine;
     let plain = config.plain;
     let https = config.web.as_ref().is_some_and(|w| w.https.is_some());
+    // Every client is a file: take the open files the system allows.
+    match pollchat::config::raise_fd_limit() {
+        Ok(Some((before, after))) => info!("open-file limit raised from {before} to {after}"),
+        Ok(None) => {}
+        Err(e) => warn!("could not raise the open-file limit: {e}"),
+    }
+    let cap = pollchat::config::client_cap(config.limits.max_clients);
     let server = match Server::bind(config, app) {
         Ok(server) => server,
         Err(e) => return start_error(&e),
@@ -112,7 +119,7 @@ fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
         let scheme = if https { "https" } else { "http" };
         listening.push_str(&format!(", web page on {scheme}://{web}/"));
     }
-    info!("{listening} (engine: {engine})");
+    info!("{listening} (engine: {engine}; {cap})");
     exit_with(server.run())
 }
 

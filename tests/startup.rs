@@ -377,3 +377,69 @@ fn cluster_mistakes_exit_2_with_one_line() {
         "--cluster-required: Redis at 127.0.0.1:",
     );
 }
+
+/// `pollchat serve ARGS` under `prlimit --nofile=100:4096`: its log up to
+/// and with the "listening" line, and its `Max open files` line from /proc.
+fn serve_with_100_open_files(args: &[&str]) -> (Vec<String>, String) {
+    let port = common::free_port().to_string();
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=100:4096", common::BIN, "serve", "--port", &port])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run prlimit pollchat");
+    let log = common::forward_lines(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    while let Ok(line) = log.recv_timeout(Duration::from_secs(10)) {
+        let last = line.contains("listening on");
+        lines.push(line);
+        if last || lines.len() > 20 {
+            break;
+        }
+    }
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default()
+        .to_string();
+    (lines, open_files)
+}
+
+/// The server raises its soft open-file limit to the hard one at start,
+/// and its "listening" line says what caps its clients: the flag, or the
+/// open-file limit.
+#[test]
+fn the_open_file_limit_is_raised_and_what_caps_clients_is_said() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: no prlimit (util-linux)");
+        return;
+    }
+    let (lines, open_files) = serve_with_100_open_files(&[]);
+    let said = lines.join("\n");
+    assert!(
+        said.contains("open-file limit raised from 100 to 4096"),
+        "{said}"
+    );
+    assert_eq!(
+        open_files.split_whitespace().nth(3),
+        Some("4096"),
+        "{open_files}"
+    );
+    let listening = lines.last().cloned().unwrap_or_default();
+    assert!(
+        listening.contains("at most 4064 clients, capped by the hard open-file limit of 4096"),
+        "{listening}"
+    );
+    let (lines, _) = serve_with_100_open_files(&["--max-clients", "50"]);
+    let listening = lines.last().cloned().unwrap_or_default();
+    assert!(
+        listening.contains("at most 50 clients, set by --max-clients"),
+        "{listening}"
+    );
+}
