@@ -429,8 +429,10 @@ impl Chat {
         }
     }
 
-    /// A room new on this node, and what was said in it on every node:
-    /// its history, shown to whoever just joined it here.
+    /// A room new on this node, and what was said in it on the others
+    /// until this node started reading it: shown to whoever joined it
+    /// here, and kept as its history (after any line said here meanwhile,
+    /// when the reply was slow).
     fn history_from_stream(&mut self, room: &str, lines: Vec<(u64, String)>, out: &mut Outbox) {
         let Some(id) = self.rooms.find(room) else {
             return;
@@ -439,16 +441,15 @@ impl Chat {
         let Some(r) = self.rooms.get_mut(id) else {
             return;
         };
-        if !r.history.is_empty() {
-            return; // it has lines of its own already: those are newer
-        }
+        let mut from_stream = super::history::History::default();
         for (ms, text) in lines {
             let wall = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-            r.history
-                .record(keep, wall, Arc::from(format!("{text}\n").into_bytes()));
+            let line: Arc<[u8]> = Arc::from(format!("{text}\n").into_bytes());
+            from_stream.record(keep, wall, Arc::clone(&line));
+            r.history.record(keep, wall, line);
         }
         for &member in &r.members {
-            r.history.replay(&r.name, member, out);
+            from_stream.replay(&r.name, member, out);
         }
     }
 
@@ -2606,6 +2607,28 @@ mod tests {
                     .any(|(_, l)| l.contains(r#"Release { name: "bob" }"#)),
                 "{out:?}"
             );
+        }
+
+        /// Found in CI's flake hunt: the room's lines from the stream come
+        /// after a member here spoke (the reply was slow): they are still
+        /// shown, and only they.
+        #[test]
+        fn history_from_the_stream_is_shown_even_after_a_line_here() {
+            let mut h = node_a();
+            h.join(1);
+            h.say(1, "/join #rust");
+            h.say(1, "mine");
+            let history = ClusterEvent::History {
+                room: "#rust".into(),
+                lines: vec![(1_796_220_000_000, "<bob> theirs".into())],
+            };
+            let shown = event(&mut h, history);
+            let texts: Vec<&str> = shown.iter().map(|(_, l)| l.as_str()).collect();
+            assert!(
+                texts.iter().any(|l| l.ends_with("<bob> theirs\n")),
+                "{texts:?}"
+            );
+            assert!(!texts.iter().any(|l| l.contains("mine")), "{texts:?}");
         }
 
         #[test]

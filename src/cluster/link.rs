@@ -561,7 +561,7 @@ impl Link {
                     && room.cursor.is_none()
                 {
                     room.cursor = Some(id.unwrap_or("0-0").to_string());
-                    let lines = history_of(&name, &frame);
+                    let lines = history_of(&name, &frame, room.incarnation);
                     if !lines.is_empty() && self.settings.history > 0 {
                         self.events
                             .push_back(ClusterEvent::History { room: name, lines });
@@ -870,17 +870,19 @@ fn xorshift(state: &mut u64) -> u64 {
 }
 
 /// The chat lines of an `XREVRANGE` reply (newest first), oldest first,
-/// each with the millisecond its ID says it was added.
-fn history_of(room: &str, frame: &Frame) -> Vec<(u64, String)> {
+/// each with the millisecond its ID says it was added; not those this node
+/// wrote as `own` (its members saw them).
+fn history_of(room: &str, frame: &Frame, own: u64) -> Vec<(u64, String)> {
     let Some(items) = frame.as_array() else {
         return Vec::new();
     };
     let mut lines: Vec<(u64, String)> = items
         .iter()
         .filter_map(|item| {
-            let (id, _, entry) = wire::parse_entry(room, item)?;
+            let (id, stamp, entry) = wire::parse_entry(room, item)?;
             let ms = valid_id(id)?.split_once('-')?.0.parse().ok()?;
-            matches!(entry.kind, super::Kind::Say | super::Kind::Me).then_some((ms, entry.text))
+            let chat = matches!(entry.kind, super::Kind::Say | super::Kind::Me);
+            (chat && stamp.incarnation != own).then_some((ms, entry.text))
         })
         .collect();
     lines.reverse();
@@ -1146,6 +1148,52 @@ mod tests {
         }
         assert_eq!(events(&mut link), [ClusterEvent::Down]);
         assert_eq!(link.read_budget, before / 2);
+    }
+
+    /// A room's tail brings its last lines as history, but not this
+    /// node's own (its members saw them).
+    #[test]
+    fn a_new_rooms_tail_brings_its_history_without_our_own_lines() {
+        let t0 = Instant::now();
+        let mut link = up_link(t0);
+        link.follow("#lobby2", t0);
+        let own = link.rooms["#lobby2"].incarnation;
+        let tail = sent(&mut link, Conn::Cmd);
+        assert_eq!(tail[0][1], "pc:#lobby2:log");
+        let entry = |id: &str, inc: u64, text: &str| {
+            let fields = [
+                "v",
+                "1",
+                "n",
+                "b",
+                "i",
+                &format!("{inc:x}"),
+                "s",
+                "1",
+                "k",
+                "say",
+                "f",
+                "x",
+                "t",
+                text,
+            ]
+            .map(bulk);
+            array(vec![bulk(id), array(fields.to_vec())])
+        };
+        // Newest first, as XREVRANGE answers.
+        let reply = bytes_of(&array(vec![
+            entry("3-0", own, "mine"),
+            entry("2-0", 7, "theirs"),
+        ]));
+        link.handle_read(Conn::Cmd, &reply, t0);
+        let got = events(&mut link);
+        assert_eq!(
+            got,
+            [ClusterEvent::History {
+                room: "#lobby2".into(),
+                lines: vec![(2, "theirs".into())]
+            }]
+        );
     }
 
     #[test]
