@@ -160,10 +160,7 @@ fn parse_node(s: &str) -> Result<String, String> {
 /// `n` and four hex digits, different on every start.
 #[cfg(feature = "cluster")]
 fn random_node() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("n{:04x}", h.finish() & 0xffff)
+    format!("n{:04x}", crate::cluster::random_seed() & 0xffff)
 }
 
 /// The environment variable an operator secret may come from.

@@ -165,11 +165,10 @@ impl Config {
 /// and the accept-refusal path, so `max_clients` can always be honoured.
 pub const FD_RESERVE: usize = 32;
 
-/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (no `unsafe`).
+/// The soft `RLIMIT_NOFILE` (`None`: unlimited).
 pub fn fd_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    usize::try_from(limit.current?).ok()
 }
 
 /// `max_clients`, lowered if the fd limit could not honour it.
@@ -242,16 +241,15 @@ impl std::fmt::Display for ClientCap {
 
 /// What caps `requested` clients: the flag, or the open-file limit.
 pub fn client_cap(requested: usize) -> ClientCap {
-    let Some(fds) = fd_limit() else {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let Some(fds) = limit.current.and_then(|n| usize::try_from(n).ok()) else {
         return ClientCap::Flag(requested);
     };
     let room = fds.saturating_sub(FD_RESERVE).max(1);
     if requested <= room {
         return ClientCap::Flag(requested);
     }
-    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .maximum
-        .is_some_and(|hard| hard as usize <= fds);
+    let hard = limit.maximum == limit.current;
     ClientCap::OpenFiles {
         clients: room,
         limit: fds,

@@ -31,6 +31,16 @@ use crate::app::ClientId;
 /// The stream of bans and lifted bans, which every node follows.
 pub const MODERATION: &str = "!mod";
 
+/// A random number, different in every process: the std hasher's keys are
+/// random (seeds the link's incarnations, and default node names).
+#[cfg(feature = "cluster")]
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// What an entry says, so a node can render it and count joins and leaves
 /// of big rooms (`--quiet-above`) like its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1089,9 +1089,7 @@ impl<A: App> Loop<A> {
                         && cluster.link.publish(&entry, now).is_err()
                         && let Some(client) = sender
                     {
-                        let event = crate::cluster::ClusterEvent::NotSent { client };
-                        self.app
-                            .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+                        self.tell_app(crate::cluster::ClusterEvent::NotSent { client }, now);
                     }
                 }
                 #[cfg(feature = "cluster")]
@@ -1113,9 +1111,7 @@ impl<A: App> Loop<A> {
                         None => Some(ask),
                     };
                     if let Some(ask) = refused {
-                        let event = crate::cluster::ClusterEvent::NoAnswer(ask);
-                        self.app
-                            .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+                        self.tell_app(crate::cluster::ClusterEvent::NoAnswer(ask), now);
                     }
                 }
                 // The lean build has no link; no App asks for one there.
@@ -1414,6 +1410,14 @@ impl<A: App> Loop<A> {
         }
     }
 
+    /// `--cluster`: hand the App news of the link (its outputs are left in
+    /// the outbox for the caller's `dispatch`).
+    #[cfg(feature = "cluster")]
+    fn tell_app(&mut self, event: crate::cluster::ClusterEvent, now: Instant) {
+        self.app
+            .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+    }
+
     /// `--cluster`: the link's timers and sockets, then what it heard,
     /// handed to the App (other nodes' lines, link lost or back), whose
     /// outputs are written in this same tick.
@@ -1424,8 +1428,7 @@ impl<A: App> Loop<A> {
         };
         cluster.step(registry, now);
         while let Some(event) = self.cluster.as_mut().and_then(|c| c.link.poll_event()) {
-            self.app
-                .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+            self.tell_app(event, now);
             self.dispatch(now);
         }
         if let Some(cluster) = self.cluster.as_mut() {
@@ -1592,9 +1595,7 @@ impl<A: App> Loop<A> {
         // their names are given back, within the same flush bound.
         #[cfg(feature = "cluster")]
         if self.cluster.as_ref().is_some_and(|c| c.link.is_up()) {
-            let event = crate::cluster::ClusterEvent::Stopping;
-            self.app
-                .handle_cluster(event, Clock::with_wall(now), &mut self.outbox);
+            self.tell_app(crate::cluster::ClusterEvent::Stopping, now);
             self.dispatch(now);
         }
         for key in open {

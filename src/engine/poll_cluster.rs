@@ -63,15 +63,8 @@ impl ClusterIo {
                 ))
             })?;
         }
-        // Any random number will do: the std hasher's keys are random.
-        let seed = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            h.finish()
-        };
         Ok(ClusterIo {
-            link: Link::new(config.link.clone(), seed, now),
+            link: Link::new(config.link.clone(), crate::cluster::random_seed(), now),
             addr: config.addr,
             session: None,
             sockets: [None, None],

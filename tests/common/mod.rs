@@ -652,7 +652,7 @@ pub fn recv_until(
 /// the fd-exhaustion test: no `unsafe`, no extra crate). Child servers
 /// started afterwards inherit the limit.
 pub fn ensure_fd_limit(want: usize) {
-    let soft = pollchat::config::fd_limit().expect("read /proc/self/limits");
+    let soft = pollchat::config::fd_limit().expect("a finite open-file limit");
     if soft >= want {
         return;
     }
