@@ -144,7 +144,7 @@ impl Bridge {
         match event {
             ClusterEvent::Unreachable => {
                 self.link = LinkState::Down;
-                out.all("* the cluster link is down: for now only this server's users hear you");
+                out.all(DOWN_ON_JOIN);
             }
             ClusterEvent::Down => {
                 self.link = LinkState::Down;
