@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pollchat::bench::{Nodes, Swarm, SwarmPlan, Tracker};
+use pollchat::bench::{Nodes, Sources, Swarm, SwarmPlan, Tracker};
 use pollchat::chat::Chat;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::Server;
@@ -40,7 +40,10 @@ fn fanout(c: &mut Criterion) {
             let plan = SwarmPlan {
                 nodes: Nodes::one(server.local_addr()),
                 receivers,
+                first: 0,
                 stalled: 0,
+                sender: true,
+                sources: Sources::default(),
                 login: None,
                 connect_rate: 5000,
                 connect_timeout: Duration::from_secs(30),

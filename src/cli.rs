@@ -274,7 +274,8 @@ pub struct ServerArgs {
     /// I/O model: one event loop, or a reader and a writer thread per client.
     #[arg(long, value_enum, default_value_t = EngineKind::Poll)]
     pub engine: EngineKind,
-    /// Most clients at once (lowered to fit the open-file limit).
+    /// Most clients at once (lowered to fit the open-file limit and, for
+    /// the threaded engine, vm.max_map_count).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_clients: u64,
     /// Longest line accepted, in bytes; longer lines are dropped with an error.

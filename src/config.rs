@@ -171,11 +171,6 @@ pub fn fd_limit() -> Option<usize> {
     usize::try_from(limit.current?).ok()
 }
 
-/// `max_clients`, lowered if the fd limit could not honour it.
-pub fn effective_max_clients(requested: usize) -> usize {
-    client_cap(requested).clients()
-}
-
 /// Raise the soft `RLIMIT_NOFILE` to the hard one, as a server should: the
 /// soft limit (often 1,024) is a default for programs that never need
 /// more, not a decision about this one. Returns `(before, after)` when it
@@ -211,6 +206,14 @@ pub enum ClientCap {
         limit: usize,
         hard: bool,
     },
+    /// The threaded engine's threads: each takes [`MAPS_PER_THREAD`]
+    /// memory mappings, and a process may have `vm.max_map_count`. Past
+    /// that, starting a thread fails, or worse, a thread that did start
+    /// cannot set up its signal stack and the runtime aborts the process.
+    Threads {
+        clients: usize,
+        max_map_count: usize,
+    },
 }
 
 impl ClientCap {
@@ -218,6 +221,7 @@ impl ClientCap {
         match self {
             ClientCap::Flag(n) => n,
             ClientCap::OpenFiles { clients, .. } => clients,
+            ClientCap::Threads { clients, .. } => clients,
         }
     }
 }
@@ -235,11 +239,61 @@ impl std::fmt::Display for ClientCap {
                 "at most {clients} clients, capped by the {} open-file limit of {limit}: see \"Raising the limits\" in the README",
                 if hard { "hard" } else { "soft" }
             ),
+            ClientCap::Threads {
+                clients,
+                max_map_count,
+            } => write!(
+                f,
+                "at most {clients} clients, capped by vm.max_map_count of {max_map_count} (two threads a client, {MAPS_PER_THREAD} mappings a thread): see \"Raising the limits\" in the README"
+            ),
         }
     }
 }
 
 /// What caps `requested` clients: the flag, or the open-file limit.
+/// Memory mappings one thread takes: its stack and guard page, and the
+/// signal stack Rust's runtime gives it, with a guard page of its own.
+pub const MAPS_PER_THREAD: usize = 4;
+/// The threaded engine's threads per client: a reader and a writer.
+pub const THREADS_PER_CLIENT: usize = 2;
+/// Mappings kept back for the heap, the libraries and the engine's own
+/// threads (accept, timer, signals), well above the ~50 they take.
+const MAP_RESERVE: usize = 1024;
+
+/// `vm.max_map_count`: the most memory mappings one process may have.
+pub fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What caps `engine`'s clients: [`client_cap`], and for the threaded
+/// engine also the mappings its threads take.
+pub fn engine_client_cap(requested: usize, engine: EngineKind) -> ClientCap {
+    let cap = client_cap(requested);
+    match (engine, max_map_count()) {
+        (EngineKind::Threaded, Some(max_map_count)) => {
+            let clients = thread_room(max_map_count);
+            if clients < cap.clients() {
+                ClientCap::Threads {
+                    clients,
+                    max_map_count,
+                }
+            } else {
+                cap
+            }
+        }
+        _ => cap,
+    }
+}
+
+/// Clients whose threads fit in `max_map_count` mappings.
+fn thread_room(max_map_count: usize) -> usize {
+    (max_map_count.saturating_sub(MAP_RESERVE) / (MAPS_PER_THREAD * THREADS_PER_CLIENT)).max(1)
+}
+
 pub fn client_cap(requested: usize) -> ClientCap {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let Some(fds) = limit.current.and_then(|n| usize::try_from(n).ok()) else {
@@ -254,5 +308,23 @@ pub fn client_cap(requested: usize) -> ClientCap {
         clients: room,
         limit: fds,
         hard,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux's default 65,530 mappings hold some 8,000 clients' threads;
+    /// the poll engine is not capped by them.
+    #[test]
+    fn the_threaded_engine_fits_its_threads_in_the_mappings() {
+        assert_eq!(thread_room(65_530), (65_530 - 1024) / 8);
+        assert_eq!(thread_room(10), 1);
+        assert_eq!(engine_client_cap(5, EngineKind::Poll), client_cap(5));
+        if let Some(maps) = max_map_count() {
+            let big = engine_client_cap(usize::MAX / 2, EngineKind::Threaded);
+            assert!(big.clients() <= thread_room(maps), "{big}");
+        }
     }
 }

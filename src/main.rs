@@ -75,6 +75,13 @@ fn bench(args: &pollchat::bench::BenchArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return start_error(&e),
     };
+    if config.part.is_some() {
+        // A `--workers` process: it speaks to its coordinator, not to us.
+        return match pollchat::bench::fleet::work(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => start_error(&e),
+        };
+    }
     let report = match pollchat::bench::run(&config) {
         Ok(report) => report,
         Err(e) => return start_error(&e),
@@ -105,7 +112,7 @@ fn serve<A: App + Send + 'static>(config: Config, app: A) -> ExitCode {
         Ok(None) => {}
         Err(e) => warn!("could not raise the open-file limit: {e}"),
     }
-    let cap = pollchat::config::client_cap(config.limits.max_clients);
+    let cap = pollchat::config::engine_client_cap(config.limits.max_clients, engine);
     let server = match Server::bind(config, app) {
         Ok(server) => server,
         Err(e) => return start_error(&e),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_app, start_chat, test_limits};
 use pollchat::app::{App, ClientId, Clock, Outbox, RoomId};
-use pollchat::bench::{self, BenchConfig, LoadPlan, Nodes, SwarmPlan};
+use pollchat::bench::{self, BenchConfig, LoadPlan, Nodes, Sources, SwarmPlan};
 use pollchat::config::{EngineKind, Limits};
 
 /// A bare relay App for the tests: forwards lines to everyone else, but only
@@ -78,7 +78,10 @@ fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
         swarm: SwarmPlan {
             nodes: Nodes::one(addr),
             receivers,
+            first: 0,
             stalled: 0,
+            sender: true,
+            sources: Sources::default(),
             login: None,
             connect_rate: 1000,
             connect_timeout: Duration::from_secs(10),
@@ -94,6 +97,11 @@ fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
             drain: Duration::from_secs(2),
         },
         server_pid: None,
+        workers: 1,
+        all_receivers: receivers,
+        part: None,
+        relaunch: Vec::new(),
+        then_stop: None,
     }
 }
 
@@ -711,4 +719,106 @@ mod ws {
             binary_over_wss_with_and_without_ca,
         );
     }
+}
+
+// ----- across processes (`--workers`, `--source`) and `--then-stop` -------
+
+/// `--workers 3`: three more `pollchat bench` processes hold the receivers,
+/// this one sends, and each probe is timed by the send time it carries.
+/// The merged report has every delivery once, a fan-out time per probe and
+/// sane latencies (a wrong clock would give zero or hours); `--source`
+/// spread the receivers over two loopback addresses, and the report's
+/// per-node shares add up across the workers.
+fn workers_time_probes_they_did_not_send(engine: EngineKind) {
+    let first = start_chat(engine, test_limits());
+    let second = start_chat(engine, test_limits());
+    let (a, b) = (
+        first.local_addr().to_string(),
+        second.local_addr().to_string(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+        .args(["bench", "--addr", &a, "--addr", &b, "-n", "31"])
+        .args(["--workers", "3", "--messages", "10", "--rate", "50"])
+        .args(["--source", "127.0.0.2-127.0.0.3", "--json"])
+        .output()
+        .expect("run pollchat bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let report: bench::Report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!((report.workers, report.receivers, report.sent), (3, 31, 10));
+    // Nothing bridges the two servers: only the first node's 16 receivers
+    // hear the sender, the second's 15 lose every probe.
+    let shares: Vec<_> = report.nodes.iter().map(|n| (n.receivers, n.lost)).collect();
+    assert_eq!(shares, vec![(16, 0), (15, 150)]);
+    assert_eq!((report.deliveries, report.lost), (160, 150));
+    assert_eq!(report.per_delivery_us.count, 160);
+    assert_eq!(report.fanout_us.count, 0, "no probe reached everyone");
+    let p = &report.per_delivery_us;
+    assert!(p.p50 > 0.0 && p.max < 20e6, "{p:?}");
+    assert!(report.bench_rss_bytes > 0);
+}
+
+/// One server, three workers: every probe reaches all receivers, and each
+/// has a full fan-out time.
+fn workers_merge_into_one_fanout(engine: EngineKind) {
+    let server = start_chat(engine, test_limits());
+    let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+        .args(["bench", "--port", &server.local_addr().port().to_string()])
+        .args([
+            "-n",
+            "20",
+            "--workers",
+            "3",
+            "--messages",
+            "5",
+            "--rate",
+            "50",
+        ])
+        .arg("--json")
+        .output()
+        .expect("run pollchat bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: bench::Report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_all_delivered(&report, 20, 5);
+    assert!(report.fanout_us.max >= report.per_delivery_us.p50);
+}
+
+/// `--then-stop PID`: after the load the bench sends SIGTERM and watches
+/// every receiver get the goodbye and its connection closed.
+fn then_stop_watches_everyone_told_and_closed(engine: EngineKind) {
+    let mut server = common::ChildServer::start(engine, &[]);
+    let pid = server.pid().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_pollchat"))
+        .args(["bench", "--port", &server.addr.port().to_string()])
+        .args(["-n", "25", "--messages", "3", "--then-stop", &pid, "--json"])
+        .output()
+        .expect("run pollchat bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let report: bench::Report = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let shutdown = report.shutdown.expect("a shutdown verdict");
+    assert_eq!(
+        (shutdown.receivers, shutdown.told, shutdown.closed),
+        (25, 25, 25)
+    );
+    assert_eq!(report.receivers_disconnected, 0, "none before the signal");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+engine_tests!(
+    workers_time_probes_they_did_not_send,
+    workers_merge_into_one_fanout,
+    then_stop_watches_everyone_told_and_closed,
+);
+
+/// `--workers` with flags it cannot honour is a start error.
+#[test]
+fn workers_flag_mistakes_are_start_errors() {
+    assert_bench_refuses(&["--workers", "2"], "--workers needs --messages");
+    assert_bench_refuses(
+        &["--workers", "2", "--messages", "3", "--window", "4"],
+        "--workers goes with",
+    );
+    assert_bench_refuses(&["--source", "127.0.0.9-127.0.0.1"], "the lower first");
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{BenchConfig, BenchError, LoadPlan, Nodes, SwarmPlan, TlsPlan, WS_NOT_BUILT, WsPlan};
+use super::{
+    BenchConfig, BenchError, LoadPlan, Nodes, Sources, SwarmPlan, TlsPlan, WS_NOT_BUILT, WsPlan,
+};
 use crate::client::tls::TlsFlags;
 
 /// Probes per second when neither `--rate` nor `--window` is given.
@@ -48,7 +50,7 @@ pub struct BenchArgs {
     /// Most probes not yet delivered to every receiver (saturation).
     #[arg(long, value_name = "W")]
     pub window: Option<usize>,
-    /// Bytes per probe line, token included (at least 11).
+    /// Bytes per probe line, token included (at least 28).
     #[arg(long, value_name = "BYTES", default_value_t = 32)]
     pub payload: usize,
     /// Stop after sending this many probes (0 = measure connections only).
@@ -73,6 +75,24 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Spread the receivers over W worker processes (each is one more
+    /// `pollchat bench`, and each has its own open-file limit); this
+    /// process sends. Needs --messages; not --window, --ws or --tls.
+    #[arg(long, value_name = "W", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub workers: u64,
+    /// Set by the coordinator on its workers: which part of the receivers
+    /// this process holds.
+    #[arg(long, value_name = "K", hide = true)]
+    pub worker_part: Option<u64>,
+    /// Local address(es) the receivers connect from: A or A-B (every IPv4
+    /// address in between), repeatable; dealt evenly over each node. One
+    /// address has some 28,000 ephemeral ports; 127.0.0.0/8 has plenty.
+    #[arg(long, value_name = "A[-B]", value_parser = Sources::parse_range)]
+    pub source: Vec<Vec<IpAddr>>,
+    /// After the load, send SIGTERM to this process (the server) and
+    /// report how many receivers it told and closed, and how fast.
+    #[arg(long, value_name = "PID", conflicts_with = "workers")]
+    pub then_stop: Option<u32>,
     #[command(flatten)]
     pub tls: TlsFlags,
     /// With --tls or a wss:// URL: the name the server's certificate must
@@ -240,6 +260,37 @@ impl BenchArgs {
                 None,
             ),
         };
+        let workers = usize::try_from(self.workers).unwrap_or(1);
+        if workers > 1 {
+            if self.window.is_some() || self.ws.is_some() || tls.is_some() {
+                return Err(BenchError::Flags(
+                    "--workers goes with line servers over plain TCP, paced by --rate (not --window, --ws or --tls)",
+                ));
+            }
+            if self.messages.is_none() {
+                return Err(BenchError::Flags(
+                    "--workers needs --messages: each worker must know how many probes to expect",
+                ));
+            }
+        }
+        let receivers = usize::try_from(self.receivers).unwrap_or(usize::MAX);
+        let part = self
+            .worker_part
+            .and_then(|k| usize::try_from(k).ok())
+            .filter(|&k| k < workers);
+        if self.worker_part.is_some() && part.is_none() {
+            return Err(BenchError::Flags("--worker-part must be below --workers"));
+        }
+        // A worker holds a contiguous block of the receivers; the
+        // coordinator (with workers) holds none of them.
+        let (first, mine, stalled, sender) = match part {
+            Some(k) => {
+                let (from, to) = (receivers * k / workers, receivers * (k + 1) / workers);
+                (from, to - from, 0, false)
+            }
+            None if workers > 1 => (receivers, 0, self.stalled, true),
+            None => (0, receivers, self.stalled, true),
+        };
         let seconds = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX);
         let rate = match (self.rate, self.window) {
             (Some(rate), _) => rate.max(0.0),
@@ -249,8 +300,11 @@ impl BenchArgs {
         Ok(BenchConfig {
             swarm: SwarmPlan {
                 nodes,
-                receivers: usize::try_from(self.receivers).unwrap_or(usize::MAX),
-                stalled: usize::try_from(self.stalled).unwrap_or(usize::MAX),
+                receivers: mine,
+                first,
+                stalled: usize::try_from(stalled).unwrap_or(usize::MAX),
+                sender,
+                sources: Sources::new(self.source.concat()),
                 login: self.login.clone(),
                 connect_rate: self.connect_rate,
                 connect_timeout: seconds(self.connect_timeout),
@@ -266,6 +320,14 @@ impl BenchArgs {
                 drain: seconds(self.drain),
             },
             server_pid: self.server_pid,
+            workers: if part.is_some() { 1 } else { workers },
+            relaunch: match (part, workers) {
+                (None, 2..) => super::fleet::relaunch_command(),
+                _ => Vec::new(),
+            },
+            all_receivers: receivers,
+            part,
+            then_stop: self.then_stop,
         })
     }
 

@@ -8,10 +8,14 @@
 //! phase, never to the measured latency); with `--ws URL`, WebSocket chat
 //! servers (one text frame is one line), over TLS for `wss://`; with
 //! `--addr` repeated, a cluster: receivers spread over its nodes and the
-//! sender on the first, so the latency is the fan-out across nodes.
+//! sender on the first, so the latency is the fan-out across nodes; with
+//! `--workers`, over several processes (a million receivers), each probe
+//! timed by the send time it carries.
 //!
 //! - `token.rs`: the probe line and how a delivery is recognised.
 //! - `tracker.rs`: sans-IO accounting (latency histograms, lost/dup/reorder).
+//! - `worker.rs`: one process's share of the receivers, and the merge.
+//! - `fleet.rs`: `--workers`: the worker processes and their pipe protocol.
 //! - `swarm.rs`: the event loop that connects, sends and reads.
 //! - `ws.rs`: one connection's WebSocket, the upgrade and then the frames
 //!   (feature `web`; `ws_lean.rs` without it, where `--ws` is refused).
@@ -23,11 +27,13 @@
 //! binary, not part of the server's paths.
 
 pub mod args;
+pub mod fleet;
 mod procfs;
 pub mod report;
 pub mod swarm;
 pub mod token;
 pub mod tracker;
+pub mod worker;
 #[cfg(feature = "web")]
 mod ws;
 #[cfg(not(feature = "web"))]
@@ -36,16 +42,19 @@ mod ws;
 #[cfg(feature = "web")]
 mod ws_frames;
 
+use std::ffi::OsString;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use args::BenchArgs;
 pub use report::Report;
-pub use swarm::{LoadPlan, Nodes, Swarm, SwarmPlan, TlsPlan, WsPlan};
+pub use swarm::{LoadPlan, Nodes, Shutdown, Sources, Swarm, SwarmPlan, TlsPlan, WsPlan};
 pub use tracker::Tracker;
 
+use fleet::Fleet;
 use report::{NodeShare, Percentiles, ServerMemory};
+use worker::{WorkerShare, histogram_counts};
 
 /// What the lean build (no feature `web`) says to `--ws`.
 const WS_NOT_BUILT: &str = "built without web support (rebuild with the default features)";
@@ -62,6 +71,8 @@ const IDLE_SPAN: Duration = Duration::from_secs(1);
 const STALL_GRACE: Duration = Duration::from_secs(3);
 /// Server memory is sampled at most this often during the load.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// `--then-stop`: how long the server may take to tell and close everyone.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(15);
 
 /// Why a bench run could not be carried out (as opposed to what it found).
 #[derive(Debug)]
@@ -87,6 +98,8 @@ pub enum BenchError {
     /// `--ws` cannot be used: a URL that is not `ws://` or `wss://`, a host
     /// that does not resolve, flags that do not go with it, a lean build.
     Ws(String),
+    /// A `--workers` process failed (`part` is which, when it is known).
+    Worker { part: Option<usize>, reason: String },
 }
 
 impl std::fmt::Display for BenchError {
@@ -109,6 +122,11 @@ impl std::fmt::Display for BenchError {
             }
             BenchError::Flags(e) => f.write_str(e),
             BenchError::Ws(e) => write!(f, "--ws: {e}"),
+            BenchError::Worker {
+                part: Some(part),
+                reason,
+            } => write!(f, "bench worker {part}: {reason}"),
+            BenchError::Worker { part: None, reason } => write!(f, "bench workers: {reason}"),
         }
     }
 }
@@ -122,43 +140,85 @@ pub struct BenchConfig {
     pub load: LoadPlan,
     /// Read this process's memory and CPU from `/proc`.
     pub server_pid: Option<u32>,
+    /// Processes holding the receivers: 1 (this one), or that many
+    /// workers while this one sends.
+    pub workers: usize,
+    /// The run's receivers, all workers together.
+    pub all_receivers: usize,
+    /// In a worker: which part of the receivers it holds.
+    pub part: Option<usize>,
+    /// The command that starts a worker (`--worker-part K` is added).
+    pub relaunch: Vec<OsString>,
+    /// `--then-stop`: SIGTERM this process after the load, and watch.
+    pub then_stop: Option<u32>,
 }
 
 /// Connect, settle, measure idle cost, run the load, judge stalled clients.
+/// With `--workers`, the workers connect first and this process sends.
 pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
+    // Every connection is a file: take the open files the system allows.
+    let _ = crate::config::raise_fd_limit();
     let pid = config.server_pid;
     let rss = || pid.and_then(procfs::rss_bytes);
     let rss_before = rss();
 
+    let mut fleet = match config.workers {
+        1 => None,
+        _ => Some(Fleet::start(config)?),
+    };
+    let workers_connect = fleet.as_ref().map_or(Duration::ZERO, |f| f.connect_phase);
     let mut swarm = connect_with_progress(&config.swarm)?;
     swarm.settle(SETTLE_QUIET, SETTLE_MAX)?;
     let rss_connected = rss();
+    let bench_rss = procfs::rss_bytes(std::process::id()).unwrap_or(0)
+        + fleet.as_ref().map_or(0, Fleet::rss_bytes);
 
-    let idle_cpu_percent = match pid {
-        Some(_) => {
-            let cpu = Cpu::start(pid);
-            swarm.idle(IDLE_SPAN)?;
-            cpu.percent(IDLE_SPAN).0
-        }
-        None => 0.0,
-    };
+    let cpu = Cpu::start(pid);
+    let machine = procfs::machine_cpu();
+    swarm.idle(IDLE_SPAN)?;
+    let idle_cpu_percent = cpu.percent(IDLE_SPAN).0;
+    let machine_idle_cpu_percent = procfs::machine_busy_percent(machine);
 
     let mut tracker = Tracker::new(config.swarm.receivers);
     let mut rss_peak = rss_connected.unwrap_or(0);
     let load_start = Instant::now();
     let mut last_sample = load_start;
     let cpu = Cpu::start(pid);
-    swarm.run_load(&config.load, &mut tracker, &mut || {
+    // Workers time the deliveries; here only the sending is left to do.
+    let load = match fleet {
+        Some(_) => LoadPlan {
+            drain: Duration::ZERO,
+            ..config.load.clone()
+        },
+        None => config.load.clone(),
+    };
+    swarm.run_load(&load, &mut tracker, &mut || {
         if last_sample.elapsed() >= RSS_SAMPLE_EVERY {
             last_sample = Instant::now();
             rss_peak = rss_peak.max(rss().unwrap_or(0));
         }
     })?;
-    let (server_load_cpu, bench_cpu) = cpu.percent(load_start.elapsed());
+    if let Some(fleet) = fleet.as_mut() {
+        fleet.wait_done(config.load.drain)?;
+    }
+    let load_span = load_start.elapsed();
+    let (server_load_cpu, bench_cpu) = cpu.percent(load_span);
     let rss_final = rss();
     let stalled_disconnected = swarm.stalled_verdict(STALL_GRACE)?;
+    let sent = tracker.tally().sent;
+    // Before `--then-stop`, so the receivers it closes are not counted as
+    // disconnected during the run.
+    let mut shares = vec![share_of(&config.swarm, &swarm, &tracker)];
+    let shutdown = match config.then_stop {
+        Some(pid) => Some(swarm.stop_server(pid, SHUTDOWN_WAIT)?),
+        None => None,
+    };
+    if let Some(fleet) = fleet.take() {
+        shares.extend(fleet.collect()?);
+    }
+    let merged = worker::merge(&shares, sent);
 
-    let opened = config.swarm.receivers + config.swarm.stalled + 1;
+    let opened = config.all_receivers + config.swarm.stalled + 1;
     let memory = match (rss_before, rss_connected, rss_final) {
         (Some(before), Some(connected), Some(last)) => Some(ServerMemory {
             rss_before_connect: before,
@@ -171,9 +231,14 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         }),
         _ => None,
     };
-    let tally = tracker.tally();
-    let active = tally.active.as_secs_f64();
-    let nodes = node_shares(&config.swarm, &tracker);
+    // In one process the span ends at the last delivery; across workers,
+    // with the load.
+    let active = match config.workers {
+        1 => tracker.tally().active,
+        _ => load_span,
+    }
+    .as_secs_f64();
+    let nodes = node_shares(config, &merged.lost_by_node);
     Ok(Report {
         server: nodes
             .iter()
@@ -181,7 +246,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             .collect::<Vec<_>>()
             .join(", "),
         nodes,
-        receivers: config.swarm.receivers,
+        receivers: merged.receivers,
         stalled: config.swarm.stalled,
         rate: config.load.rate,
         window: config.load.window,
@@ -189,49 +254,64 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         tls: config.swarm.tls.is_some(),
         websocket: config.swarm.ws.is_some(),
         bench_cpu_percent: bench_cpu,
-        connect_seconds: swarm.connect_phase.as_secs_f64(),
-        connect_us: Percentiles::from_nanos(&swarm.connect_latency),
-        sent: tally.sent,
-        deliveries: tally.deliveries,
+        connect_seconds: (workers_connect + swarm.connect_phase).as_secs_f64(),
+        connect_us: Percentiles::from_nanos(&merged.connect),
+        sent,
+        deliveries: merged.deliveries,
         deliveries_per_second: if active > 0.0 {
-            tally.deliveries as f64 / active
+            merged.deliveries as f64 / active
         } else {
             0.0
         },
-        lost: tally.lost,
-        duplicated: tally.duplicated,
-        reordered: tally.reordered,
-        strays: tally.strays,
-        receivers_disconnected: swarm.receivers_closed(),
-        per_delivery_us: Percentiles::from_nanos(tracker.per_delivery()),
-        fanout_us: Percentiles::from_nanos(tracker.fanout()),
+        lost: merged.lost,
+        duplicated: merged.duplicated,
+        reordered: merged.reordered,
+        strays: merged.strays,
+        receivers_disconnected: merged.receivers_disconnected,
+        per_delivery_us: Percentiles::from_nanos(&merged.per_delivery),
+        fanout_us: Percentiles::from_nanos(&merged.fanout),
         stalled_disconnected,
         memory,
+        workers: config.workers,
+        bench_rss_bytes: bench_rss,
+        machine_idle_cpu_percent,
+        shutdown,
     })
 }
 
-/// Who was on each server, and what its receivers missed.
-fn node_shares(plan: &SwarmPlan, tracker: &Tracker) -> Vec<NodeShare> {
+/// What one process's receivers saw, as a worker hands it in.
+pub(crate) fn share_of(plan: &SwarmPlan, swarm: &Swarm, tracker: &Tracker) -> WorkerShare {
     let nodes = &plan.nodes;
-    let mut lost = vec![0; nodes.addrs().len()];
+    let mut lost_by_node = vec![0; nodes.addrs().len()];
     for receiver in 0..plan.receivers {
-        lost[nodes.node_of(receiver)] += tracker.lost_by(receiver);
+        lost_by_node[nodes.node_of(plan.first + receiver)] += tracker.lost_by(receiver);
     }
+    WorkerShare {
+        connect: histogram_counts(&swarm.connect_latency),
+        lost_by_node,
+        receivers_disconnected: swarm.receivers_closed(),
+        ..tracker.share()
+    }
+}
+
+/// Who was on each server, and what its receivers missed.
+fn node_shares(config: &BenchConfig, lost_by_node: &[u64]) -> Vec<NodeShare> {
+    let plan = &config.swarm;
+    let nodes = &plan.nodes;
     nodes
         .addrs()
         .iter()
-        .zip(lost)
         .enumerate()
-        .map(|(node, (addr, lost))| NodeShare {
+        .map(|(node, addr)| NodeShare {
             // Under --ws there is one node, named by its URL.
             addr: plan
                 .ws
                 .as_ref()
                 .map_or_else(|| addr.to_string(), |ws| ws.url.clone()),
             senders: usize::from(node == 0),
-            receivers: nodes.dealt_to(node, plan.receivers),
+            receivers: nodes.dealt_to(node, config.all_receivers),
             stalled: nodes.dealt_to(node, plan.stalled),
-            lost,
+            lost: lost_by_node.get(node).copied().unwrap_or(0),
         })
         .collect()
 }

@@ -1,5 +1,6 @@
 //! What `--server-pid` reads about the server under test, from `/proc`:
-//! its resident memory and the CPU time all of its threads have used.
+//! its resident memory and the CPU time all of its threads have used; and
+//! how busy the whole machine is (`/proc/stat`).
 
 use std::fs;
 use std::time::Duration;
@@ -32,6 +33,32 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// The machine's CPU time so far, in clock ticks: (busy, all), from the
+/// first line of `/proc/stat` (idle and iowait are not busy).
+pub fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).unwrap_or(&0);
+    Some((all - idle, all))
+}
+
+/// Percent of all the machine's cores busy since `before` was read.
+pub fn machine_busy_percent(before: Option<(u64, u64)>) -> f64 {
+    match (before, machine_cpu()) {
+        (Some((busy0, all0)), Some((busy1, all1))) if all1 > all0 => {
+            100.0 * busy1.saturating_sub(busy0) as f64 / (all1 - all0) as f64
+        }
+        _ => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +68,8 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).is_some_and(|rss| rss > 0));
         assert!(cpu_time(me).is_some_and(|cpu| cpu > Duration::ZERO));
+        let (busy, all) = machine_cpu().unwrap();
+        assert!(busy <= all && all > 0);
     }
 
     #[test]

@@ -125,6 +125,21 @@ pub struct Report {
     /// One entry per stalled client: did the server disconnect it?
     pub stalled_disconnected: Vec<bool>,
     pub memory: Option<ServerMemory>,
+    /// Processes that held the receivers (`--workers`); absent in older
+    /// reports: 0.
+    #[serde(default)]
+    pub workers: usize,
+    /// Resident memory of the bench itself once connected, workers
+    /// included.
+    #[serde(default)]
+    pub bench_rss_bytes: u64,
+    /// The whole machine's CPU over the idle span after connecting, in
+    /// percent of all cores (everything running on it counts).
+    #[serde(default)]
+    pub machine_idle_cpu_percent: f64,
+    /// `--then-stop`: what the receivers saw of the server's shutdown.
+    #[serde(default)]
+    pub shutdown: Option<super::Shutdown>,
 }
 
 impl fmt::Display for Report {
@@ -204,8 +219,29 @@ impl fmt::Display for Report {
                 self.stalled_disconnected.len()
             )?;
         }
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        if self.workers > 1 {
+            writeln!(
+                f,
+                "bench        {} worker processes; RSS {:.1} MiB ({:.0} B/receiver)",
+                self.workers,
+                mib(self.bench_rss_bytes),
+                self.bench_rss_bytes as f64 / self.receivers.max(1) as f64
+            )?;
+        }
+        writeln!(
+            f,
+            "machine      CPU {:.1}% of all cores while everyone was connected and idle",
+            self.machine_idle_cpu_percent
+        )?;
+        if let Some(s) = &self.shutdown {
+            writeln!(
+                f,
+                "shutdown     SIGTERM: {} of {} receivers told, {} closed, the last after {:.2} s",
+                s.told, s.receivers, s.closed, s.seconds
+            )?;
+        }
         if let Some(m) = &self.memory {
-            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
             writeln!(
                 f,
                 "server RSS   before {:.2} MiB, connected {:.2} MiB ({:.0} B/connection), \

@@ -27,9 +27,15 @@
 //! upgrade and reads the 101, still in the connect phase, and a stalled
 //! client reads until then too. Then each text frame in is one line, and
 //! each line we queue (login, probes) leaves as one text frame.
+//!
+//! With `--workers` one swarm is a part of the run: a worker's swarm has
+//! receivers only (numbered from its part's first), the coordinator's the
+//! sender and the stalled clients. With `--source`, each connection binds
+//! a loopback source address first, as [`Sources`] deals them, because one
+//! address has only some 28,000 ephemeral ports.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -104,13 +110,90 @@ impl Nodes {
         count / n + usize::from(node < count % n)
     }
 
-    /// The address connection `role` opens.
-    fn addr_of(&self, role: Role) -> SocketAddr {
+    /// The address connection `role` opens; receivers are numbered from
+    /// `first` (a worker's part of the run).
+    fn addr_of(&self, role: Role, first: usize) -> SocketAddr {
         match role {
-            Role::Receiver(i) | Role::Stalled(i) => self.0[self.node_of(i)],
+            Role::Receiver(i) => self.0[self.node_of(first + i)],
+            Role::Stalled(i) => self.0[self.node_of(i)],
             Role::Sender => self.first(),
         }
     }
+}
+
+/// The local addresses connections bind to (`--source`): none (the kernel
+/// picks), or several loopback ones, because each address has only the
+/// ephemeral port range (some 28,000 ports) to connect from.
+///
+/// Receiver `i` is on node `i % n`; it takes source `(i / n) % s`, so every
+/// node sees every source address in turn, and no (source, node) pair
+/// holds more than `ceil(N / (n * s))` of the N receivers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources(Vec<IpAddr>);
+
+impl Sources {
+    pub fn new(addrs: Vec<IpAddr>) -> Self {
+        Self(addrs)
+    }
+
+    /// The address receiver `i` binds, with `nodes` nodes; `None` when the
+    /// kernel picks.
+    pub fn for_receiver(&self, i: usize, nodes: usize) -> Option<IpAddr> {
+        let s = self.0.len();
+        (s > 0).then(|| self.0[(i / nodes.max(1)) % s])
+    }
+
+    /// `A` or `A-B`: one address, or every IPv4 address from A to B (at
+    /// most 65,536), as `--source` takes them.
+    pub fn parse_range(text: &str) -> Result<Vec<IpAddr>, String> {
+        let parse = |t: &str| {
+            t.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{t:?} is not an IP address"))
+        };
+        let Some((from, to)) = text.split_once('-') else {
+            return Ok(vec![parse(text)?]);
+        };
+        match (parse(from)?, parse(to)?) {
+            (IpAddr::V4(from), IpAddr::V4(to)) if u32::from(from) <= u32::from(to) => {
+                let (from, to) = (u32::from(from), u32::from(to));
+                if to - from >= 65_536 {
+                    return Err(format!("{text:?}: more than 65,536 addresses"));
+                }
+                Ok((from..=to)
+                    .map(|a| IpAddr::V4(std::net::Ipv4Addr::from(a)))
+                    .collect())
+            }
+            _ => Err(format!(
+                "{text:?}: a range is two IPv4 addresses, the lower first"
+            )),
+        }
+    }
+}
+
+/// A non-blocking connect to `addr` from `source` (port picked by the
+/// kernel at bind), or from wherever the kernel picks.
+fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let Some(source) = source else {
+        return TcpStream::connect(addr);
+    };
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&fd, &SocketAddr::new(source, 0))?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
 }
 
 /// Who the server is talking to, and what the bench is trying to open.
@@ -119,7 +202,14 @@ pub struct SwarmPlan {
     /// The server under test, or the cluster's nodes.
     pub nodes: Nodes,
     pub receivers: usize,
+    /// The run-wide number of this swarm's first receiver: 0, or where a
+    /// worker's part starts (its node dealing and `{i}` go on from there).
+    pub first: usize,
     pub stalled: usize,
+    /// Open the sender (false in a worker: the coordinator sends).
+    pub sender: bool,
+    /// Where receivers connect from (`--source`).
+    pub sources: Sources,
     /// First line each connection sends; `{i}` becomes its number.
     pub login: Option<String>,
     /// Connections opened per second.
@@ -197,6 +287,8 @@ struct Conn {
     failure: Option<String>,
     /// The server closed or reset it.
     closed: bool,
+    /// A complete line arrived since [`Swarm::stop_server`] began.
+    heard: bool,
     /// Bytes after the last newline: the beginning of a line still arriving.
     partial: Vec<u8>,
     /// Lines the socket has not taken yet (the login line, probes), each
@@ -210,6 +302,18 @@ impl Conn {
     fn handshaking(&self) -> bool {
         self.link.is_handshaking() || self.ws.as_ref().is_some_and(|ws| ws.is_upgrading())
     }
+}
+
+/// What `--then-stop` saw: the receivers at the server's shutdown.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Shutdown {
+    pub receivers: usize,
+    /// Receivers that got a line (the goodbye) after the signal.
+    pub told: usize,
+    /// Receivers whose connection the server ended.
+    pub closed: usize,
+    /// Signal → the last of those ends.
+    pub seconds: f64,
 }
 
 /// Every bench connection, connected.
@@ -238,7 +342,7 @@ impl Swarm {
         plan: &SwarmPlan,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Swarm, BenchError> {
-        let total = plan.receivers + plan.stalled + 1;
+        let total = plan.receivers + plan.stalled + usize::from(plan.sender);
         let mut swarm = Swarm {
             poll: Poll::new().map_err(BenchError::Setup)?,
             events: Events::with_capacity(1024),
@@ -308,14 +412,20 @@ impl Swarm {
         let index = self.conns.len();
         let role = if index < plan.receivers {
             Role::Receiver(index)
-        } else if index + 1 < total {
+        } else if index + 1 < total || !plan.sender {
             Role::Stalled(index - plan.receivers)
         } else {
             Role::Sender
         };
-        let addr = plan.nodes.addr_of(role);
+        let addr = plan.nodes.addr_of(role, plan.first);
+        let from = match role {
+            Role::Receiver(i) => plan
+                .sources
+                .for_receiver(plan.first + i, plan.nodes.addrs().len()),
+            _ => None,
+        };
         let stream =
-            TcpStream::connect(addr).map_err(|source| BenchError::Connect { addr, source })?;
+            connect_from(addr, from).map_err(|source| BenchError::Connect { addr, source })?;
         let mut link = match &plan.tls {
             Some(tls) => {
                 let session = tls
@@ -343,7 +453,8 @@ impl Swarm {
             .map_err(BenchError::Setup)?;
         let mut out = Vec::new();
         if let Some(login) = &plan.login {
-            out.extend_from_slice(login.replace("{i}", &index.to_string()).as_bytes());
+            let number = plan.first + index;
+            out.extend_from_slice(login.replace("{i}", &number.to_string()).as_bytes());
             out.push(b'\n');
         }
         self.conns.push(Conn {
@@ -356,6 +467,7 @@ impl Swarm {
             connected: false,
             failure: None,
             closed: false,
+            heard: false,
             partial: Vec::new(),
             out,
         });
@@ -430,8 +542,9 @@ impl Swarm {
                     && let Some(seq) = tracker.next_seq()
                 {
                     probe.clear();
-                    write_probe(&mut probe, seq, plan.payload);
-                    tracker.on_sent(Instant::now());
+                    let now = Instant::now();
+                    write_probe(&mut probe, seq, tracker.stamp(now), plan.payload);
+                    tracker.on_sent(now);
                     self.sender_mut().out.extend_from_slice(&probe);
                     sent += 1;
                     if let Some(pace) = pace {
@@ -462,8 +575,8 @@ impl Swarm {
             return Ok(None);
         };
         let mut probe = Vec::new();
-        write_probe(&mut probe, seq, payload);
         let start = Instant::now();
+        write_probe(&mut probe, seq, tracker.stamp(start), payload);
         tracker.on_sent(start);
         self.sender_mut().out.extend_from_slice(&probe);
         let sender = self.conns.len() - 1;
@@ -476,6 +589,53 @@ impl Swarm {
             self.pump(left.min(MAX_WAIT), Some(tracker))?;
         }
         Ok(Some(start.elapsed()))
+    }
+
+    /// Wait up to `wait` for lines and give the receivers' to `tracker`
+    /// (a worker's loop, between looks at its stdin).
+    pub fn listen(&mut self, tracker: &mut Tracker, wait: Duration) -> Result<(), BenchError> {
+        self.pump(wait.min(MAX_WAIT), Some(tracker)).map(|_| ())
+    }
+
+    /// Send SIGTERM to the server `pid` and read until every receiver's
+    /// connection has ended, or `within` passed: how many were told (a line
+    /// arrived after the signal), how many were closed, and how long the
+    /// last one took.
+    pub fn stop_server(&mut self, pid: u32, within: Duration) -> Result<Shutdown, BenchError> {
+        let receivers: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| matches!(self.conns[i].role, Role::Receiver(_)))
+            .collect();
+        for &i in &receivers {
+            self.conns[i].heard = false;
+        }
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or(BenchError::Flags("--then-stop: not a process id"))?;
+        let start = Instant::now();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .map_err(|e| BenchError::Setup(e.into()))?;
+        let end = start + within;
+        let mut last_closed = Duration::ZERO;
+        let mut open = receivers.len();
+        while open > 0 {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.pump(left.min(MAX_WAIT), None)?;
+            let now_open = receivers.iter().filter(|&&i| !self.conns[i].closed).count();
+            if now_open < open {
+                last_closed = start.elapsed();
+                open = now_open;
+            }
+        }
+        Ok(Shutdown {
+            receivers: receivers.len(),
+            told: receivers.iter().filter(|&&i| self.conns[i].heard).count(),
+            closed: receivers.len() - open,
+            seconds: last_closed.as_secs_f64(),
+        })
     }
 
     /// Receivers the server closed or reset.
@@ -674,12 +834,14 @@ impl Swarm {
                         }
                         continue;
                     }
+                    let mut heard = false;
                     match (conn.role, tracker.as_deref_mut()) {
                         (Role::Receiver(r), Some(t)) => {
                             split_lines(&mut conn.partial, chunk, |line| t.on_lines(r, line, at));
                         }
-                        _ => split_lines(&mut conn.partial, chunk, |_| {}),
+                        _ => split_lines(&mut conn.partial, chunk, |_| heard = true),
                     }
+                    conn.heard |= heard;
                 }
                 // Also the TLS pipe pausing after many records that held
                 // no plaintext: go on, the socket is not drained yet.
@@ -786,8 +948,8 @@ fn split_lines(partial: &mut Vec<u8>, chunk: &[u8], mut on_lines: impl FnMut(&[u
 
 #[cfg(test)]
 mod tests {
-    use super::{Nodes, Role, split_lines};
-    use std::net::SocketAddr;
+    use super::{Nodes, Role, Sources, connect_from, split_lines};
+    use std::net::{IpAddr, SocketAddr};
 
     fn addrs(ports: &[u16]) -> Vec<SocketAddr> {
         ports
@@ -800,11 +962,11 @@ mod tests {
     fn receivers_are_dealt_round_robin_and_the_sender_goes_first() {
         let nodes = Nodes::new(addrs(&[1, 2, 3])).unwrap();
         let ports = |role: fn(usize) -> Role| -> Vec<u16> {
-            (0..7).map(|i| nodes.addr_of(role(i)).port()).collect()
+            (0..7).map(|i| nodes.addr_of(role(i), 0).port()).collect()
         };
         assert_eq!(ports(Role::Receiver), vec![1, 2, 3, 1, 2, 3, 1]);
         assert_eq!(ports(Role::Stalled), vec![1, 2, 3, 1, 2, 3, 1]);
-        assert_eq!(nodes.addr_of(Role::Sender).port(), 1);
+        assert_eq!(nodes.addr_of(Role::Sender, 0).port(), 1);
         assert_eq!(nodes.first().port(), 1);
     }
 
@@ -817,10 +979,70 @@ mod tests {
             Role::Stalled(2),
             Role::Sender,
         ] {
-            assert_eq!(nodes.addr_of(role).port(), 9, "{role:?}");
+            assert_eq!(nodes.addr_of(role, 0).port(), 9, "{role:?}");
         }
         assert_eq!(nodes.dealt_to(0, 5), 5);
         assert_eq!(Nodes::new(Vec::new()), None);
+    }
+
+    /// A worker's receivers go on with the dealing where its part starts,
+    /// so W workers put everyone exactly where one process would have.
+    #[test]
+    fn a_workers_receivers_are_dealt_from_its_first() {
+        let nodes = Nodes::new(addrs(&[1, 2, 3])).unwrap();
+        let ports = |first: usize, count: usize| -> Vec<u16> {
+            (0..count)
+                .map(|i| nodes.addr_of(Role::Receiver(i), first).port())
+                .collect()
+        };
+        let whole = ports(0, 10);
+        let parts = [ports(0, 4), ports(4, 3), ports(7, 3)].concat();
+        assert_eq!(parts, whole);
+        assert_eq!(nodes.addr_of(Role::Stalled(1), 7).port(), 2);
+    }
+
+    /// Every node sees every source in turn, and no (source, node) pair
+    /// holds more than its even share: each pair is one port range.
+    #[test]
+    fn sources_are_spread_evenly_over_each_node() {
+        let sources = Sources::new(Sources::parse_range("127.0.0.2-127.0.0.5").unwrap());
+        let (n, receivers) = (3, 1000usize);
+        let mut pairs = std::collections::HashMap::new();
+        for i in 0..receivers {
+            let source = sources.for_receiver(i, n).unwrap();
+            *pairs.entry((source, i % n)).or_insert(0) += 1;
+        }
+        assert_eq!(pairs.len(), 4 * 3, "every source on every node");
+        let most = *pairs.values().max().unwrap();
+        assert!(most <= receivers.div_ceil(4 * 3), "{pairs:?}");
+        assert_eq!(Sources::default().for_receiver(5, 3), None);
+    }
+
+    #[test]
+    fn source_ranges_are_parsed_and_bad_ones_refused() {
+        let one = Sources::parse_range("127.0.0.9").unwrap();
+        assert_eq!(one, vec!["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        let range = Sources::parse_range("127.0.0.250-127.0.1.3").unwrap();
+        assert_eq!(range.len(), 10);
+        assert_eq!(range[9], "127.0.1.3".parse::<IpAddr>().unwrap());
+        for bad in [
+            "127.0.0.9-127.0.0.1",
+            "x",
+            "127.0.0.1-::1",
+            "10.0.0.0-10.2.0.0",
+        ] {
+            assert!(Sources::parse_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A connection from a chosen source really comes from there.
+    #[test]
+    fn a_connect_from_a_source_binds_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let source: IpAddr = "127.0.0.7".parse().unwrap();
+        let _stream = connect_from(listener.local_addr().unwrap(), Some(source)).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Delivery accounting for a bench run. Sans-IO: the load loop tells it what
 //! was sent and what each receiver read, with the time passed in, and it
 //! keeps the latency histograms and the lost / duplicated / reordered counts.
+//!
+//! A bench worker (`--workers`) sends nothing: it is told how many probes to
+//! expect, learns each one's send time from the stamp in its token, and
+//! hands its per-probe counts to the coordinator as a [`WorkerShare`].
 
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::token::{self, MAX_SEQ};
+use super::token::{self, MAX_SEQ, MonoClock};
+use super::worker::{ProbeShare, WorkerShare, histogram_counts};
 
 /// Latencies are kept in nanoseconds, from 1 ns up to this, to 3 digits.
 const HIGHEST_NS: u64 = 120_000_000_000;
@@ -14,8 +19,11 @@ const HIGHEST_NS: u64 = 120_000_000_000;
 /// One probe the sender wrote.
 #[derive(Debug)]
 struct Probe {
-    /// When the bench produced it (the start of its latency).
-    sent_at: Instant,
+    /// When the bench produced it (the start of its latency); for a
+    /// worker, `None` until its stamp is first read.
+    sent_at: Option<Instant>,
+    /// Send → the latest receiver so far, in nanoseconds.
+    latest_ns: u64,
     /// How many distinct receivers have it so far.
     receivers_with_it: usize,
     /// It took so long that it no longer holds a `--window` slot.
@@ -67,6 +75,8 @@ pub struct Tracker {
     /// Tokens for probes never sent (a corrupting server).
     strays: u64,
     last_delivery: Option<Instant>,
+    /// Ties the probes' stamps to `Instant`s.
+    clock: MonoClock,
 }
 
 /// The tally at the end of a run.
@@ -101,7 +111,22 @@ impl Tracker {
             reordered: 0,
             strays: 0,
             last_delivery: None,
+            clock: MonoClock::new(),
         }
+    }
+
+    /// A worker's tracker: `count` probes will come from a sender elsewhere.
+    pub fn expecting(receivers: usize, count: u32) -> Self {
+        let mut t = Self::new(receivers);
+        for _ in 0..count.min(MAX_SEQ + 1) {
+            t.push_probe(None);
+        }
+        t
+    }
+
+    /// The monotonic stamp a probe produced at `at` carries.
+    pub fn stamp(&self, at: Instant) -> u64 {
+        self.clock.stamp(at)
     }
 
     /// The sequence number the next probe will carry, if any is left.
@@ -113,8 +138,13 @@ impl Tracker {
 
     /// A probe with `next_seq()` was produced at `at`.
     pub fn on_sent(&mut self, at: Instant) {
+        self.push_probe(Some(at));
+    }
+
+    fn push_probe(&mut self, sent_at: Option<Instant>) {
         self.probes.push(Probe {
-            sent_at: at,
+            sent_at,
+            latest_ns: 0,
             receivers_with_it: 0,
             given_up: false,
         });
@@ -133,7 +163,8 @@ impl Tracker {
         let everyone = self.receivers.len();
         while let Some(probe) = self.probes.get_mut(self.oldest_open) {
             if probe.receivers_with_it < everyone {
-                if now.saturating_duration_since(probe.sent_at) < give_up_after {
+                let sent_at = probe.sent_at.unwrap_or(now);
+                if now.saturating_duration_since(sent_at) < give_up_after {
                     break;
                 }
                 probe.given_up = true;
@@ -147,12 +178,14 @@ impl Tracker {
     /// Complete lines (one or more, `\n`-separated) read by `receiver` at
     /// `at`.
     pub fn on_lines(&mut self, receiver: usize, line: &[u8], at: Instant) {
-        for seq in token::tokens_in(line) {
-            self.on_delivery(receiver, seq, at);
+        for seen in token::tokens_in(line) {
+            self.on_delivery(receiver, seen, at);
         }
     }
 
-    fn on_delivery(&mut self, receiver: usize, seq: u32, at: Instant) {
+    fn on_delivery(&mut self, receiver: usize, seen: token::Seen, at: Instant) {
+        let seq = seen.seq;
+        let clock = self.clock;
         let Some(probe) = self.probes.get_mut(seq as usize) else {
             self.strays += 1;
             return;
@@ -169,8 +202,12 @@ impl Tracker {
         log.deliveries += 1;
         self.deliveries += 1;
         self.last_delivery = Some(at);
-        let latency = nanos(at.saturating_duration_since(probe.sent_at));
+        let sent_at = *probe
+            .sent_at
+            .get_or_insert_with(|| clock.instant(seen.sent_ns));
+        let latency = nanos(at.saturating_duration_since(sent_at));
         self.per_delivery.saturating_record(latency);
+        probe.latest_ns = probe.latest_ns.max(latency);
         probe.receivers_with_it += 1;
         if probe.receivers_with_it == self.receivers.len() {
             self.fanout.saturating_record(latency);
@@ -194,10 +231,32 @@ impl Tracker {
         &self.fanout
     }
 
+    /// What a worker tells the coordinator: per probe, how many of its
+    /// receivers have it and how late the last one was.
+    pub fn share(&self) -> WorkerShare {
+        WorkerShare {
+            receivers: self.receivers.len(),
+            probes: self
+                .probes
+                .iter()
+                .map(|p| ProbeShare {
+                    receivers: p.receivers_with_it as u64,
+                    latest_ns: p.latest_ns,
+                })
+                .collect(),
+            per_delivery: histogram_counts(&self.per_delivery),
+            duplicated: self.duplicates,
+            reordered: self.reordered,
+            strays: self.strays,
+            ..WorkerShare::default()
+        }
+    }
+
     pub fn tally(&self) -> Tally {
         let expected = self.probes.len() as u64 * self.receivers.len() as u64;
-        let active = match (self.probes.first(), self.last_delivery) {
-            (Some(first), Some(last)) => last.saturating_duration_since(first.sent_at),
+        let first_sent = self.probes.first().and_then(|p| p.sent_at);
+        let active = match (first_sent, self.last_delivery) {
+            (Some(first), Some(last)) => last.saturating_duration_since(first),
             _ => Duration::ZERO,
         };
         Tally {
@@ -222,7 +281,7 @@ mod tests {
 
     fn line(seq: u32) -> Vec<u8> {
         let mut buf = b"<user1> ".to_vec();
-        token::write_probe(&mut buf, seq, 20);
+        token::write_probe(&mut buf, seq, 0, 20);
         buf.pop();
         buf
     }
@@ -266,6 +325,37 @@ mod tests {
         assert_eq!(tally.lost, 4);
         assert_eq!((t.lost_by(0), t.lost_by(1)), (1, 3));
         assert_eq!(t.outstanding(), 3);
+    }
+
+    /// A worker never sent the probes: it learns each one's send time from
+    /// the stamp in its token, and a probe it was told to expect and never
+    /// saw is lost.
+    #[test]
+    fn a_worker_times_probes_by_their_stamps() {
+        let mut t = Tracker::expecting(2, 3);
+        let sent = Instant::now();
+        let stamped = |seq: u32, ns: u64| {
+            let mut buf = b"<alice> ".to_vec();
+            token::write_probe(&mut buf, seq, ns, 40);
+            buf.pop();
+            buf
+        };
+        let ms = Duration::from_millis(1);
+        t.on_lines(0, &stamped(0, t.stamp(sent)), sent + 4 * ms);
+        t.on_lines(1, &stamped(0, t.stamp(sent)), sent + 7 * ms);
+        t.on_lines(0, &stamped(1, t.stamp(sent + ms)), sent + 2 * ms);
+        let share = t.share();
+        assert_eq!(share.probes.len(), 3);
+        assert_eq!(share.probes[0].receivers, 2);
+        assert_eq!(share.probes[0].latest_ns, 7_000_000);
+        assert_eq!(
+            (share.probes[1].receivers, share.probes[1].latest_ns),
+            (1, 1_000_000)
+        );
+        assert_eq!(share.probes[2].receivers, 0);
+        assert_eq!(t.outstanding(), 2);
+        assert_eq!(t.tally().lost, 3);
+        assert_eq!((t.lost_by(0), t.lost_by(1)), (1, 2));
     }
 
     #[test]

@@ -402,7 +402,7 @@ impl<A: App> PollServer<A> {
             .as_ref()
             .map_or(Duration::ZERO, |w| w.head_timeout);
         let limits = config.limits;
-        let max_clients = rules::max_clients(&limits);
+        let max_clients = rules::max_clients(&limits, crate::config::EngineKind::Poll);
         let now = Instant::now();
         Ok(Self {
             poll,

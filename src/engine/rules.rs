@@ -16,7 +16,7 @@ use log::{info, warn};
 
 use crate::admission::Refusal;
 use crate::app::{ClientId, Recipients, RoomId};
-use crate::config::{Limits, effective_max_clients};
+use crate::config::{EngineKind, Limits, engine_client_cap};
 
 /// How long accepting pauses when the process is out of file descriptors.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -82,16 +82,14 @@ pub(crate) fn refuse_silently<S>(stream: S, peer: SocketAddr, refusal: Refusal) 
     info!("refused TLS {peer}: {}", refusal.line().trim_end());
 }
 
-/// `--max-clients`, lowered (with a warning) to fit the open-file limit.
-pub(crate) fn max_clients(limits: &Limits) -> usize {
-    let max_clients = effective_max_clients(limits.max_clients);
-    if max_clients < limits.max_clients {
-        warn!(
-            "--max-clients {} lowered to {max_clients} to fit the open-file limit",
-            limits.max_clients
-        );
+/// `--max-clients`, lowered (with a warning) to fit the open-file limit,
+/// and for the threaded engine its threads' memory mappings.
+pub(crate) fn max_clients(limits: &Limits, engine: EngineKind) -> usize {
+    let cap = engine_client_cap(limits.max_clients, engine);
+    if cap.clients() < limits.max_clients {
+        warn!("--max-clients {} lowered: {cap}", limits.max_clients);
     }
-    max_clients
+    cap.clients()
 }
 
 /// What to do after `accept()` failed, shared so both engines back off, and

@@ -323,7 +323,7 @@ impl<A: App + Send + 'static> ThreadedServer<A> {
             app,
             clients: Slab::new(),
             admission: Admission::new(
-                rules::max_clients(&limits),
+                rules::max_clients(&limits, crate::config::EngineKind::Threaded),
                 limits.max_per_ip,
                 limits.per_ip_exempts_loopback,
             ),
