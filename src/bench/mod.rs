@@ -162,6 +162,9 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let rss = || pid.and_then(procfs::rss_bytes);
     let rss_before = rss();
 
+    // The server's CPU for the join storm: from before the first connect
+    // (the workers', then this process's) until everyone has settled.
+    let join_cpu = Cpu::start(pid);
     let mut fleet = match config.workers {
         1 => None,
         _ => Some(Fleet::start(config)?),
@@ -169,6 +172,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let workers_connect = fleet.as_ref().map_or(Duration::ZERO, |f| f.connect_phase);
     let mut swarm = connect_with_progress(&config.swarm)?;
     swarm.settle(SETTLE_QUIET, SETTLE_MAX)?;
+    let join_cpu_seconds = join_cpu.seconds();
     let rss_connected = rss();
     let bench_rss = procfs::rss_bytes(std::process::id()).unwrap_or(0)
         + fleet.as_ref().map_or(0, Fleet::rss_bytes);
@@ -182,6 +186,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut tracker = Tracker::new(config.swarm.receivers);
     let mut rss_peak = rss_connected.unwrap_or(0);
     let load_start = Instant::now();
+    let load_start_unix = unix_ms();
     let mut last_sample = load_start;
     let cpu = Cpu::start(pid);
     // Workers time the deliveries; here only the sending is left to do.
@@ -202,6 +207,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         fleet.wait_done(config.load.drain)?;
     }
     let load_span = load_start.elapsed();
+    let load_window_unix_ms = (load_start_unix, unix_ms());
     let (server_load_cpu, bench_cpu) = cpu.percent(load_span);
     let rss_final = rss();
     let stalled_disconnected = swarm.stalled_verdict(STALL_GRACE)?;
@@ -228,6 +234,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
             load_cpu_percent: server_load_cpu,
             rss_peak: rss_peak.max(last),
             rss_final: last,
+            join_cpu_seconds,
         }),
         _ => None,
     };
@@ -276,6 +283,7 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         bench_rss_bytes: bench_rss,
         machine_idle_cpu_percent,
         shutdown,
+        load_window_unix_ms,
     })
 }
 
@@ -332,6 +340,14 @@ impl Cpu {
         }
     }
 
+    /// The server's CPU seconds since `start` (0 when unknown).
+    fn seconds(&self) -> f64 {
+        match (self.server, self.pid.and_then(procfs::cpu_time)) {
+            (Some(before), Some(now)) => now.saturating_sub(before).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
     /// (server, bench) CPU use since `start`, in percent of one core.
     fn percent(&self, span: Duration) -> (f64, f64) {
         let share = |before: Option<Duration>, pid: Option<u32>| match (before, pid) {
@@ -346,6 +362,14 @@ impl Cpu {
             share(self.bench, Some(std::process::id())),
         )
     }
+}
+
+/// Milliseconds since the Unix epoch, to line the run up with samples
+/// taken outside it (`benches/scale.sh`).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Connect, with a progress line on stderr when it is a terminal (a long

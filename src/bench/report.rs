@@ -58,6 +58,10 @@ pub struct ServerMemory {
     pub rss_peak: u64,
     /// RSS once the load is over (before stalled clients are read).
     pub rss_final: u64,
+    /// Server CPU seconds from the first connect until everyone was
+    /// connected and settled: the join storm. Absent in older reports.
+    #[serde(default)]
+    pub join_cpu_seconds: f64,
 }
 
 /// One server the bench connected to, and who was on it: with `--addr`
@@ -140,6 +144,9 @@ pub struct Report {
     /// `--then-stop`: what the receivers saw of the server's shutdown.
     #[serde(default)]
     pub shutdown: Option<super::Shutdown>,
+    /// When the load ran, in Unix milliseconds (start, end).
+    #[serde(default)]
+    pub load_window_unix_ms: (u64, u64),
 }
 
 impl fmt::Display for Report {
@@ -245,12 +252,13 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "server RSS   before {:.2} MiB, connected {:.2} MiB ({:.0} B/connection), \
-                 peak {:.2} MiB, final {:.2} MiB; CPU idle {:.1}%, under load {:.0}%",
+                 peak {:.2} MiB, final {:.2} MiB; CPU joins {:.2} s, idle {:.1}%, under load {:.0}%",
                 mib(m.rss_before_connect),
                 mib(m.rss_connected),
                 m.bytes_per_connection,
                 mib(m.rss_peak),
                 mib(m.rss_final),
+                m.join_cpu_seconds,
                 m.idle_cpu_percent,
                 m.load_cpu_percent
             )?;
