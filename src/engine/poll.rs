@@ -39,6 +39,8 @@
 //! frame of its own (a pong), and every client on it is pinged each
 //! `PING_INTERVAL`.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -242,10 +244,13 @@ struct Timers {
     /// or a flood pause just ended).
     read_again: Vec<(usize, u32)>,
     /// Flood-paused clients and when they may continue.
-    throttled: Vec<(Instant, usize, u32)>,
+    throttled: Deadlines,
     /// Closing clients and when they are dropped even if not drained.
-    closing: Vec<(Instant, usize, u32)>,
+    closing: Deadlines,
     next_idle_sweep: Option<Instant>,
+    /// `--idle-timeout`: one entry per open client, at the moment it would
+    /// be idle if it said nothing more (see `sweep_idle`).
+    idle_checks: Deadlines,
     /// Clients that started draining this tick: read once at its end,
     /// because a peer whose FIN was already read sends no new event.
     to_drain: Vec<usize>,
@@ -257,6 +262,33 @@ struct Timers {
     handshakes: Vec<Handshake>,
     /// When every WebSocket is pinged next (while there are any).
     next_ping: Option<Instant>,
+}
+
+/// Clients (`key`, `serial`) due at given moments, soonest first. A
+/// min-heap: adding one or taking the soonest is O(log n), and the next
+/// deadline is a peek, so a storm of N closes costs O(N log N) where
+/// scanning every entry on every tick made it O(N²).
+#[derive(Default)]
+struct Deadlines(BinaryHeap<Reverse<(Instant, usize, u32)>>);
+
+impl Deadlines {
+    fn push(&mut self, at: Instant, key: usize, serial: u32) {
+        self.0.push(Reverse((at, key, serial)));
+    }
+
+    /// The soonest moment, if any.
+    fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Take out the soonest entry if it is due by `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(usize, u32)> {
+        if self.next()? > now {
+            return None;
+        }
+        let Reverse((_, key, serial)) = self.0.pop()?;
+        Some((key, serial))
+    }
 }
 
 /// A handshake in progress (see `Life::Handshaking`).
@@ -312,9 +344,10 @@ impl Timers {
         [
             self.next_idle_sweep,
             self.next_stall_check,
-            self.throttled.iter().map(|t| t.0).min(),
-            self.closing.iter().map(|t| t.0).min(),
-            self.handshakes.iter().map(|h| h.deadline).min(),
+            self.throttled.next(),
+            self.closing.next(),
+            // Kept in deadline order: the first is the soonest.
+            self.handshakes.first().map(|h| h.deadline),
             self.next_ping,
         ]
         .into_iter()
@@ -729,6 +762,11 @@ impl<A: App> Loop<A> {
 
     /// The client enters the room: the App greets it and tells the others.
     fn join(&mut self, key: usize, peer: SocketAddr, now: Instant) {
+        if let (Some(timeout), Some(client)) = (self.limits.idle_timeout, self.clients.get(key))
+            && let Some(at) = client.last_heard.checked_add(timeout)
+        {
+            self.timers.idle_checks.push(at, key, client.serial);
+        }
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);
         self.dispatch(now);
@@ -858,7 +896,7 @@ impl<A: App> Loop<A> {
             client.closed_by_app = true;
             let serial = client.serial;
             self.timers.finish_handshake(key, serial);
-            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            self.timers.closing.push(now + CLOSE_GRACE, key, serial);
             mark_for_flush(client, key, &mut self.outgoing.flush_list);
             return false;
         };
@@ -1008,7 +1046,7 @@ impl<A: App> Loop<A> {
                 }
                 Step::Throttled(until) => {
                     client.throttled = true;
-                    self.timers.throttled.push((until, key, client.serial));
+                    self.timers.throttled.push(until, key, client.serial);
                     return false;
                 }
                 Step::NeedMore => {
@@ -1210,7 +1248,7 @@ impl<A: App> Loop<A> {
             // side now.
             start_draining(client, key, now, &mut self.timers);
         } else {
-            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            self.timers.closing.push(now + CLOSE_GRACE, key, serial);
             self.mark_for_flush(key);
         }
         debug!("client {key} ({ip}) left");
@@ -1248,14 +1286,9 @@ impl<A: App> Loop<A> {
 
         // Flood pauses that ended, and fairness revisits: read again now.
         let mut due: Vec<(usize, u32)> = std::mem::take(&mut self.timers.read_again);
-        self.timers.throttled.retain(|&(at, key, serial)| {
-            if at <= now {
-                due.push((key, serial));
-                false
-            } else {
-                true
-            }
-        });
+        while let Some(paused) = self.timers.throttled.pop_due(now) {
+            due.push(paused);
+        }
         for (key, serial) in due {
             let Some(client) = self.clients.get_mut(key) else {
                 continue;
@@ -1269,15 +1302,7 @@ impl<A: App> Loop<A> {
 
         // Closing clients that never drained, and draining ones that never
         // closed their side: drop them now.
-        let mut expired = Vec::new();
-        self.timers.closing.retain(|&(at, key, serial)| {
-            let due = at <= now;
-            if due {
-                expired.push((key, serial));
-            }
-            !due
-        });
-        for (key, serial) in expired {
+        while let Some((key, serial)) = self.timers.closing.pop_due(now) {
             if let Some(client) = self.clients.get_mut(key)
                 && client.serial == serial
                 && matches!(client.life, Life::Closing | Life::Draining)
@@ -1368,12 +1393,25 @@ impl<A: App> Loop<A> {
         }
         // A timeout past the clock's range never comes.
         self.timers.next_idle_sweep = now.checked_add(idle_sweep_interval(timeout));
-        let idle: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.life == Life::Open && now.duration_since(c.last_heard) >= timeout)
-            .map(|(k, _)| k)
-            .collect();
+        // Only the clients whose moment has come, not a walk of every
+        // client: one that spoke since is put back at its new moment (so
+        // once per timeout at most, never once per line), one that did not
+        // is idle.
+        let mut idle = Vec::new();
+        while let Some((key, serial)) = self.timers.idle_checks.pop_due(now) {
+            let Some(client) = self.clients.get(key) else {
+                continue;
+            };
+            if client.serial != serial || client.life != Life::Open {
+                continue; // gone, or its key has a new owner with its own entry
+            }
+            // A moment past the clock's range never comes.
+            match client.last_heard.checked_add(timeout) {
+                Some(at) if at <= now => idle.push(key),
+                Some(at) => self.timers.idle_checks.push(at, key, serial),
+                None => {}
+            }
+        }
         for key in idle {
             self.queue(key, protocol::IDLE_TIMEOUT.as_bytes(), now);
             self.leave(key, now, Life::Closing);
@@ -1742,7 +1780,7 @@ fn flush_client(
 fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Timers) {
     let _ = client.stream.shutdown(Shutdown::Write);
     client.life = Life::Draining;
-    timers.closing.push((now + LINGER, key, client.serial));
+    timers.closing.push(now + LINGER, key, client.serial);
     timers.to_drain.push(key);
 }
 
@@ -1842,4 +1880,30 @@ fn mark_for_flush(client: &mut Client, key: usize, flush_list: &mut Vec<usize>) 
 /// client is closed at most 10% late, but never more than 10 times a second.
 fn idle_sweep_interval(timeout: Duration) -> Duration {
     (timeout / 10).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deadlines come out soonest first, only once due, whatever order
+    /// they went in.
+    #[test]
+    fn deadlines_come_out_soonest_first_once_due() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut d = Deadlines::default();
+        assert_eq!(d.next(), None);
+        d.push(at(5), 1, 10);
+        d.push(at(2), 2, 20);
+        d.push(at(9), 3, 30);
+        assert_eq!(d.next(), Some(at(2)));
+        assert_eq!(d.pop_due(at(1)), None, "nothing due yet");
+        assert_eq!(d.pop_due(at(5)), Some((2, 20)));
+        assert_eq!(d.pop_due(at(5)), Some((1, 10)));
+        assert_eq!(d.pop_due(at(5)), None, "the last is not due");
+        assert_eq!(d.next(), Some(at(9)));
+        assert_eq!(d.pop_due(at(9)), Some((3, 30)));
+        assert_eq!(d.pop_due(at(100)), None);
+    }
 }
