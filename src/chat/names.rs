@@ -71,9 +71,23 @@ impl Name {
 
     /// The same name in lower case: the key that makes `Alice` and `ALICE`
     /// one name. (Names are ASCII, so folding is byte by byte.)
-    fn folded(mut self) -> Name {
+    pub fn folded(mut self) -> Name {
         self.bytes.make_ascii_lowercase();
         self
+    }
+}
+
+/// By the text, byte by byte (`ab` < `b`), as a sort of the strings would;
+/// a derived order would compare the lengths first.
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -178,6 +192,17 @@ mod tests {
         assert_eq!(name.as_str(), "Alice");
         assert!(std::mem::size_of::<Option<Name>>() <= 26);
         assert_eq!(Name::new("no way"), Err(NameError::Invalid));
+    }
+
+    /// Names order as their text does, so folded names sort as `/who`
+    /// always listed them.
+    #[test]
+    fn names_order_by_their_text() {
+        let n = |s| Name::new(s).unwrap();
+        assert!(n("ab") < n("b"), "not shorter first");
+        assert!(n("a") < n("ab"));
+        assert_eq!(n("Bob").folded(), n("bob"));
+        assert!(n("Zed").folded() > n("amy"));
     }
 
     #[test]
