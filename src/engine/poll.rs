@@ -40,7 +40,7 @@
 //! `PING_INTERVAL`.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -257,9 +257,9 @@ struct Timers {
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
     /// TLS clients still handshaking and web clients still sending their
-    /// request head, in deadline order: when they are given up on, and
-    /// their peer address, which the App hears when they join.
-    handshakes: Vec<Handshake>,
+    /// request head: when they are given up on, and their peer address,
+    /// which the App hears when they join.
+    handshakes: Handshakes,
     /// When every WebSocket is pinged next (while there are any).
     next_ping: Option<Instant>,
 }
@@ -291,12 +291,52 @@ impl Deadlines {
     }
 }
 
-/// A handshake in progress (see `Life::Handshaking`).
-struct Handshake {
-    deadline: Instant,
-    key: usize,
-    serial: u32,
-    peer: SocketAddr,
+/// Handshakes in progress (see `Life::Handshaking`): their deadlines in a
+/// heap, their peers by key, so starting, finishing or expiring one is
+/// O(log n) or O(1) however many are under way (a sorted `Vec` searched and
+/// shifted on each made a storm of N TLS joins O(N²)). A finished one's
+/// deadline stays in the heap until due, then is skipped: its serial no
+/// longer matches.
+#[derive(Default)]
+struct Handshakes {
+    deadlines: Deadlines,
+    /// Key → the serial of its handshaking client and its peer.
+    peers: HashMap<usize, (u32, SocketAddr)>,
+}
+
+impl Handshakes {
+    fn start(&mut self, deadline: Instant, key: usize, serial: u32, peer: SocketAddr) {
+        self.deadlines.push(deadline, key, serial);
+        self.peers.insert(key, (serial, peer));
+    }
+
+    /// A handshake is over (joined, answered): returns the peer address it
+    /// was accepted with, once.
+    fn finish(&mut self, key: usize, serial: u32) -> Option<SocketAddr> {
+        match self.peers.get(&key) {
+            Some(&(s, peer)) if s == serial => {
+                self.peers.remove(&key);
+                Some(peer)
+            }
+            _ => None,
+        }
+    }
+
+    /// The soonest deadline (perhaps of one already finished: one spurious
+    /// wake-up at most).
+    fn next(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    /// A handshake still under way whose deadline has come, taken out.
+    fn pop_expired(&mut self, now: Instant) -> Option<(usize, u32, SocketAddr)> {
+        while let Some((key, serial)) = self.deadlines.pop_due(now) {
+            if let Some(peer) = self.finish(key, serial) {
+                return Some((key, serial, peer));
+            }
+        }
+        None
+    }
 }
 
 /// The listeners' side of the loop.
@@ -331,12 +371,7 @@ impl Timers {
     /// A handshake is over (joined, answered): forget its deadline. Returns
     /// the peer address it was accepted with.
     fn finish_handshake(&mut self, key: usize, serial: u32) -> Option<SocketAddr> {
-        let at = self
-            .handshakes
-            .iter()
-            .position(|h| h.key == key && h.serial == serial)?;
-        // `remove`, not `swap_remove`: the list stays in deadline order.
-        Some(self.handshakes.remove(at).peer)
+        self.handshakes.finish(key, serial)
     }
 
     /// The soonest of the schedules, if any.
@@ -346,8 +381,7 @@ impl Timers {
             self.next_stall_check,
             self.throttled.next(),
             self.closing.next(),
-            // Kept in deadline order: the first is the soonest.
-            self.handshakes.first().map(|h| h.deadline),
+            self.handshakes.next(),
             self.next_ping,
         ]
         .into_iter()
@@ -717,22 +751,9 @@ impl<A: App> Loop<A> {
             } else {
                 self.accepting.handshake_timeout
             };
-            // In deadline order (TLS and web deadlines may differ), so
-            // `expire_handshakes` looks at the first entries only.
-            let deadline = now + timeout;
-            let at = self
-                .timers
+            self.timers
                 .handshakes
-                .partition_point(|h| h.deadline <= deadline);
-            self.timers.handshakes.insert(
-                at,
-                Handshake {
-                    deadline,
-                    key,
-                    serial: self.next_serial,
-                    peer,
-                },
-            );
+                .start(now + timeout, key, self.next_serial, peer);
             Life::Handshaking
         } else {
             Life::Open
@@ -1354,32 +1375,18 @@ impl<A: App> Loop<A> {
     /// handshake by now (half a ClientHello, or nothing at all), or a web
     /// client that has not sent its whole request head, is closed.
     fn expire_handshakes(&mut self, now: Instant) {
-        // The list is kept in deadline order: most ticks stop at the first.
-        if self
-            .timers
-            .handshakes
-            .first()
-            .is_none_or(|h| h.deadline > now)
-        {
-            return;
-        }
-        let clients = &mut self.clients;
-        let dead = &mut self.dead;
-        self.timers.handshakes.retain(|h| {
-            if h.deadline > now {
-                return true;
-            }
-            if let Some(client) = clients.get_mut(h.key)
-                && client.serial == h.serial
+        // Only the due ones come out: most ticks look at none.
+        while let Some((key, serial, peer)) = self.timers.handshakes.pop_expired(now) {
+            if let Some(client) = self.clients.get_mut(key)
+                && client.serial == serial
                 && client.life == Life::Handshaking
             {
-                debug!("{} did not finish its handshake or request in time", h.peer);
+                debug!("{peer} did not finish its handshake or request in time");
                 last_words(client, b"");
                 client.life = Life::Dead;
-                dead.push(h.key);
+                self.dead.push(key);
             }
-            false
-        });
+        }
     }
 
     /// `--idle-timeout`: close clients that have been silent too long.
@@ -1621,12 +1628,12 @@ impl<A: App> Loop<A> {
             .filter(|(_, c)| c.life == Life::Open)
             .map(|(k, _)| k)
             .collect();
-        for h in std::mem::take(&mut self.timers.handshakes) {
-            if let Some(client) = self.clients.get_mut(h.key)
-                && client.life == Life::Handshaking
-            {
+        // One pass over every client, once, at the end.
+        self.timers.handshakes = Handshakes::default();
+        for (key, client) in self.clients.iter_mut() {
+            if client.life == Life::Handshaking {
                 client.life = Life::Dead;
-                self.dead.push(h.key);
+                self.dead.push(key);
             }
         }
         // `--cluster`: the other nodes hear this node's members leave, and
@@ -1905,5 +1912,30 @@ mod tests {
         assert_eq!(d.next(), Some(at(9)));
         assert_eq!(d.pop_due(at(9)), Some((3, 30)));
         assert_eq!(d.pop_due(at(100)), None);
+    }
+
+    /// A handshake's peer is handed back once, when it finishes or when it
+    /// expires, never both; a reused key's old deadline passes over the
+    /// new owner.
+    #[test]
+    fn handshakes_finish_or_expire_once() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let peer = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut h = Handshakes::default();
+        h.start(at(10), 1, 100, peer(1));
+        h.start(at(5), 2, 200, peer(2));
+        assert_eq!(h.next(), Some(at(5)));
+        assert_eq!(h.finish(2, 999), None, "not its serial");
+        assert_eq!(h.finish(2, 200), Some(peer(2)));
+        assert_eq!(h.finish(2, 200), None, "once");
+        // Key 2 is reused by a new handshake, due later.
+        h.start(at(20), 2, 201, peer(3));
+        assert_eq!(h.pop_expired(at(5)), None, "the finished one is skipped");
+        assert_eq!(h.pop_expired(at(10)), Some((1, 100, peer(1))));
+        assert_eq!(h.finish(1, 100), None, "expired: gone");
+        assert_eq!(h.pop_expired(at(19)), None);
+        assert_eq!(h.pop_expired(at(20)), Some((2, 201, peer(3))));
+        assert!(h.peers.is_empty());
     }
 }
