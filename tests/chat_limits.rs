@@ -229,10 +229,25 @@ fn idle_timeout_closes_silent_clients(engine: EngineKind) {
         ..test_limits()
     };
     let server = start_chat(engine, limits);
+    let (mut chatty, _) = Client::join(server.local_addr());
+    let talker = std::thread::spawn(move || {
+        // Two timeouts' worth of lines, a fifth of a timeout apart: it is
+        // looked at again and again, and found busy each time.
+        for _ in 0..10 {
+            chatty.send("still here");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        chatty.send("/who");
+        chatty.skip_until(|l| l.contains(" here: "));
+    });
     let (mut idle, _) = Client::join(server.local_addr());
     let lines = idle.read_to_close();
     assert_eq!(lines.last().map(String::as_str), Some("! idle timeout"));
     idle.stream.shutdown(Shutdown::Both).ok();
+    assert!(
+        talker.join().is_ok(),
+        "the chatty client is still connected"
+    );
 }
 
 engine_tests!(

@@ -1,11 +1,13 @@
 //! Names: what is valid, and who holds which name. Pure.
 //!
 //! A [`Name`] is stored inline (24 bytes + length), and the [`Roster`] is a
-//! `Vec` indexed by `ClientId` — engines hand out small dense ids — so a
-//! member costs about 26 bytes and no allocation of its own. Uniqueness is a
-//! linear scan: a few microseconds at 10,000 members, and only on a join or
-//! a rename, never on a chat line.
+//! `Vec` indexed by `ClientId` — engines hand out small dense ids — plus a
+//! `HashMap` from the lower-cased name to its holder, so a member costs
+//! about 26 + 40 bytes (and the map's spare room) and no allocation of its
+//! own. Uniqueness is one lookup in that map: a join storm of N clients
+//! costs O(N), where a scan of every name on each join made it O(N²).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::app::ClientId;
@@ -43,7 +45,7 @@ pub fn is_valid(name: &str) -> bool {
 }
 
 /// A valid name, held inline: no heap allocation per member.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Name {
     len: u8,
     bytes: [u8; MAX_NAME],
@@ -66,6 +68,27 @@ impl Name {
         // Only ASCII from `is_valid` is ever stored.
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
+
+    /// The same name in lower case: the key that makes `Alice` and `ALICE`
+    /// one name. (Names are ASCII, so folding is byte by byte.)
+    pub fn folded(mut self) -> Name {
+        self.bytes.make_ascii_lowercase();
+        self
+    }
+}
+
+/// By the text, byte by byte (`ab` < `b`), as a sort of the strings would;
+/// a derived order would compare the lengths first.
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl fmt::Display for Name {
@@ -87,6 +110,9 @@ pub struct Roster {
     by_id: Vec<Option<Name>>,
     /// How many slots are `Some`.
     count: usize,
+    /// Each held name, lower-cased, and who holds it: kept in step with
+    /// `by_id` by `set` and `remove`, the only writers of either.
+    by_folded: HashMap<Name, ClientId>,
 }
 
 impl Roster {
@@ -96,9 +122,9 @@ impl Roster {
 
     /// Who holds `name`, ignoring case.
     pub fn holder(&self, name: &str) -> Option<ClientId> {
-        self.iter()
-            .find(|(_, held)| held.as_str().eq_ignore_ascii_case(name))
-            .map(|(id, _)| id)
+        // An invalid name matches no held one, all of which are valid.
+        let name = Name::new(name).ok()?;
+        self.by_folded.get(&name.folded()).copied()
     }
 
     /// Give `client` the name `name` (joining, or renaming). Refused if the
@@ -112,18 +138,21 @@ impl Roster {
             self.by_id.resize(client.0 + 1, None);
         }
         let old = self.by_id[client.0].replace(new);
-        if old.is_none() {
-            self.count += 1;
+        match old {
+            Some(old) => {
+                self.by_folded.remove(&old.folded());
+            }
+            None => self.count += 1,
         }
+        self.by_folded.insert(new.folded(), client);
         Ok(old)
     }
 
     pub fn remove(&mut self, client: ClientId) -> Option<Name> {
-        let old = self.by_id.get_mut(client.0)?.take();
-        if old.is_some() {
-            self.count -= 1;
-        }
-        old
+        let old = self.by_id.get_mut(client.0)?.take()?;
+        self.count -= 1;
+        self.by_folded.remove(&old.folded());
+        Some(old)
     }
 
     /// Everyone here, in id order.
@@ -165,6 +194,17 @@ mod tests {
         assert_eq!(Name::new("no way"), Err(NameError::Invalid));
     }
 
+    /// Names order as their text does, so folded names sort as `/who`
+    /// always listed them.
+    #[test]
+    fn names_order_by_their_text() {
+        let n = |s| Name::new(s).unwrap();
+        assert!(n("ab") < n("b"), "not shorter first");
+        assert!(n("a") < n("ab"));
+        assert_eq!(n("Bob").folded(), n("bob"));
+        assert!(n("Zed").folded() > n("amy"));
+    }
+
     #[test]
     fn uniqueness_ignores_case_and_allows_own_recase() {
         let mut r = Roster::default();
@@ -179,6 +219,38 @@ mod tests {
         assert!(r.set(ClientId(2), "alice").is_ok());
         assert_eq!(r.holder("ALICE"), Some(ClientId(2)));
         assert_eq!(r.len(), 1);
+    }
+
+    /// The index follows every join, rename and leave: a name is found in
+    /// any case while held, and is free again once let go.
+    #[test]
+    fn the_name_index_follows_renames_and_leaves() {
+        let mut r = Roster::default();
+        for i in 0..1000 {
+            r.set(ClientId(i), &format!("user{i}")).unwrap();
+        }
+        assert_eq!(r.holder("USER999"), Some(ClientId(999)));
+        assert_eq!(r.holder("user1000"), None);
+        assert_eq!(r.holder("not valid!"), None);
+        // A rename frees the old name and takes the new one.
+        r.set(ClientId(7), "Seven").unwrap();
+        assert_eq!(r.holder("user7"), None);
+        assert_eq!(r.holder("sEVEN"), Some(ClientId(7)));
+        assert!(r.set(ClientId(8), "user7").is_ok(), "the old name is free");
+        assert_eq!(r.holder("user8"), None);
+        // A leave frees the name; a refused rename changes nothing.
+        r.remove(ClientId(7));
+        assert_eq!(r.holder("seven"), None);
+        assert_eq!(
+            r.set(ClientId(9), "USER7"),
+            Err(NameError::Taken("USER7".into()))
+        );
+        assert_eq!(r.holder("user9"), Some(ClientId(9)));
+        // Every held name is found, under its own id, and nothing else is.
+        for (id, name) in r.iter() {
+            assert_eq!(r.holder(name.as_str()), Some(id));
+        }
+        assert_eq!(r.by_folded.len(), r.len());
     }
 
     #[test]

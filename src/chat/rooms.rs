@@ -6,12 +6,16 @@
 //! a group that drops off together (a lost network, a closed laptop) finds
 //! its conversation when it comes back; after that it is forgotten, so the
 //! rooms nobody uses cost nothing.
+//!
+//! Each room also keeps its members' names in order, so `/who` in a room of
+//! any size reads the first few instead of sorting everyone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::history::History;
+use super::names::Name;
 use crate::app::{ClientId, RoomId};
 
 /// Characters after the `#`.
@@ -84,6 +88,9 @@ pub struct Room {
     pub name: String,
     pub topic: Option<String>,
     pub members: HashSet<ClientId>,
+    /// The members' names, lower-cased (unique, as names are), in order:
+    /// kept in step with `members` by `add`, `remove` and `rename`.
+    pub names: BTreeSet<Name>,
     pub history: History,
     pub unannounced: Unannounced,
     /// Since when nobody has been here (never set for the lobby).
@@ -96,6 +103,7 @@ impl Room {
             name: name.to_string(),
             topic: None,
             members: HashSet::new(),
+            names: BTreeSet::new(),
             history: History::default(),
             unannounced: Unannounced::default(),
             empty_since: None,
@@ -214,18 +222,29 @@ impl Rooms {
             .filter_map(|(i, room)| Some((RoomId(i as u32), room.as_mut()?)))
     }
 
-    /// `client` is now in `id`.
-    pub fn add(&mut self, id: RoomId, client: ClientId) {
+    /// `client`, called `name`, is now in `id`.
+    pub fn add(&mut self, id: RoomId, client: ClientId, name: Name) {
         if let Some(room) = self.get_mut(id) {
             room.members.insert(client);
+            room.names.insert(name.folded());
             room.empty_since = None;
         }
     }
 
-    /// `client` left `id`; an emptied room (not the lobby) starts its wait.
-    pub fn remove(&mut self, id: RoomId, client: ClientId, now: Instant) {
+    /// A member of `id` is now called `new`.
+    pub fn rename(&mut self, id: RoomId, old: Name, new: Name) {
+        if let Some(room) = self.get_mut(id) {
+            room.names.remove(&old.folded());
+            room.names.insert(new.folded());
+        }
+    }
+
+    /// `client`, called `name`, left `id`; an emptied room (not the lobby)
+    /// starts its wait.
+    pub fn remove(&mut self, id: RoomId, client: ClientId, name: Name, now: Instant) {
         if let Some(room) = self.get_mut(id) {
             room.members.remove(&client);
+            room.names.remove(&name.folded());
             if room.members.is_empty() && id != RoomId::LOBBY {
                 room.empty_since = Some(now);
                 room.members.shrink_to_fit();
@@ -310,6 +329,33 @@ mod tests {
         );
     }
 
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    /// A room's names follow joins, renames and leaves, lower-cased and in
+    /// order, and count what its members do.
+    #[test]
+    fn a_rooms_names_are_in_order_and_follow_renames() {
+        let t0 = Instant::now();
+        let mut rooms = Rooms::new(3);
+        let rust = rooms.find_or_make("#rust").unwrap();
+        rooms.add(rust, ClientId(1), name("Zed"));
+        rooms.add(rust, ClientId(2), name("amy"));
+        rooms.add(RoomId::LOBBY, ClientId(3), name("Bob"));
+        rooms.rename(rust, name("Zed"), name("Carl"));
+        rooms.add(rust, ClientId(4), name("BOB2"));
+        let names = |rooms: &Rooms, id| -> Vec<String> {
+            let room = rooms.get(id).unwrap();
+            assert_eq!(room.names.len(), room.members.len());
+            room.names.iter().map(|n| n.to_string()).collect()
+        };
+        assert_eq!(names(&rooms, rust), ["amy", "bob2", "carl"]);
+        assert_eq!(names(&rooms, RoomId::LOBBY), ["bob"]);
+        rooms.remove(rust, ClientId(2), name("amy"), t0);
+        assert_eq!(names(&rooms, rust), ["bob2", "carl"]);
+    }
+
     #[test]
     fn names_are_unique_ignoring_case_and_the_lobby_always_exists() {
         let mut rooms = Rooms::new(3);
@@ -319,12 +365,12 @@ mod tests {
         assert_eq!(rooms.get(rust).unwrap().name, "#Rust");
         let t0 = Instant::now();
         let go = rooms.find_or_make("#go").unwrap();
-        rooms.add(rust, ClientId(1));
-        rooms.add(go, ClientId(2));
+        rooms.add(rust, ClientId(1), name("a"));
+        rooms.add(go, ClientId(2), name("b"));
         assert_eq!(rooms.find_or_make("#zig"), Err(TooManyRooms));
         assert_eq!(rooms.len(), 3);
         // Once one is empty, a new room takes its place.
-        rooms.remove(go, ClientId(2), t0);
+        rooms.remove(go, ClientId(2), name("b"), t0);
         assert_eq!(rooms.find_or_make("#zig"), Ok(go));
         assert_eq!(rooms.find("#go"), None);
     }
@@ -334,15 +380,15 @@ mod tests {
         let t0 = Instant::now();
         let mut rooms = Rooms::new(10);
         let a = rooms.find_or_make("#a").unwrap();
-        rooms.add(a, ClientId(1));
-        rooms.remove(a, ClientId(1), t0);
-        rooms.remove(RoomId::LOBBY, ClientId(2), t0);
+        rooms.add(a, ClientId(1), name("a"));
+        rooms.remove(a, ClientId(1), name("a"), t0);
+        rooms.remove(RoomId::LOBBY, ClientId(2), name("b"), t0);
         assert_eq!(rooms.next_deadline(), Some(t0 + EMPTY_ROOM_KEPT));
         assert!(rooms.drop_long_empty(t0 + EMPTY_ROOM_KEPT / 2).is_empty());
         // Someone came back in time: it stays.
-        rooms.add(a, ClientId(3));
+        rooms.add(a, ClientId(3), name("c"));
         assert!(rooms.drop_long_empty(t0 + EMPTY_ROOM_KEPT).is_empty());
-        rooms.remove(a, ClientId(3), t0 + EMPTY_ROOM_KEPT);
+        rooms.remove(a, ClientId(3), name("c"), t0 + EMPTY_ROOM_KEPT);
         assert_eq!(
             rooms.drop_long_empty(t0 + 2 * EMPTY_ROOM_KEPT),
             vec!["#a".to_string()]

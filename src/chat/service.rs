@@ -625,6 +625,10 @@ impl Chat {
     fn rename(&mut self, client: ClientId, room: RoomId, new: &str, out: &mut Outbox) -> bool {
         match self.members.set(client, new) {
             Ok(Some(old)) if old.as_str() != new => {
+                // The room it is seated in keeps its names in order.
+                if let (Some(&held), Some(seat)) = (self.members.get(client), self.seat(client)) {
+                    self.rooms.rename(seat.room, old, held);
+                }
                 let line = format!("* {old} is now known as {new}");
                 out.room(room, &line);
                 self.publish(Some(client), new, room, Kind::Nick, &line, out);
@@ -657,21 +661,15 @@ impl Chat {
     /// `/who` from what this node knows (no `--cluster`, or Redis did not
     /// answer).
     fn who_here(&self, client: ClientId, room: &rooms::Room, out: &mut Outbox) {
-        let mut names: Vec<&str> = room
-            .members
+        // The room keeps its names lower-cased and in order: the first
+        // few are read off it, as typed, whatever the room's size.
+        let names: Vec<&str> = room
+            .names
             .iter()
-            .filter_map(|&id| self.name(id))
+            .take(WHO_NAMES)
+            .filter_map(|folded| self.name(self.members.holder(folded.as_str())?))
             .collect();
-        let count = names.len();
-        let by_folded = |a: &&str, b: &&str| cmp_ignoring_case(a, b);
-        // Only the shown names need sorting: pick them out first, so a
-        // `/who` in a big room costs one pass, not a full sort.
-        if count > WHO_NAMES {
-            names.select_nth_unstable_by(WHO_NAMES, by_folded);
-            names.truncate(WHO_NAMES);
-        }
-        names.sort_unstable_by(by_folded);
-        let mut line = who_line(count, &names);
+        let mut line = who_line(room.members.len(), &names);
         if self.cluster.is_some() {
             line.push_str(" (this server only: the cluster did not answer)");
         }
@@ -727,7 +725,7 @@ impl Chat {
         let Some(to_name) = self.rooms.get(to).map(|r| r.name.clone()) else {
             return;
         };
-        self.rooms.remove(seat.room, client, now);
+        self.rooms.remove(seat.room, client, name, now);
         self.announce(
             seat.room,
             (client, name),
@@ -740,7 +738,7 @@ impl Chat {
         if let Some(s) = self.seat_mut(client) {
             s.room = to;
         }
-        self.rooms.add(to, client);
+        self.rooms.add(to, client, name);
         self.claim(client, to, false, out);
         self.announce(
             to,
@@ -1389,8 +1387,9 @@ impl Chat {
                 bridge.release(name.as_str(), out);
             }
         }
-        if let Some(seat) = self.seats.get_mut(client.0).and_then(Option::take) {
-            self.rooms.remove(seat.room, client, now);
+        let seat = self.seats.get_mut(client.0).and_then(Option::take);
+        if let (Some(seat), Some(name)) = (seat, name) {
+            self.rooms.remove(seat.room, client, name, now);
         }
     }
 }
@@ -1446,7 +1445,7 @@ impl App for Chat {
             muted_until: None,
             name_since: None,
         });
-        self.rooms.add(RoomId::LOBBY, client);
+        self.rooms.add(RoomId::LOBBY, client, held);
         out.to(
             client,
             &format!(
@@ -3006,6 +3005,17 @@ mod tests {
                         "name {name:?} held twice"
                     );
                 }
+                // Each room's ordered names are its members' names.
+                for (_, r) in self.room.rooms.iter() {
+                    let want: BTreeSet<String> = r
+                        .members
+                        .iter()
+                        .filter_map(|&c| self.room.name(c))
+                        .map(str::to_ascii_lowercase)
+                        .collect();
+                    let have: BTreeSet<String> = r.names.iter().map(|n| n.to_string()).collect();
+                    prop_assert_eq!(have, want, "names of {}", r.name);
+                }
                 Ok(())
             }
         }
@@ -3013,7 +3023,8 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
-            /// Names stay unique, everyone is in one room, everyone gets
+            /// Names stay unique, everyone is in one room (whose ordered
+            /// names are its members'), everyone gets
             /// every chat line of its room from the others in order, and
             /// nothing goes to a client that left.
             #[test]

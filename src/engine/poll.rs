@@ -39,6 +39,8 @@
 //! frame of its own (a pong), and every client on it is pinged each
 //! `PING_INTERVAL`.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -242,29 +244,99 @@ struct Timers {
     /// or a flood pause just ended).
     read_again: Vec<(usize, u32)>,
     /// Flood-paused clients and when they may continue.
-    throttled: Vec<(Instant, usize, u32)>,
+    throttled: Deadlines,
     /// Closing clients and when they are dropped even if not drained.
-    closing: Vec<(Instant, usize, u32)>,
+    closing: Deadlines,
     next_idle_sweep: Option<Instant>,
+    /// `--idle-timeout`: one entry per open client, at the moment it would
+    /// be idle if it said nothing more (see `sweep_idle`).
+    idle_checks: Deadlines,
     /// Clients that started draining this tick: read once at its end,
     /// because a peer whose FIN was already read sends no new event.
     to_drain: Vec<usize>,
     /// When the first client that is behind would count as stalled.
     next_stall_check: Option<Instant>,
     /// TLS clients still handshaking and web clients still sending their
-    /// request head, in deadline order: when they are given up on, and
-    /// their peer address, which the App hears when they join.
-    handshakes: Vec<Handshake>,
+    /// request head: when they are given up on, and their peer address,
+    /// which the App hears when they join.
+    handshakes: Handshakes,
     /// When every WebSocket is pinged next (while there are any).
     next_ping: Option<Instant>,
 }
 
-/// A handshake in progress (see `Life::Handshaking`).
-struct Handshake {
-    deadline: Instant,
-    key: usize,
-    serial: u32,
-    peer: SocketAddr,
+/// Clients (`key`, `serial`) due at given moments, soonest first. A
+/// min-heap: adding one or taking the soonest is O(log n), and the next
+/// deadline is a peek, so a storm of N closes costs O(N log N) where
+/// scanning every entry on every tick made it O(N²).
+#[derive(Default)]
+struct Deadlines(BinaryHeap<Reverse<(Instant, usize, u32)>>);
+
+impl Deadlines {
+    fn push(&mut self, at: Instant, key: usize, serial: u32) {
+        self.0.push(Reverse((at, key, serial)));
+    }
+
+    /// The soonest moment, if any.
+    fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Take out the soonest entry if it is due by `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(usize, u32)> {
+        if self.next()? > now {
+            return None;
+        }
+        let Reverse((_, key, serial)) = self.0.pop()?;
+        Some((key, serial))
+    }
+}
+
+/// Handshakes in progress (see `Life::Handshaking`): their deadlines in a
+/// heap, their peers by key, so starting, finishing or expiring one is
+/// O(log n) or O(1) however many are under way (a sorted `Vec` searched and
+/// shifted on each made a storm of N TLS joins O(N²)). A finished one's
+/// deadline stays in the heap until due, then is skipped: its serial no
+/// longer matches.
+#[derive(Default)]
+struct Handshakes {
+    deadlines: Deadlines,
+    /// Key → the serial of its handshaking client and its peer.
+    peers: HashMap<usize, (u32, SocketAddr)>,
+}
+
+impl Handshakes {
+    fn start(&mut self, deadline: Instant, key: usize, serial: u32, peer: SocketAddr) {
+        self.deadlines.push(deadline, key, serial);
+        self.peers.insert(key, (serial, peer));
+    }
+
+    /// A handshake is over (joined, answered): returns the peer address it
+    /// was accepted with, once.
+    fn finish(&mut self, key: usize, serial: u32) -> Option<SocketAddr> {
+        match self.peers.get(&key) {
+            Some(&(s, peer)) if s == serial => {
+                self.peers.remove(&key);
+                Some(peer)
+            }
+            _ => None,
+        }
+    }
+
+    /// The soonest deadline (perhaps of one already finished: one spurious
+    /// wake-up at most).
+    fn next(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    /// A handshake still under way whose deadline has come, taken out.
+    fn pop_expired(&mut self, now: Instant) -> Option<(usize, u32, SocketAddr)> {
+        while let Some((key, serial)) = self.deadlines.pop_due(now) {
+            if let Some(peer) = self.finish(key, serial) {
+                return Some((key, serial, peer));
+            }
+        }
+        None
+    }
 }
 
 /// The listeners' side of the loop.
@@ -299,12 +371,7 @@ impl Timers {
     /// A handshake is over (joined, answered): forget its deadline. Returns
     /// the peer address it was accepted with.
     fn finish_handshake(&mut self, key: usize, serial: u32) -> Option<SocketAddr> {
-        let at = self
-            .handshakes
-            .iter()
-            .position(|h| h.key == key && h.serial == serial)?;
-        // `remove`, not `swap_remove`: the list stays in deadline order.
-        Some(self.handshakes.remove(at).peer)
+        self.handshakes.finish(key, serial)
     }
 
     /// The soonest of the schedules, if any.
@@ -312,9 +379,9 @@ impl Timers {
         [
             self.next_idle_sweep,
             self.next_stall_check,
-            self.throttled.iter().map(|t| t.0).min(),
-            self.closing.iter().map(|t| t.0).min(),
-            self.handshakes.iter().map(|h| h.deadline).min(),
+            self.throttled.next(),
+            self.closing.next(),
+            self.handshakes.next(),
             self.next_ping,
         ]
         .into_iter()
@@ -684,22 +751,9 @@ impl<A: App> Loop<A> {
             } else {
                 self.accepting.handshake_timeout
             };
-            // In deadline order (TLS and web deadlines may differ), so
-            // `expire_handshakes` looks at the first entries only.
-            let deadline = now + timeout;
-            let at = self
-                .timers
+            self.timers
                 .handshakes
-                .partition_point(|h| h.deadline <= deadline);
-            self.timers.handshakes.insert(
-                at,
-                Handshake {
-                    deadline,
-                    key,
-                    serial: self.next_serial,
-                    peer,
-                },
-            );
+                .start(now + timeout, key, self.next_serial, peer);
             Life::Handshaking
         } else {
             Life::Open
@@ -729,6 +783,11 @@ impl<A: App> Loop<A> {
 
     /// The client enters the room: the App greets it and tells the others.
     fn join(&mut self, key: usize, peer: SocketAddr, now: Instant) {
+        if let (Some(timeout), Some(client)) = (self.limits.idle_timeout, self.clients.get(key))
+            && let Some(at) = client.last_heard.checked_add(timeout)
+        {
+            self.timers.idle_checks.push(at, key, client.serial);
+        }
         self.app
             .handle_joined(ClientId(key), peer, now, &mut self.outbox);
         self.dispatch(now);
@@ -858,7 +917,7 @@ impl<A: App> Loop<A> {
             client.closed_by_app = true;
             let serial = client.serial;
             self.timers.finish_handshake(key, serial);
-            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            self.timers.closing.push(now + CLOSE_GRACE, key, serial);
             mark_for_flush(client, key, &mut self.outgoing.flush_list);
             return false;
         };
@@ -1008,7 +1067,7 @@ impl<A: App> Loop<A> {
                 }
                 Step::Throttled(until) => {
                     client.throttled = true;
-                    self.timers.throttled.push((until, key, client.serial));
+                    self.timers.throttled.push(until, key, client.serial);
                     return false;
                 }
                 Step::NeedMore => {
@@ -1210,7 +1269,7 @@ impl<A: App> Loop<A> {
             // side now.
             start_draining(client, key, now, &mut self.timers);
         } else {
-            self.timers.closing.push((now + CLOSE_GRACE, key, serial));
+            self.timers.closing.push(now + CLOSE_GRACE, key, serial);
             self.mark_for_flush(key);
         }
         debug!("client {key} ({ip}) left");
@@ -1248,14 +1307,9 @@ impl<A: App> Loop<A> {
 
         // Flood pauses that ended, and fairness revisits: read again now.
         let mut due: Vec<(usize, u32)> = std::mem::take(&mut self.timers.read_again);
-        self.timers.throttled.retain(|&(at, key, serial)| {
-            if at <= now {
-                due.push((key, serial));
-                false
-            } else {
-                true
-            }
-        });
+        while let Some(paused) = self.timers.throttled.pop_due(now) {
+            due.push(paused);
+        }
         for (key, serial) in due {
             let Some(client) = self.clients.get_mut(key) else {
                 continue;
@@ -1269,15 +1323,7 @@ impl<A: App> Loop<A> {
 
         // Closing clients that never drained, and draining ones that never
         // closed their side: drop them now.
-        let mut expired = Vec::new();
-        self.timers.closing.retain(|&(at, key, serial)| {
-            let due = at <= now;
-            if due {
-                expired.push((key, serial));
-            }
-            !due
-        });
-        for (key, serial) in expired {
+        while let Some((key, serial)) = self.timers.closing.pop_due(now) {
             if let Some(client) = self.clients.get_mut(key)
                 && client.serial == serial
                 && matches!(client.life, Life::Closing | Life::Draining)
@@ -1329,32 +1375,18 @@ impl<A: App> Loop<A> {
     /// handshake by now (half a ClientHello, or nothing at all), or a web
     /// client that has not sent its whole request head, is closed.
     fn expire_handshakes(&mut self, now: Instant) {
-        // The list is kept in deadline order: most ticks stop at the first.
-        if self
-            .timers
-            .handshakes
-            .first()
-            .is_none_or(|h| h.deadline > now)
-        {
-            return;
-        }
-        let clients = &mut self.clients;
-        let dead = &mut self.dead;
-        self.timers.handshakes.retain(|h| {
-            if h.deadline > now {
-                return true;
-            }
-            if let Some(client) = clients.get_mut(h.key)
-                && client.serial == h.serial
+        // Only the due ones come out: most ticks look at none.
+        while let Some((key, serial, peer)) = self.timers.handshakes.pop_expired(now) {
+            if let Some(client) = self.clients.get_mut(key)
+                && client.serial == serial
                 && client.life == Life::Handshaking
             {
-                debug!("{} did not finish its handshake or request in time", h.peer);
+                debug!("{peer} did not finish its handshake or request in time");
                 last_words(client, b"");
                 client.life = Life::Dead;
-                dead.push(h.key);
+                self.dead.push(key);
             }
-            false
-        });
+        }
     }
 
     /// `--idle-timeout`: close clients that have been silent too long.
@@ -1368,12 +1400,25 @@ impl<A: App> Loop<A> {
         }
         // A timeout past the clock's range never comes.
         self.timers.next_idle_sweep = now.checked_add(idle_sweep_interval(timeout));
-        let idle: Vec<usize> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.life == Life::Open && now.duration_since(c.last_heard) >= timeout)
-            .map(|(k, _)| k)
-            .collect();
+        // Only the clients whose moment has come, not a walk of every
+        // client: one that spoke since is put back at its new moment (so
+        // once per timeout at most, never once per line), one that did not
+        // is idle.
+        let mut idle = Vec::new();
+        while let Some((key, serial)) = self.timers.idle_checks.pop_due(now) {
+            let Some(client) = self.clients.get(key) else {
+                continue;
+            };
+            if client.serial != serial || client.life != Life::Open {
+                continue; // gone, or its key has a new owner with its own entry
+            }
+            // A moment past the clock's range never comes.
+            match client.last_heard.checked_add(timeout) {
+                Some(at) if at <= now => idle.push(key),
+                Some(at) => self.timers.idle_checks.push(at, key, serial),
+                None => {}
+            }
+        }
         for key in idle {
             self.queue(key, protocol::IDLE_TIMEOUT.as_bytes(), now);
             self.leave(key, now, Life::Closing);
@@ -1583,12 +1628,12 @@ impl<A: App> Loop<A> {
             .filter(|(_, c)| c.life == Life::Open)
             .map(|(k, _)| k)
             .collect();
-        for h in std::mem::take(&mut self.timers.handshakes) {
-            if let Some(client) = self.clients.get_mut(h.key)
-                && client.life == Life::Handshaking
-            {
+        // One pass over every client, once, at the end.
+        self.timers.handshakes = Handshakes::default();
+        for (key, client) in self.clients.iter_mut() {
+            if client.life == Life::Handshaking {
                 client.life = Life::Dead;
-                self.dead.push(h.key);
+                self.dead.push(key);
             }
         }
         // `--cluster`: the other nodes hear this node's members leave, and
@@ -1742,7 +1787,7 @@ fn flush_client(
 fn start_draining(client: &mut Client, key: usize, now: Instant, timers: &mut Timers) {
     let _ = client.stream.shutdown(Shutdown::Write);
     client.life = Life::Draining;
-    timers.closing.push((now + LINGER, key, client.serial));
+    timers.closing.push(now + LINGER, key, client.serial);
     timers.to_drain.push(key);
 }
 
@@ -1842,4 +1887,55 @@ fn mark_for_flush(client: &mut Client, key: usize, flush_list: &mut Vec<usize>) 
 /// client is closed at most 10% late, but never more than 10 times a second.
 fn idle_sweep_interval(timeout: Duration) -> Duration {
     (timeout / 10).max(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deadlines come out soonest first, only once due, whatever order
+    /// they went in.
+    #[test]
+    fn deadlines_come_out_soonest_first_once_due() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut d = Deadlines::default();
+        assert_eq!(d.next(), None);
+        d.push(at(5), 1, 10);
+        d.push(at(2), 2, 20);
+        d.push(at(9), 3, 30);
+        assert_eq!(d.next(), Some(at(2)));
+        assert_eq!(d.pop_due(at(1)), None, "nothing due yet");
+        assert_eq!(d.pop_due(at(5)), Some((2, 20)));
+        assert_eq!(d.pop_due(at(5)), Some((1, 10)));
+        assert_eq!(d.pop_due(at(5)), None, "the last is not due");
+        assert_eq!(d.next(), Some(at(9)));
+        assert_eq!(d.pop_due(at(9)), Some((3, 30)));
+        assert_eq!(d.pop_due(at(100)), None);
+    }
+
+    /// A handshake's peer is handed back once, when it finishes or when it
+    /// expires, never both; a reused key's old deadline passes over the
+    /// new owner.
+    #[test]
+    fn handshakes_finish_or_expire_once() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let peer = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut h = Handshakes::default();
+        h.start(at(10), 1, 100, peer(1));
+        h.start(at(5), 2, 200, peer(2));
+        assert_eq!(h.next(), Some(at(5)));
+        assert_eq!(h.finish(2, 999), None, "not its serial");
+        assert_eq!(h.finish(2, 200), Some(peer(2)));
+        assert_eq!(h.finish(2, 200), None, "once");
+        // Key 2 is reused by a new handshake, due later.
+        h.start(at(20), 2, 201, peer(3));
+        assert_eq!(h.pop_expired(at(5)), None, "the finished one is skipped");
+        assert_eq!(h.pop_expired(at(10)), Some((1, 100, peer(1))));
+        assert_eq!(h.finish(1, 100), None, "expired: gone");
+        assert_eq!(h.pop_expired(at(19)), None);
+        assert_eq!(h.pop_expired(at(20)), Some((2, 201, peer(3))));
+        assert!(h.peers.is_empty());
+    }
 }
