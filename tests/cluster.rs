@@ -13,16 +13,13 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use common::redis::Redis;
-use common::{ChildServer, Client, READ_TIMEOUT, lines_of, recv_until};
+use common::{ChildServer, Client, READ_TIMEOUT, lines_of, one_at_a_time, recv_until};
 use pollchat::config::EngineKind;
 
-/// The cluster tests run one at a time: each starts a Redis and several
-/// nodes, and with fifteen such clusters at once on 2 cores, CI saw one
-/// 20 s wait time out (in `rooms_span_nodes_and_stay_apart`).
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+// The cluster tests run one at a time (`common::one_at_a_time`): each
+// starts a Redis and several nodes, and with fifteen such clusters at once
+// on 2 cores, CI saw one 20 s wait time out (in
+// `rooms_span_nodes_and_stay_apart`).
 
 /// A node on `redis`, once its link is up.
 fn node(redis: &Redis, name: &str) -> ChildServer {

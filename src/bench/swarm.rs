@@ -287,7 +287,8 @@ struct Conn {
     failure: Option<String>,
     /// The server closed or reset it.
     closed: bool,
-    /// A complete line arrived since [`Swarm::stop_server`] began.
+    /// A complete line arrived while no tracker was reading (connecting,
+    /// settling), or since [`Swarm::stop_server`] began.
     heard: bool,
     /// Bytes after the last newline: the beginning of a line still arriving.
     partial: Vec<u8>,
@@ -636,6 +637,15 @@ impl Swarm {
             closed: receivers.len() - open,
             seconds: last_closed.as_secs_f64(),
         })
+    }
+
+    /// Receivers that have had a line from the server (their welcome, at
+    /// least) while no tracker was reading: connecting and settling.
+    pub fn receivers_heard(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| matches!(c.role, Role::Receiver(_)) && c.heard)
+            .count()
     }
 
     /// Receivers the server closed or reset.

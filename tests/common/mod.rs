@@ -647,6 +647,13 @@ pub fn recv_until(
     panic!("expected line not seen in {max_skip} lines")
 }
 
+/// Hold this for the whole test to run one at a time among the tests of
+/// one binary that take it (they run in parallel otherwise).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Make sure this process may open `want` files, raising the soft
 /// `RLIMIT_NOFILE` towards the hard one if needed (with `prlimit`, as for
 /// the fd-exhaustion test: no `unsafe`, no extra crate). Child servers
