@@ -330,6 +330,8 @@ pub struct Swarm {
     ready: Vec<usize>,
     /// Stalled clients are read only once the verdict phase starts.
     read_stalled: bool,
+    /// Connections that have become ready to chat, counted as they do.
+    connected: usize,
     /// `connect()` → established, per connection, in nanoseconds.
     pub connect_latency: Histogram<u64>,
     /// The whole connect phase.
@@ -355,6 +357,7 @@ impl Swarm {
             scratch: vec![0; 64 * 1024],
             ready: Vec::new(),
             read_stalled: false,
+            connected: 0,
             connect_latency: Histogram::new_with_bounds(1, 600_000_000_000, 3)
                 .expect("static histogram bounds are valid"),
             connect_phase: Duration::ZERO,
@@ -386,7 +389,14 @@ impl Swarm {
                 MAX_WAIT
             };
             swarm.pump(wait.min(MAX_WAIT), None)?;
-            if let Some(closed) = swarm.conns.iter().position(|c| c.closed) {
+            // Only this pump's connections can have changed: no pass over
+            // all of them (which made connecting 20,000 quadratic).
+            if let Some(closed) = swarm
+                .ready
+                .iter()
+                .copied()
+                .find(|&i| swarm.conns.get(i).is_some_and(|c| c.closed))
+            {
                 if let Some(reason) = swarm.conns[closed].failure.take() {
                     return Err(BenchError::Handshake {
                         connection: closed,
@@ -398,9 +408,8 @@ impl Swarm {
                     opened: swarm.conns.len(),
                 });
             }
-            let now_done = swarm.conns.iter().filter(|c| c.connected).count();
-            if now_done != done {
-                done = now_done;
+            if swarm.connected != done {
+                done = swarm.connected;
                 progress(done, total);
             }
         }
@@ -742,6 +751,7 @@ impl Swarm {
             return;
         }
         conn.connected = true;
+        self.connected += 1;
         let took = conn.started.elapsed().as_nanos();
         self.connect_latency
             .saturating_record(u64::try_from(took).unwrap_or(u64::MAX));

@@ -78,6 +78,10 @@ pub fn check_name(name: &str) -> Result<(), RoomNameError> {
 pub struct Unannounced {
     pub joined: u32,
     pub left: u32,
+    /// `--cluster`: of these, the ones on this node, for the other nodes'
+    /// summaries (a [`Kind::Summary`](crate::cluster::Kind) entry).
+    pub ours_joined: u32,
+    pub ours_left: u32,
     /// When the summary is due; `None` while there is nothing to tell.
     pub due: Option<Instant>,
 }

@@ -426,6 +426,7 @@ impl Chat {
                 let joined = entry.kind == Kind::Join;
                 self.tell_or_count(id, None, &entry.text, joined, size, now.now, out);
             }
+            Kind::Summary => self.remote_summary(id, &entry.text, now.now),
         }
     }
 
@@ -776,13 +777,24 @@ impl Chat {
         out: &mut Outbox,
     ) {
         let (client, name) = who;
-        let kind = if joined { Kind::Join } else { Kind::Leave };
-        self.publish(Some(client), name.as_str(), room, kind, line, out);
-        let Some(r) = self.rooms.get(room) else {
+        let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         // The size it had with the one who came or went.
         let size = r.members.len() + usize::from(!joined);
+        if size <= self.settings.quiet_above {
+            let kind = if joined { Kind::Join } else { Kind::Leave };
+            self.publish(Some(client), name.as_str(), room, kind, line, out);
+        } else if self.cluster.is_some() {
+            // A big room: the other nodes get this node's counts with its
+            // next summary, not one entry a join.
+            let told = &mut r.unannounced;
+            if joined {
+                told.ours_joined += 1;
+            } else {
+                told.ours_left += 1;
+            }
+        }
         self.tell_or_count(room, Some(client), line, joined, size, now, out);
     }
 
@@ -822,10 +834,14 @@ impl Chat {
 
     /// The summaries that are due: `* 37 joined and 12 left in the last 30 s`.
     fn summarise(&mut self, now: Instant, out: &mut Outbox) {
+        let mut ours = Vec::new();
         for (id, room) in self.rooms.iter_mut() {
             let told = &mut room.unannounced;
             if told.due.is_none_or(|due| due > now) {
                 continue;
+            }
+            if told.ours_joined > 0 || told.ours_left > 0 {
+                ours.push((id, format!("{} {}", told.ours_joined, told.ours_left)));
             }
             let secs = SUMMARY_EVERY.as_secs();
             let line = match (told.joined, told.left) {
@@ -835,6 +851,28 @@ impl Chat {
             };
             *told = rooms::Unannounced::default();
             out.room(id, &line);
+        }
+        for (id, counts) in ours {
+            self.publish(None, "", id, Kind::Summary, &counts, out);
+        }
+    }
+
+    /// Another node's [`Kind::Summary`]: its joins and leaves, counted
+    /// into this node's next summary of the room.
+    fn remote_summary(&mut self, room: RoomId, counts: &str, now: Instant) {
+        let mut numbers = counts.split(' ').map(|n| n.parse::<u32>().ok());
+        let (Some(Some(joined)), Some(Some(left))) = (numbers.next(), numbers.next()) else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let told = &mut r.unannounced;
+        told.joined = told.joined.saturating_add(joined);
+        told.left = told.left.saturating_add(left);
+        if told.joined > 0 || told.left > 0 {
+            let due = *told.due.get_or_insert(now + SUMMARY_EVERY);
+            self.rooms.schedule(due);
         }
     }
 
@@ -2673,6 +2711,52 @@ mod tests {
                 summary.iter().any(|(_, l)| l.contains("2 joined")),
                 "{summary:?}"
             );
+        }
+
+        /// In a big room a node publishes no entry per join: its counts
+        /// go out once with its summary, and another node's counts are
+        /// added into this node's own summary line.
+        #[test]
+        fn a_big_rooms_joins_cross_as_one_summary_entry() {
+            let mut h = Harness::with(Settings {
+                cluster: Some("a".into()),
+                quiet_above: 1,
+                ..Settings::default()
+            });
+            event(&mut h, ClusterEvent::Up);
+            let first = h.join(1);
+            assert!(
+                first
+                    .iter()
+                    .any(|(_, l)| l.contains("<publish #lobby Join")),
+                "a small room's join is published: {first:?}"
+            );
+            for id in 2..=4 {
+                let joined = h.join(id);
+                let published: Vec<_> = joined
+                    .iter()
+                    .filter(|(_, l)| l.starts_with("<publish"))
+                    .collect();
+                assert!(published.is_empty(), "{joined:?}");
+            }
+            h.leave(4);
+            assert_eq!(event(&mut h, remote("#lobby", Kind::Summary, "100 7")), []);
+            let summary = h.wait(SUMMARY_EVERY);
+            assert!(
+                summary.contains(&lobby("* 103 joined and 8 left in the last 30 s\n")),
+                "{summary:?}"
+            );
+            assert!(
+                summary
+                    .iter()
+                    .any(|(_, l)| l == "<publish #lobby Summary 3 1>"),
+                "{summary:?}"
+            );
+            // Nothing more to tell: no more summaries, nothing published.
+            assert_eq!(h.wait(SUMMARY_EVERY), []);
+            // A garbled count is ignored.
+            assert_eq!(event(&mut h, remote("#lobby", Kind::Summary, "lots")), []);
+            assert_eq!(h.wait(SUMMARY_EVERY), []);
         }
 
         #[test]
