@@ -89,7 +89,13 @@ def part1_rows(engine):
             f"exited: {ex.get('exited', '?')} | {r['receivers_disconnected']} |"
         )
         points.append((n, m.get("bytes_per_connection", 0), ms(f["p99"])))
-    cap = (load(f"p1-{engine}-{runs(f'p1-{engine}-')[-1]}.exit.json") or {}).get("cap", "") if runs(f"p1-{engine}-") else ""
+    # What capped the server, from its listening line:
+    # "listening on ADDR (engine: poll; at most N clients, ...)".
+    cap = ""
+    if runs(f"p1-{engine}-"):
+        log = text(f"p1-{engine}-{runs(f'p1-{engine}-')[-1]}.log")
+        m = re.search(r"\(engine: \w+; (.*)\)$", log, re.MULTILINE)
+        cap = m.group(1) if m else ""
     return rows, points, cap
 
 
