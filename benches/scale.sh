@@ -188,3 +188,5 @@ done
 
 python3 benches/scale_report.py "$OUT" "$DOCS"
 echo "wrote $DOCS/scale.md and $DOCS/scale.svg"
+# Whatever stopped a run, named here too.
+sed -n '/^## What stopped a run/,/^!\[/p' "$DOCS/scale.md" | grep -v '^!\['

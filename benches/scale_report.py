@@ -151,8 +151,29 @@ def part2_rows():
                 f"{nodes_b + bench_b + redis_b + kernel_b:,.0f} | "
                 f"{cpu_in(s, w, 2):.0f}% / {cpu_in(s, w, 4):.0f}% / {cpu_in(s, w, 6):.0f}% |"
             )
-            points.append((n, nodes_b, ms(f["p99"])))
+            points.append((n, nodes_b, ms(f["p99"]) if f["count"] else None))
+        if r["lost"] or f["count"] < r["sent"]:
+            stops.append((n, short_of(n, r, s), ""))
     return rows, mem_rows, points, stops
+
+
+def short_of(n, r, s):
+    """Why a run that connected everyone still missed lines: the nodes'
+    own log lines about their Redis link, and how busy the machine was."""
+    lost_link = unreachable = 0
+    for name in os.listdir(OUT):
+        if re.fullmatch(f"p2-{n}-node\\d+\\.log", name):
+            log = text(name)
+            lost_link += log.count("link lost")
+            unreachable += log.count("Redis unreachable")
+    busy = r["machine_idle_cpu_percent"]
+    return (
+        f"{r['lost']:,} of {r['sent'] * r['receivers']:,} deliveries missed the {r['sent']}-line run and its drain; "
+        f"{r['fanout_us']['count']} of {r['sent']} lines reached everyone. The nodes logged {lost_link} Redis "
+        f"link losses (no reply within 3 s) and {unreachable} 'Redis unreachable'; the machine was "
+        f"{busy:.0f}% busy before the first line, still working through the join storm: CPU (2 cores for "
+        f"{r['workers']} bench workers, the nodes and Redis)"
+    )
 
 
 def svg(series):
@@ -167,7 +188,7 @@ def svg(series):
     for k, (title, idx, unit) in enumerate([("server RSS per client (bytes)", 1, ""), ("fan-out p99: the last client has the line (ms)", 2, "")]):
         left = pad + k * (panel + pad)
         top, bottom = 40, height - 60
-        ys = [max(p[idx], 1e-3) for pts in series.values() for p in pts] or [1, 10]
+        ys = [max(p[idx], 1e-3) for pts in series.values() for p in pts if p[idx] is not None] or [1, 10]
         y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
         if y0 == y1:
             y1 += 1
@@ -186,6 +207,7 @@ def svg(series):
                 out.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{n:,}</text>')
         out.append(f'<text x="{left + panel / 2}" y="{bottom + 34}" text-anchor="middle">clients (N, log scale)</text>')
         for name, pts in series.items():
+            pts = [p for p in pts if p[idx] is not None]
             if not pts:
                 continue
             c = colours[name]
@@ -248,7 +270,8 @@ md = [
 if p2_stops:
     md += ["## What stopped a run", ""]
     for n, what, err in p2_stops:
-        md += [f"- N = {n:,}: **{what}**. The bench said: `{err.splitlines()[0] if err else ''}`"]
+        said = f" The bench said: `{err.splitlines()[0]}`" if err else ""
+        md += [f"- N = {n:,}: {what}.{said}"]
     md.append("")
 md += ["![RSS per client and fan-out p99 against N](scale.svg)", ""]
 

@@ -250,7 +250,6 @@ impl std::fmt::Display for ClientCap {
     }
 }
 
-/// What caps `requested` clients: the flag, or the open-file limit.
 /// Memory mappings one thread takes: its stack and guard page, and the
 /// signal stack Rust's runtime gives it, with a guard page of its own.
 pub const MAPS_PER_THREAD: usize = 4;
@@ -294,6 +293,7 @@ fn thread_room(max_map_count: usize) -> usize {
     (max_map_count.saturating_sub(MAP_RESERVE) / (MAPS_PER_THREAD * THREADS_PER_CLIENT)).max(1)
 }
 
+/// What caps `requested` clients: the flag, or the open-file limit.
 pub fn client_cap(requested: usize) -> ClientCap {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let Some(fds) = limit.current.and_then(|n| usize::try_from(n).ok()) else {

@@ -62,7 +62,8 @@ pub struct BenchArgs {
     /// After the last probe, wait at most this long for deliveries.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub drain: f64,
-    /// Connections opened per second.
+    /// Connections opened per second (by each process: with --workers,
+    /// every worker opens this many).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_rate: u32,
     /// Give up if not everyone is connected after this many seconds.
@@ -265,6 +266,11 @@ impl BenchArgs {
             if self.window.is_some() || self.ws.is_some() || tls.is_some() {
                 return Err(BenchError::Flags(
                     "--workers goes with line servers over plain TCP, paced by --rate (not --window, --ws or --tls)",
+                ));
+            }
+            if self.receivers < self.workers {
+                return Err(BenchError::Flags(
+                    "--workers: more workers than receivers (each worker needs one)",
                 ));
             }
             if self.messages.is_none() {

@@ -12,6 +12,7 @@
 //!          ◄──────────── "ready"
 //!   (every worker ready) idle span, then the probes, each stamped
 //!   with its send time     ─ ─ ─ ─► read; time each by its stamp
+//!   "sent N" ───────────────────►   (the probes that really went out)
 //!          ◄───────────── "done"    (every receiver has every probe)
 //!   "stop" ─────────────────────►
 //!          ◄──── one JSON WorkerShare line, then exit
@@ -23,7 +24,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -94,21 +95,44 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Until every worker said "done", or `within` passed (a loss: the
-    /// shares will tell).
-    pub fn wait_done(&mut self, within: Duration) -> Result<(), BenchError> {
-        match self.wait_for_all(Said::is_done, Instant::now() + within, "") {
-            Err(BenchError::Worker { reason, .. }) if reason.is_empty() => Ok(()),
-            other => other,
+    /// Tell every worker how many probes were sent, then wait until each
+    /// said "done", or `within` passed (a loss: the shares will tell),
+    /// running `tick` (the sender's own reads and writes) meanwhile.
+    pub fn wait_done(
+        &mut self,
+        sent: u64,
+        within: Duration,
+        tick: &mut dyn FnMut() -> Result<(), BenchError>,
+    ) -> Result<(), BenchError> {
+        self.tell(&format!("sent {sent}\n"));
+        let end = Instant::now() + within;
+        let mut done = vec![false; self.children.len()];
+        while done.iter().any(|d| !d) && Instant::now() < end {
+            tick()?;
+            while let Ok((part, said)) = self.said.try_recv() {
+                match said {
+                    Said::Done => done[part] = true,
+                    Said::Gone(why) => return Err(worker_failed(part, why)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One line to every worker. One that cannot be told has died: its
+    /// reader says so.
+    fn tell(&mut self, line: &str) {
+        for stdin in self.stdins.iter_mut().filter_map(Option::as_mut) {
+            let _ = stdin
+                .write_all(line.as_bytes())
+                .and_then(|()| stdin.flush());
         }
     }
 
     /// Tell every worker to stop and take its share.
     pub fn collect(mut self) -> Result<Vec<WorkerShare>, BenchError> {
-        for stdin in self.stdins.iter_mut().filter_map(Option::as_mut) {
-            // One that cannot be told has died: its reader says so below.
-            let _ = stdin.write_all(b"stop\n").and_then(|()| stdin.flush());
-        }
+        self.tell("stop\n");
         let mut shares: Vec<Option<WorkerShare>> = vec![None; self.children.len()];
         let end = Instant::now() + COLLECT_WITHIN;
         while shares.iter().any(Option::is_none) {
@@ -177,10 +201,6 @@ impl Said {
     fn is_ready(&self) -> bool {
         matches!(self, Said::Ready)
     }
-
-    fn is_done(&self) -> bool {
-        matches!(self, Said::Done)
-    }
 }
 
 fn worker_failed(part: usize, reason: String) -> BenchError {
@@ -216,7 +236,7 @@ pub fn work(config: &BenchConfig) -> Result<(), BenchError> {
     let plan = &config.swarm;
     let mut swarm = Swarm::connect(plan, &mut |_, _| {})?;
     swarm.settle(SETTLE_QUIET, SETTLE_MAX)?;
-    let stop = watch_stdin();
+    let told = watch_stdin();
     say(READY)?;
     let expected = config
         .load
@@ -224,9 +244,13 @@ pub fn work(config: &BenchConfig) -> Result<(), BenchError> {
         .map_or(0, |m| u32::try_from(m).unwrap_or(u32::MAX));
     let mut tracker = Tracker::expecting(plan.receivers, expected);
     let mut done = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !told.stop.load(Ordering::Relaxed) {
         swarm.listen(&mut tracker, STOP_CHECK)?;
-        if !done && tracker.outstanding() == 0 {
+        let sent = told.sent.load(Ordering::Relaxed);
+        if sent != u64::MAX {
+            tracker.only_sent(sent);
+        }
+        if !done && (tracker.outstanding() == 0 || plan.receivers == 0) {
             say(DONE)?;
             done = true;
         }
@@ -248,19 +272,32 @@ fn say(line: &str) -> Result<(), BenchError> {
         .map_err(BenchError::Setup)
 }
 
-/// A flag set once stdin says "stop" or ends (the coordinator is gone).
-fn watch_stdin() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
+/// What the coordinator said on stdin.
+struct Told {
+    /// "sent N": how many probes went out (`u64::MAX` until said).
+    sent: Arc<AtomicU64>,
+    /// "stop", or stdin ended (the coordinator is gone).
+    stop: Arc<AtomicBool>,
+}
+
+fn watch_stdin() -> Told {
+    let told = Told {
+        sent: Arc::new(AtomicU64::new(u64::MAX)),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let (sent, stop) = (Arc::clone(&told.sent), Arc::clone(&told.stop));
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
-            if line.map_or(true, |l| l.trim() == "stop") {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.trim().strip_prefix("sent ") {
+                sent.store(n.parse().unwrap_or(u64::MAX), Ordering::Relaxed);
+            } else if line.trim() == "stop" {
                 break;
             }
         }
-        flag.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
     });
-    stop
+    told
 }
 
 /// The command a coordinator starts its workers with: this very one.

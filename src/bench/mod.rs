@@ -204,7 +204,12 @@ pub fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         }
     })?;
     if let Some(fleet) = fleet.as_mut() {
-        fleet.wait_done(config.load.drain)?;
+        // The sender keeps reading (the server would judge it stalled)
+        // and flushing while the workers count.
+        let sent = tracker.tally().sent;
+        fleet.wait_done(sent, config.load.drain, &mut || {
+            swarm.idle(Duration::from_millis(50))
+        })?;
     }
     let load_span = load_start.elapsed();
     let load_window_unix_ms = (load_start_unix, unix_ms());

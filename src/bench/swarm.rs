@@ -123,7 +123,9 @@ impl Nodes {
 
 /// The local addresses connections bind to (`--source`): none (the kernel
 /// picks), or several loopback ones, because each address has only the
-/// ephemeral port range (some 28,000 ports) to connect from.
+/// ephemeral port range (some 28,000 ports) to connect from: a port bound
+/// before `connect()` is that address's for every destination, so each
+/// address carries about 28,000 connections in all.
 ///
 /// Receiver `i` is on node `i % n`; it takes source `(i / n) % s`, so every
 /// node sees every source address in turn, and no (source, node) pair
@@ -627,23 +629,30 @@ impl Swarm {
             .map_err(|e| BenchError::Setup(e.into()))?;
         let end = start + within;
         let mut last_closed = Duration::ZERO;
-        let mut open = receivers.len();
+        // Those the server had closed before the signal do not count, and
+        // only the connections each pump reported can have closed.
+        let was_open = receivers.iter().filter(|&&i| !self.conns[i].closed).count();
+        let mut counted: Vec<bool> = self.conns.iter().map(|c| c.closed).collect();
+        let mut open = was_open;
         while open > 0 {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             self.pump(left.min(MAX_WAIT), None)?;
-            let now_open = receivers.iter().filter(|&&i| !self.conns[i].closed).count();
-            if now_open < open {
-                last_closed = start.elapsed();
-                open = now_open;
+            for &i in &self.ready {
+                let receiver = matches!(self.conns.get(i).map(|c| c.role), Some(Role::Receiver(_)));
+                if receiver && self.conns[i].closed && !counted[i] {
+                    counted[i] = true;
+                    open -= 1;
+                    last_closed = start.elapsed();
+                }
             }
         }
         Ok(Shutdown {
             receivers: receivers.len(),
             told: receivers.iter().filter(|&&i| self.conns[i].heard).count(),
-            closed: receivers.len() - open,
+            closed: was_open - open,
             seconds: last_closed.as_secs_f64(),
         })
     }

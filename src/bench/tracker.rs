@@ -124,6 +124,24 @@ impl Tracker {
         t
     }
 
+    /// A worker learns how many probes were really sent: the rest it was
+    /// told to expect are not lost, they never existed.
+    pub fn only_sent(&mut self, sent: u64) {
+        let sent = usize::try_from(sent).unwrap_or(usize::MAX);
+        if sent >= self.probes.len() {
+            return;
+        }
+        self.probes.truncate(sent);
+        let everyone = self.receivers.len();
+        self.outstanding = self
+            .probes
+            .iter()
+            .filter(|p| p.receivers_with_it < everyone)
+            .count();
+        self.oldest_open = self.oldest_open.min(sent);
+        self.given_up = 0;
+    }
+
     /// The monotonic stamp a probe produced at `at` carries.
     pub fn stamp(&self, at: Instant) -> u64 {
         self.clock.stamp(at)
@@ -356,6 +374,11 @@ mod tests {
         assert_eq!(t.outstanding(), 2);
         assert_eq!(t.tally().lost, 3);
         assert_eq!((t.lost_by(0), t.lost_by(1)), (1, 2));
+        // Only two were sent after all: the third is not lost.
+        t.only_sent(2);
+        assert_eq!(t.share().probes.len(), 2);
+        assert_eq!((t.lost_by(0), t.lost_by(1)), (0, 1));
+        assert_eq!(t.outstanding(), 1);
     }
 
     #[test]

@@ -149,22 +149,29 @@ mod tests {
     /// and only once every receiver of every worker has it.
     #[test]
     fn fanout_is_the_slowest_worker_once_everyone_has_it() {
-        let a = WorkerShare {
-            receivers: 2,
-            probes: vec![probe(2, 5), probe(2, 9), probe(1, 3)],
-            per_delivery: vec![(1_000_000, 5)],
-            lost_by_node: vec![1, 0],
-            rss_bytes: 100,
+        // (receivers, probes, one latency bucket, losses by node, RSS)
+        let share = |receivers, probes, bucket, lost_by_node, rss_bytes| WorkerShare {
+            receivers,
+            probes,
+            per_delivery: vec![bucket],
+            lost_by_node,
+            rss_bytes,
             ..WorkerShare::default()
         };
-        let b = WorkerShare {
-            receivers: 3,
-            probes: vec![probe(3, 7), probe(3, 4), probe(3, 2)],
-            per_delivery: vec![(2_000_000, 9)],
-            lost_by_node: vec![0, 0],
-            rss_bytes: 50,
-            ..WorkerShare::default()
-        };
+        let a = share(
+            2,
+            vec![probe(2, 5), probe(2, 9), probe(1, 3)],
+            (1_000_000, 5),
+            vec![1, 0],
+            100,
+        );
+        let b = share(
+            3,
+            vec![probe(3, 7), probe(3, 4), probe(3, 2)],
+            (2_000_000, 9),
+            vec![0, 0],
+            50,
+        );
         let m = merge(&[a, b], 3);
         assert_eq!(m.receivers, 5);
         assert_eq!(m.deliveries, 14);

@@ -15,6 +15,7 @@
 //! ([`Chat::handle_command`]).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1622,12 +1623,31 @@ impl App for Chat {
                     .iter()
                     .filter_map(|(c, &name)| Some((c, name, self.seat(c)?.room)))
                     .collect();
+                // A big room hears its leavers as one summary, as it heard
+                // its joiners: not an entry each for every node to read.
+                let mut leaving: HashMap<RoomId, u32> = HashMap::new();
                 for (client, name, room) in seated {
-                    let line = format!("* {name} left (server stopped)");
-                    self.publish(Some(client), name.as_str(), room, Kind::Leave, &line, out);
+                    let big = self
+                        .rooms
+                        .get(room)
+                        .is_some_and(|r| r.members.len() > self.settings.quiet_above);
+                    if big {
+                        *leaving.entry(room).or_default() += 1;
+                    } else {
+                        let line = format!("* {name} left (server stopped)");
+                        self.publish(Some(client), name.as_str(), room, Kind::Leave, &line, out);
+                    }
                     out.ask(Ask::Release {
                         name: name.as_str().to_string(),
                     });
+                }
+                for (room, left) in leaving {
+                    let Some(r) = self.rooms.get_mut(room) else {
+                        continue;
+                    };
+                    let told = std::mem::take(&mut r.unannounced);
+                    let counts = format!("{} {}", told.ours_joined, told.ours_left + left);
+                    self.publish(None, "", room, Kind::Summary, &counts, out);
                 }
             }
             other => {
@@ -2757,6 +2777,40 @@ mod tests {
             // A garbled count is ignored.
             assert_eq!(event(&mut h, remote("#lobby", Kind::Summary, "lots")), []);
             assert_eq!(h.wait(SUMMARY_EVERY), []);
+        }
+
+        /// A node stopping tells the others of a big room's leavers in one
+        /// summary entry (with the joins not yet told), a small room's one
+        /// by one; every name is given back.
+        #[test]
+        fn a_stopping_node_sums_up_a_big_rooms_leavers() {
+            let mut h = Harness::with(Settings {
+                cluster: Some("a".into()),
+                quiet_above: 1,
+                ..Settings::default()
+            });
+            event(&mut h, ClusterEvent::Up);
+            for id in 1..=3 {
+                h.join(id);
+            }
+            h.join(4);
+            h.say(4, "/join #small");
+            let said = event(&mut h, ClusterEvent::Stopping);
+            let published: Vec<&str> = said
+                .iter()
+                .map(|(_, l)| l.as_str())
+                .filter(|l| l.starts_with("<publish"))
+                .collect();
+            assert_eq!(
+                published,
+                [
+                    "<publish #small Leave * user4-a left (server stopped)>",
+                    "<publish #lobby Summary 3 4>"
+                ],
+                "{said:?}"
+            );
+            let released = said.iter().filter(|(_, l)| l.contains("Release")).count();
+            assert_eq!(released, 4, "{said:?}");
         }
 
         #[test]
