@@ -26,8 +26,8 @@
 # Variables (defaults): PART1 ("1000 5000 10000 19900"), THREADED ("1000
 # 5000 8000"), PART2 ("100000 250000 500000 1000000"; empty to skip),
 # PER_NODE (19900), PER_WORKER (19900), SOURCES (127.0.0.2-127.0.0.101),
-# CONNECT_RATE (3000 joins a second in all, part 2), KEEP (unset: start
-# afresh),
+# CONNECT_RATE (3000 joins a second in all, part 2), DRAIN (60: seconds
+# part 2 waits for the last lines), KEEP (unset: start afresh),
 # PORT (21000: nodes on PORT+1..), OUT (target/scale), DOCS (docs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +42,7 @@ PER_WORKER=${PER_WORKER:-19900}
 SOURCES=${SOURCES:-127.0.0.2-127.0.0.101}
 PORT=${PORT:-21000}
 CONNECT_RATE=${CONNECT_RATE:-3000}
+DRAIN=${DRAIN:-60}
 OUT=${OUT:-$TARGET/scale}
 DOCS=${DOCS:-docs}
 REDIS=${REDIS:-$(command -v redis-server || true)}
@@ -171,7 +172,7 @@ for n in $PART2; do
   # CONNECT_RATE joins a second in all, shared by the workers: every join
   # is also a stream entry that every node reads, and a name claim in Redis.
   "$BIN" bench "${addrs[@]}" -n "$n" --workers "$workers" --source "$SOURCES" \
-    --messages 20 --rate 1 --duration 30 --drain 60 \
+    --messages 20 --rate 1 --duration 30 --drain "$DRAIN" \
     --connect-rate $(((CONNECT_RATE + workers - 1) / workers)) --connect-timeout 1200 \
     --server-pid "$(echo "$node_pids" | awk '{print $1}')" --json \
     >"$OUT/p2-$n.json" 2>"$OUT/p2-$n.err" || true
