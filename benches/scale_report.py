@@ -135,8 +135,9 @@ def part2_rows():
         rows.append(
             f"| {n:,} | {setup.get('nodes')} | {r['workers']} | {r['receivers']:,} | "
             f"{r['lost']} of {r['sent'] * r['receivers']:,} | "
-            f"{ms(f['p50']) / 1000:.2f} / {ms(f['p99']) / 1000:.2f} ({f['count']} of {r['sent']} lines) | "
-            f"{r['connect_seconds']:.0f} s | {r['machine_idle_cpu_percent']:.1f}% |"
+            + (f"{ms(f['p50']) / 1000:.2f} / {ms(f['p99']) / 1000:.2f} ({f['count']} of {r['sent']} lines) | "
+               if f["count"] else f"none: 0 of {r['sent']} lines reached everyone | ")
+            + f"{r['connect_seconds']:.0f} s | {r['machine_idle_cpu_percent']:.1f}% |"
         )
         if s:
             base, peak = s[0], [max(col) for col in zip(*s)]
