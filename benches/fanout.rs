@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pollchat::bench::{Nodes, Sources, Swarm, SwarmPlan, Tracker};
+use pollchat::bench::{Nodes, Swarm, SwarmPlan, Tracker};
 use pollchat::chat::Chat;
 use pollchat::config::{Config, EngineKind, Limits};
 use pollchat::engine::Server;
@@ -37,19 +37,12 @@ fn fanout(c: &mut Criterion) {
                 .expect("bind a bench server")
                 .spawn()
                 .expect("start the bench server");
-            let plan = SwarmPlan {
-                nodes: Nodes::one(server.local_addr()),
+            let plan = SwarmPlan::plain(
+                Nodes::one(server.local_addr()),
                 receivers,
-                first: 0,
-                stalled: 0,
-                sender: true,
-                sources: Sources::default(),
-                login: None,
-                connect_rate: 5000,
-                connect_timeout: Duration::from_secs(30),
-                tls: None,
-                ws: None,
-            };
+                5000,
+                Duration::from_secs(30),
+            );
             let mut swarm = Swarm::connect(&plan, &mut |_, _| {}).expect("connect the clients");
             swarm
                 .settle(Duration::from_millis(200), Duration::from_secs(10))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_app, start_chat, test_limits};
 use pollchat::app::{App, ClientId, Clock, Outbox, RoomId};
-use pollchat::bench::{self, BenchConfig, LoadPlan, Nodes, Sources, SwarmPlan};
+use pollchat::bench::{self, BenchConfig, LoadPlan, Nodes, SwarmPlan};
 use pollchat::config::{EngineKind, Limits};
 
 /// A bare relay App for the tests: forwards lines to everyone else, but only
@@ -75,19 +75,7 @@ fn assert_bench_refuses(args: &[&str], want: &str) {
 
 fn config(addr: SocketAddr, receivers: usize, messages: u64) -> BenchConfig {
     BenchConfig {
-        swarm: SwarmPlan {
-            nodes: Nodes::one(addr),
-            receivers,
-            first: 0,
-            stalled: 0,
-            sender: true,
-            sources: Sources::default(),
-            login: None,
-            connect_rate: 1000,
-            connect_timeout: Duration::from_secs(10),
-            tls: None,
-            ws: None,
-        },
+        swarm: SwarmPlan::plain(Nodes::one(addr), receivers, 1000, Duration::from_secs(10)),
         load: LoadPlan {
             rate: 0.0,
             window: 8,

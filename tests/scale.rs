@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{ChildServer, READ_TIMEOUT, ensure_fd_limit};
-use pollchat::bench::{Nodes, Sources, Swarm, SwarmPlan, Tracker};
+use pollchat::bench::{Nodes, Swarm, SwarmPlan, Tracker};
 use pollchat::config::EngineKind;
 
 /// Clients per engine. The threaded engine admits at most some 8,000 on
@@ -42,19 +42,12 @@ fn a_full_server_welcomes_reaches_and_stops_everyone(engine: EngineKind) {
         engine,
         &["--max-clients", &max, "--rate", "0", "--quiet-above", "0"],
     );
-    let plan = SwarmPlan {
-        nodes: Nodes::one(server.addr),
+    let plan = SwarmPlan::plain(
+        Nodes::one(server.addr),
         receivers,
-        first: 0,
-        stalled: 0,
-        sender: true,
-        sources: Sources::default(),
-        login: None,
-        connect_rate: 20_000,
-        connect_timeout: Duration::from_secs(120),
-        tls: None,
-        ws: None,
-    };
+        20_000,
+        Duration::from_secs(120),
+    );
     let mut swarm = Swarm::connect(&plan, &mut |_, _| {}).expect("everyone connects");
     swarm
         .settle(Duration::from_millis(500), Duration::from_secs(60))

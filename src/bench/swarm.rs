@@ -225,6 +225,31 @@ pub struct SwarmPlan {
     pub ws: Option<WsPlan>,
 }
 
+impl SwarmPlan {
+    /// `receivers` and one sender on `nodes`, in one process, plain TCP,
+    /// no login, nobody stalled; the connect pace and bound as given.
+    pub fn plain(
+        nodes: Nodes,
+        receivers: usize,
+        connect_rate: u32,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            nodes,
+            receivers,
+            first: 0,
+            stalled: 0,
+            sender: true,
+            sources: Sources::default(),
+            login: None,
+            connect_rate,
+            connect_timeout,
+            tls: None,
+            ws: None,
+        }
+    }
+}
+
 /// How the bench speaks WebSocket (`--ws URL`).
 #[derive(Debug, Clone)]
 pub struct WsPlan {

@@ -2474,6 +2474,15 @@ mod tests {
             })
         }
 
+        /// Node "a", where a room of two or more is big (`--quiet-above 1`).
+        fn big_room_node() -> Harness {
+            Harness::with(Settings {
+                cluster: Some("a".into()),
+                quiet_above: 1,
+                ..Settings::default()
+            })
+        }
+
         fn event(h: &mut Harness, event: ClusterEvent) -> Vec<(Recipients, String)> {
             let clock = Clock {
                 now: h.now,
@@ -2711,11 +2720,7 @@ mod tests {
 
         #[test]
         fn a_remote_join_in_a_big_room_is_counted_not_told() {
-            let mut h = Harness::with(Settings {
-                cluster: Some("a".into()),
-                quiet_above: 1,
-                ..Settings::default()
-            });
+            let mut h = big_room_node();
             h.join(1);
             assert_eq!(
                 event(&mut h, remote("#lobby", Kind::Join, "* user1-b joined")),
@@ -2738,11 +2743,7 @@ mod tests {
         /// added into this node's own summary line.
         #[test]
         fn a_big_rooms_joins_cross_as_one_summary_entry() {
-            let mut h = Harness::with(Settings {
-                cluster: Some("a".into()),
-                quiet_above: 1,
-                ..Settings::default()
-            });
+            let mut h = big_room_node();
             event(&mut h, ClusterEvent::Up);
             let first = h.join(1);
             assert!(
@@ -2784,11 +2785,7 @@ mod tests {
         /// by one; every name is given back.
         #[test]
         fn a_stopping_node_sums_up_a_big_rooms_leavers() {
-            let mut h = Harness::with(Settings {
-                cluster: Some("a".into()),
-                quiet_above: 1,
-                ..Settings::default()
-            });
+            let mut h = big_room_node();
             event(&mut h, ClusterEvent::Up);
             for id in 1..=3 {
                 h.join(id);
